@@ -1,0 +1,180 @@
+//! Configuration: raw serde structs (unknown keys refused) are validated into a
+//! frozen [`Config`] before any thread starts. Every error names its key.
+
+pub mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::http::error_page::ErrorPages;
+use crate::http::Limits;
+use crate::redis::url::RedisUrl;
+pub use raw::RawConfig;
+
+/// A config problem, always naming the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// Dotted path of the key, e.g. `server.retry_on_error` or `http.bind[1]`;
+    /// empty for problems with the file as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where routes are read from and dead marks written to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Driver {
+    /// First URL: the local replica, read per request.
+    pub read: RedisUrl,
+    /// Last URL: the master, where dead marks go.
+    pub write: RedisUrl,
+}
+
+impl Driver {
+    /// Key prefix, taken from the read URL (SPEC section 3).
+    pub fn prefix(&self) -> &str {
+        &self.read.prefix
+    }
+}
+
+/// The validated, frozen configuration shared (behind an `Arc`) by every shard.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub raw: RawConfig,
+    pub driver: Driver,
+    /// Shards to run, resolved from `server.workers`.
+    pub workers: usize,
+    pub max_sockets: usize,
+    /// Client idle timeout; `None` = never.
+    pub tcp_timeout: Option<Duration>,
+    pub dead_backend_ttl: Duration,
+    pub retry_on_error: u32,
+    pub http_keep_alive: bool,
+    pub dead_backend_on_500: bool,
+    pub error_pages: ErrorPages,
+    pub debug: bool,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub redis_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub dns_ttl: Duration,
+    pub max_connections: usize,
+    pub http_listeners: Vec<SocketAddr>,
+    pub limits: Limits,
+    /// Keys that are valid but whose feature is not active yet, one warning each.
+    pub warnings: Vec<String>,
+}
+
+/// The config path when `--config` is not given: `config.toml`, or
+/// `config_<flavor>.toml` when `SETTINGS_FLAVOR` is set.
+pub fn default_path(flavor: Option<&str>) -> PathBuf {
+    match flavor {
+        Some(f) if !f.is_empty() => PathBuf::from(format!("config_{f}.toml")),
+        _ => PathBuf::from("config.toml"),
+    }
+}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    if path.extension().is_some_and(|e| e == "json") {
+        return Err(ConfigError::new(
+            "",
+            format!(
+                "{}: Hipache/Lopache JSON configs are not supported yet; write the TOML equivalent",
+                path.display()
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    from_toml(&text, base)
+}
+
+/// Parses and validates TOML text; relative paths in it resolve against `base`.
+pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
+    let raw = parse_raw(text)?;
+    validate::validate(raw, base)
+}
+
+fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.message().to_string();
+        // Unknown keys: name the key itself, not its table.
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+        {
+            // The path already ends with the unknown key itself.
+            let key = if path == "." || path.is_empty() {
+                field.to_string()
+            } else if path == field || path.ends_with(&format!(".{field}")) {
+                path
+            } else {
+                format!("{path}.{field}")
+            };
+            return ConfigError::new(key, "unknown key");
+        }
+        let key = if path == "." { String::new() } else { path };
+        let location = inner
+            .span()
+            .map(|s| format!(" (at byte {})", s.start))
+            .unwrap_or_default();
+        ConfigError::new(key, format!("{}{location}", plain_english(&message)))
+    })
+}
+
+/// serde names Rust types (`expected u32`); operators want `expected an integer`.
+fn plain_english(message: &str) -> String {
+    let mut m = message.to_string();
+    for ty in ["u8", "u16", "u32", "u64", "usize", "i32", "i64"] {
+        m = m.replace(&format!("expected {ty}"), "expected an integer");
+    }
+    m.replace("expected a boolean", "expected true or false")
+}
+
+/// The effective config as TOML with secrets masked, for `--dry`.
+pub fn render_effective(config: &Config) -> String {
+    let mut shown = config.raw.clone();
+    let mask = |u: &str| {
+        RedisUrl::parse(u)
+            .map(|p| p.masked())
+            .unwrap_or_else(|_| u.to_string())
+    };
+    shown.driver = match &shown.driver {
+        raw::DriverSpec::One(u) => raw::DriverSpec::One(mask(u)),
+        raw::DriverSpec::Many(v) => raw::DriverSpec::Many(v.iter().map(|u| mask(u)).collect()),
+    };
+    for route in &mut shown.routes {
+        let raw::RawDestination::RandomBackendForHost { driver } = &mut route.destination;
+        *driver = match driver {
+            raw::DriverSpec::One(u) => raw::DriverSpec::One(mask(u)),
+            raw::DriverSpec::Many(v) => raw::DriverSpec::Many(v.iter().map(|u| mask(u)).collect()),
+        };
+    }
+    let body = toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+    let listeners: Vec<String> = config
+        .http_listeners
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    format!(
+        "# effective lopache configuration ({} shards; http listeners: {})\n{body}",
+        config.workers,
+        listeners.join(", ")
+    )
+}

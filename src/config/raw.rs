@@ -1,0 +1,212 @@
+//! The config file as written: serde structs that mirror SPEC section 2 key for
+//! key, with every default filled in and unknown keys refused. `validate`
+//! turns this into the frozen [`super::Config`].
+
+use serde::{Deserialize, Serialize};
+
+/// `driver`: one Redis URL, or a list whose first is read from and last written to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "a Redis URL or a list of Redis URLs")]
+pub enum DriverSpec {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for DriverSpec {
+    fn default() -> Self {
+        DriverSpec::One("redis://127.0.0.1:6379".into())
+    }
+}
+
+impl DriverSpec {
+    pub fn urls(&self) -> Vec<&str> {
+        match self {
+            DriverSpec::One(u) => vec![u.as_str()],
+            DriverSpec::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub driver: DriverSpec,
+    pub user: String,
+    pub group: String,
+    pub server: RawServer,
+    pub http: RawHttp,
+    pub https: RawHttps,
+    pub admin: RawAdmin,
+    pub limits: RawLimits,
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub workers: u32,
+    pub max_sockets: u32,
+    pub tcp_timeout: u64,
+    pub dead_backend_ttl: u64,
+    pub retry_on_error: u32,
+    pub access_log: String,
+    pub http_keep_alive: bool,
+    pub dead_backend_on_500: bool,
+    pub static_dir: String,
+    pub debug: bool,
+    pub connect_timeout: u64,
+    pub response_timeout: u64,
+    /// Client connections one shard holds open at once; more wait in the kernel backlog.
+    pub max_connections: u32,
+    /// Milliseconds a Redis lookup may take before the request gets 503.
+    pub redis_timeout_ms: u64,
+    /// Seconds an idle pooled upstream connection is kept.
+    pub upstream_idle_timeout: u64,
+    /// Seconds a resolved backend host name is cached.
+    pub dns_ttl: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            workers: 0,
+            max_sockets: 100,
+            tcp_timeout: 30,
+            dead_backend_ttl: 30,
+            retry_on_error: 3,
+            access_log: DEFAULT_ACCESS_LOG.into(),
+            http_keep_alive: true,
+            dead_backend_on_500: true,
+            static_dir: String::new(),
+            debug: false,
+            connect_timeout: 5,
+            response_timeout: 60,
+            max_connections: 10_000,
+            redis_timeout_ms: 1000,
+            upstream_idle_timeout: 30,
+            dns_ttl: 30,
+        }
+    }
+}
+
+pub const DEFAULT_ACCESS_LOG: &str = "/var/log/lopache/access.log";
+
+/// A bind entry: `"127.0.0.1"`, `"[::1]:8080"`, or a table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "an address string or a table { address, port }")]
+pub enum BindSpec {
+    Address(String),
+    Table(BindTable),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindTable {
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// HTTPS only: this listener's own certificate chain and key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub port: u16,
+    pub bind: Vec<BindSpec>,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            port: 80,
+            bind: vec![BindSpec::Address("127.0.0.1".into())],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttps {
+    pub port: u16,
+    pub bind: Vec<BindSpec>,
+    pub cert: String,
+    pub key: String,
+    pub certificates_dir: String,
+    pub redis_certificates: bool,
+    pub preset: String,
+}
+
+impl Default for RawHttps {
+    fn default() -> Self {
+        RawHttps {
+            port: 443,
+            bind: Vec::new(),
+            cert: String::new(),
+            key: String::new(),
+            certificates_dir: String::new(),
+            redis_certificates: false,
+            preset: "intermediate".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub bind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub request_head_bytes: usize,
+    pub header_count: usize,
+    pub uri_bytes: usize,
+    pub chunk_line_bytes: usize,
+    pub trailer_bytes: usize,
+    pub response_head_bytes: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let l = crate::http::Limits::default();
+        RawLimits {
+            request_head_bytes: l.request_head_bytes,
+            header_count: l.header_count,
+            uri_bytes: l.uri_bytes,
+            chunk_line_bytes: l.chunk_line_bytes,
+            trailer_bytes: l.trailer_bytes,
+            response_head_bytes: l.response_head_bytes,
+        }
+    }
+}
+
+/// A Lopache route (SPEC section 6): parsed and validated now, active once
+/// routing rules land.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub condition: RawCondition,
+    pub destination: RawDestination,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawCondition {
+    And(Vec<RawCondition>),
+    Or(Vec<RawCondition>),
+    Not(Box<RawCondition>),
+    PathPrefix(String),
+    PathMatches { prefix: String },
+    IncludedInSegment { cookie: String, max_segment_id: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawDestination {
+    RandomBackendForHost { driver: DriverSpec },
+}

@@ -1,0 +1,328 @@
+//! Raw config to frozen [`Config`]: ranges, addresses, URLs and files are
+//! checked here, once, with the failing key named.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use super::raw::{BindSpec, RawCondition, RawConfig, RawDestination, DEFAULT_ACCESS_LOG};
+use super::{Config, ConfigError, Driver};
+use crate::http::error_page::ErrorPages;
+use crate::http::{Limits, HARD_MAX_HEADERS};
+use crate::redis::url::RedisUrl;
+
+pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+    let main_driver = driver(&raw.driver.urls(), "driver")?;
+    let s = &raw.server;
+    let workers = match s.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n if n > 1024 => return Err(ConfigError::new("server.workers", "at most 1024")),
+        n => n as usize,
+    };
+    positive(s.max_sockets as u64, "server.max_sockets")?;
+    positive(s.connect_timeout, "server.connect_timeout")?;
+    positive(s.response_timeout, "server.response_timeout")?;
+    positive(s.max_connections as u64, "server.max_connections")?;
+    positive(s.redis_timeout_ms, "server.redis_timeout_ms")?;
+    if s.retry_on_error > 100 {
+        return Err(ConfigError::new("server.retry_on_error", "at most 100"));
+    }
+    let error_pages = match s.static_dir.as_str() {
+        "" => ErrorPages::builtin(),
+        dir => ErrorPages::load(&base.join(dir)).map_err(|e| {
+            ConfigError::new("server.static_dir", format!("cannot read {dir}: {e}"))
+        })?,
+    };
+    let limits = limits(&raw)?;
+    let http_listeners = binds(&raw.http.bind, raw.http.port, "http")?;
+    if http_listeners.is_empty() && raw.https.bind.is_empty() {
+        return Err(ConfigError::new(
+            "http.bind",
+            "no listener: give at least one address",
+        ));
+    }
+    for (i, b) in raw.https.bind.iter().enumerate() {
+        bind_addr(b, raw.https.port, &format!("https.bind[{i}]"))?;
+    }
+    if !matches!(raw.https.preset.as_str(), "modern" | "intermediate") {
+        return Err(ConfigError::new(
+            "https.preset",
+            "expected \"modern\" or \"intermediate\"",
+        ));
+    }
+    if !raw.admin.bind.is_empty() && raw.admin.bind.parse::<SocketAddr>().is_err() {
+        return Err(ConfigError::new(
+            "admin.bind",
+            "expected an address like \"127.0.0.1:9090\"",
+        ));
+    }
+    for (i, route) in raw.routes.iter().enumerate() {
+        condition(&route.condition, &format!("routes[{i}].condition"))?;
+        let RawDestination::RandomBackendForHost { driver: d } = &route.destination;
+        driver(
+            &d.urls(),
+            &format!("routes[{i}].destination.random_backend_for_host.driver"),
+        )?;
+    }
+
+    let warnings = inactive_warnings(&raw);
+    Ok(Config {
+        driver: main_driver,
+        workers,
+        max_sockets: s.max_sockets as usize,
+        tcp_timeout: (s.tcp_timeout > 0).then(|| Duration::from_secs(s.tcp_timeout)),
+        dead_backend_ttl: Duration::from_secs(s.dead_backend_ttl),
+        retry_on_error: s.retry_on_error,
+        http_keep_alive: s.http_keep_alive,
+        dead_backend_on_500: s.dead_backend_on_500,
+        error_pages,
+        debug: s.debug,
+        connect_timeout: Duration::from_secs(s.connect_timeout),
+        response_timeout: Duration::from_secs(s.response_timeout),
+        redis_timeout: Duration::from_millis(s.redis_timeout_ms),
+        upstream_idle_timeout: Duration::from_secs(s.upstream_idle_timeout),
+        dns_ttl: Duration::from_secs(s.dns_ttl),
+        max_connections: s.max_connections as usize,
+        http_listeners,
+        limits,
+        warnings,
+        raw,
+    })
+}
+
+fn positive(v: u64, key: &str) -> Result<(), ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::new(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn driver(urls: &[&str], key: &str) -> Result<Driver, ConfigError> {
+    let (Some(first), Some(last)) = (urls.first(), urls.last()) else {
+        return Err(ConfigError::new(key, "needs at least one Redis URL"));
+    };
+    let parse =
+        |u: &str, k: String| RedisUrl::parse(u).map_err(|e| ConfigError::new(k, e.to_string()));
+    let many = urls.len() > 1;
+    let read = parse(
+        first,
+        if many {
+            format!("{key}[0]")
+        } else {
+            key.to_string()
+        },
+    )?;
+    let write = parse(
+        last,
+        if many {
+            format!("{key}[{}]", urls.len() - 1)
+        } else {
+            key.to_string()
+        },
+    )?;
+    Ok(Driver { read, write })
+}
+
+fn limits(raw: &RawConfig) -> Result<Limits, ConfigError> {
+    let l = &raw.limits;
+    let check = |v: usize, min: usize, max: usize, key: &str| {
+        if v < min || v > max {
+            Err(ConfigError::new(
+                format!("limits.{key}"),
+                format!("must be between {min} and {max}"),
+            ))
+        } else {
+            Ok(v)
+        }
+    };
+    Ok(Limits {
+        request_head_bytes: check(l.request_head_bytes, 1024, 1 << 20, "request_head_bytes")?,
+        header_count: check(l.header_count, 8, HARD_MAX_HEADERS - 1, "header_count")?,
+        uri_bytes: check(l.uri_bytes, 256, 1 << 20, "uri_bytes")?,
+        chunk_line_bytes: check(l.chunk_line_bytes, 64, 1 << 20, "chunk_line_bytes")?,
+        trailer_bytes: check(l.trailer_bytes, 0, 1 << 20, "trailer_bytes")?,
+        response_head_bytes: check(l.response_head_bytes, 1024, 1 << 20, "response_head_bytes")?,
+    })
+}
+
+fn binds(
+    list: &[BindSpec],
+    default_port: u16,
+    section: &str,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for (i, b) in list.iter().enumerate() {
+        let key = format!("{section}.bind[{i}]");
+        if let BindSpec::Table(t) = b {
+            if t.cert.is_some() || t.key.is_some() {
+                return Err(ConfigError::new(
+                    key,
+                    "cert and key belong to https.bind entries",
+                ));
+            }
+        }
+        let addr = bind_addr(b, default_port, &key)?;
+        if out.contains(&addr) {
+            return Err(ConfigError::new(key, format!("{addr} is listed twice")));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+/// Accepts `1.2.3.4`, `::1`, `[::1]`, `host:port`, `[::1]:80`, `localhost`, or a table.
+fn bind_addr(b: &BindSpec, default_port: u16, key: &str) -> Result<SocketAddr, ConfigError> {
+    let (address, port) = match b {
+        BindSpec::Address(a) => (a.as_str(), None),
+        BindSpec::Table(t) => (t.address.as_str(), t.port),
+    };
+    let port = port.unwrap_or(default_port);
+    if let Ok(sa) = address.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    let bare = address.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let resolved = if address.contains(':') {
+        address.to_socket_addrs()
+    } else {
+        (address, port).to_socket_addrs()
+    };
+    resolved.ok().and_then(|mut a| a.next()).ok_or_else(|| {
+        ConfigError::new(
+            key,
+            format!("cannot resolve {address:?} to a local address"),
+        )
+    })
+}
+
+fn condition(c: &RawCondition, key: &str) -> Result<(), ConfigError> {
+    match c {
+        RawCondition::And(list) | RawCondition::Or(list) => {
+            let name = if matches!(c, RawCondition::And(_)) {
+                "and"
+            } else {
+                "or"
+            };
+            if list.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{key}.{name}"),
+                    "needs at least one condition",
+                ));
+            }
+            for (i, inner) in list.iter().enumerate() {
+                condition(inner, &format!("{key}.{name}[{i}]"))?;
+            }
+            Ok(())
+        }
+        RawCondition::Not(inner) => condition(inner, &format!("{key}.not")),
+        RawCondition::PathPrefix(p) if !p.starts_with('/') => Err(ConfigError::new(
+            format!("{key}.path_prefix"),
+            "must start with /",
+        )),
+        RawCondition::IncludedInSegment { max_segment_id, .. } if *max_segment_id > 99 => {
+            Err(ConfigError::new(
+                format!("{key}.included_in_segment.max_segment_id"),
+                "must be between 0 and 99",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// One warning per key whose feature has not landed yet (set to a non-default value).
+fn inactive_warnings(raw: &RawConfig) -> Vec<String> {
+    let mut w = Vec::new();
+    let mut note = |active: bool, key: &str| {
+        if active {
+            w.push(format!(
+                "{key} is set but not active yet in this version; it is ignored"
+            ));
+        }
+    };
+    note(!raw.https.bind.is_empty(), "https.bind");
+    note(!raw.admin.bind.is_empty(), "admin.bind");
+    note(!raw.routes.is_empty(), "routes");
+    note(
+        raw.server.access_log != DEFAULT_ACCESS_LOG,
+        "server.access_log",
+    );
+    note(!raw.user.is_empty() || !raw.group.is_empty(), "user/group");
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::from_toml;
+    use std::path::Path;
+
+    fn err(text: &str) -> String {
+        from_toml(text, Path::new(".")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_is_valid_with_spec_defaults() {
+        let c = from_toml("", Path::new(".")).unwrap();
+        assert_eq!(c.max_sockets, 100);
+        assert_eq!(c.retry_on_error, 3);
+        assert_eq!(c.http_listeners, vec!["127.0.0.1:80".parse().unwrap()]);
+        assert_eq!(c.driver.read.masked(), "redis://127.0.0.1:6379/0");
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err("[server]\nretry_on_error = \"three\"").starts_with("server.retry_on_error: "));
+        assert!(err("[server]\nretry_on_error = \"three\"").contains("expected an integer"));
+        assert_eq!(err("[server]\nretries = 1"), "server.retries: unknown key");
+        assert_eq!(err("colour = 1"), "colour: unknown key");
+        assert!(err("driver = \"http://x\"").starts_with("driver: "));
+        assert!(err("driver = [\"redis:\", \"nope\"]").starts_with("driver[1]: "));
+        assert!(err("[http]\nbind = [\"127.0.0.1\", 5]").starts_with("http.bind[1]: "));
+        assert!(err("[http]\nport = 70000").starts_with("http.port: "));
+        assert!(err("[server]\nmax_sockets = 0").starts_with("server.max_sockets: "));
+        assert!(err("[https]\npreset = \"old\"").starts_with("https.preset: "));
+        assert!(err("[server]\nstatic_dir = \"/nonexistent/x\"").starts_with("server.static_dir: "));
+        assert!(err("[limits]\nheader_count = 1").starts_with("limits.header_count: "));
+    }
+
+    #[test]
+    fn bind_forms() {
+        let c = from_toml(
+            "[http]\nport = 8080\nbind = [\"127.0.0.1\", \"::1\", { address = \"127.0.0.2\", port = 81 }, \"127.0.0.3:82\"]",
+            Path::new("."),
+        )
+        .unwrap();
+        let want: Vec<std::net::SocketAddr> = [
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "127.0.0.2:81",
+            "127.0.0.3:82",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        assert_eq!(c.http_listeners, want);
+    }
+
+    #[test]
+    fn routes_are_validated_and_warned_about() {
+        let ok = "[[routes]]\ncondition = { and = [ { path_prefix = \"/api/\" }, \
+                  { included_in_segment = { cookie = \"s\", max_segment_id = 50 } } ] }\n\
+                  destination = { random_backend_for_host = { driver = \"redis://127.0.0.1:6379#rollout:\" } }";
+        let c = from_toml(ok, Path::new(".")).unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        let bad = ok.replace("50", "100");
+        assert_eq!(
+            err(&bad),
+            "routes[0].condition.and[1].included_in_segment.max_segment_id: must be between 0 and 99"
+        );
+        let bad = ok.replace("and = [", "and = [ { nope = 1 }, ");
+        assert!(
+            err(&bad).starts_with("routes[0].condition"),
+            "{}",
+            err(&bad)
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! Sans-io HTTP/1.1: head parsing, RFC 9112 framing, chunked bodies, header
+//! rewriting and canned responses. Nothing in here awaits or touches a socket;
+//! `proxy` moves the bytes. That keeps every rule table-testable and fuzzable.
+
+pub mod chunked;
+pub mod error_page;
+pub mod framing;
+pub mod headers;
+pub mod request;
+pub mod response;
+pub mod rewrite;
+
+/// Limits on what a client may send. Defaults are named constants; operators
+/// override them in `[limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Request line plus headers, in bytes. Over it: 431 (414 while still in the request line).
+    pub request_head_bytes: usize,
+    /// Header fields in one request. Over it: 431.
+    pub header_count: usize,
+    /// Request target length. Over it: 414.
+    pub uri_bytes: usize,
+    /// One chunk-size line including extensions. Over it: 400.
+    pub chunk_line_bytes: usize,
+    /// All trailer fields of a chunked body together. Over it: 400.
+    pub trailer_bytes: usize,
+    /// A backend's response head. Over it: 502.
+    pub response_head_bytes: usize,
+}
+
+pub const DEFAULT_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+pub const DEFAULT_HEADER_COUNT: usize = 100;
+pub const DEFAULT_URI_BYTES: usize = 8 * 1024;
+pub const DEFAULT_CHUNK_LINE_BYTES: usize = 4 * 1024;
+pub const DEFAULT_TRAILER_BYTES: usize = 16 * 1024;
+pub const DEFAULT_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+/// httparse needs a fixed array; configured header counts are capped here.
+pub const HARD_MAX_HEADERS: usize = 512;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_head_bytes: DEFAULT_REQUEST_HEAD_BYTES,
+            header_count: DEFAULT_HEADER_COUNT,
+            uri_bytes: DEFAULT_URI_BYTES,
+            chunk_line_bytes: DEFAULT_CHUNK_LINE_BYTES,
+            trailer_bytes: DEFAULT_TRAILER_BYTES,
+            response_head_bytes: DEFAULT_RESPONSE_HEAD_BYTES,
+        }
+    }
+}
+
+/// HTTP version of a parsed message. HTTP/0.9 and 2+ never get this far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// How the body of a message is delimited (RFC 9112 section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body at all.
+    Empty,
+    /// Exactly this many bytes (never 0: that is `Empty`).
+    Length(u64),
+    /// Chunked transfer coding; ends with the last chunk and trailers.
+    Chunked,
+    /// Responses only: everything until the backend closes.
+    UntilClose,
+}
+
+impl BodyKind {
+    pub fn is_empty(self) -> bool {
+        self == BodyKind::Empty
+    }
+}
+
+/// A header field as offsets into the head bytes it was parsed from, so a
+/// parsed head owns no borrowed data and can live across awaits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderSpan {
+    pub name: (u32, u32),
+    pub value: (u32, u32),
+}
+
+impl HeaderSpan {
+    fn from_httparse(base: &[u8], h: &httparse::Header<'_>) -> HeaderSpan {
+        let start = base.as_ptr() as usize;
+        let n = h.name.as_ptr() as usize - start;
+        let v = h.value.as_ptr() as usize - start;
+        HeaderSpan {
+            name: (n as u32, (n + h.name.len()) as u32),
+            value: (v as u32, (v + h.value.len()) as u32),
+        }
+    }
+
+    pub fn name<'a>(&self, head: &'a [u8]) -> &'a [u8] {
+        &head[self.name.0 as usize..self.name.1 as usize]
+    }
+
+    pub fn value<'a>(&self, head: &'a [u8]) -> &'a [u8] {
+        &head[self.value.0 as usize..self.value.1 as usize]
+    }
+}

@@ -1,0 +1,183 @@
+//! Response head parsing on httparse for what backends send back: status,
+//! headers, body framing relative to the request, and reuse eligibility.
+
+use super::framing::FramingHeaders;
+use super::headers::list_contains;
+use super::{BodyKind, HeaderSpan, Version, HARD_MAX_HEADERS};
+
+/// Why a backend's response head could not be used; all are answered with 502.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    #[error("malformed response head")]
+    Malformed,
+    #[error("response head larger than the limit")]
+    TooLarge,
+    #[error("invalid Content-Length in response")]
+    BadLength,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub version: Version,
+    pub reason: (u32, u32),
+    pub headers: Vec<HeaderSpan>,
+    /// Bytes of the head including the blank line.
+    pub len: usize,
+    pub body: BodyKind,
+    /// The backend will keep the connection open and the framing allows reuse.
+    pub reusable: bool,
+    /// A `Retry-After` header is present (a 503 with it does not mark the backend dead).
+    pub retry_after: bool,
+    /// `Upgrade: websocket` was sent (only meaningful with 101).
+    pub upgrade_websocket: bool,
+}
+
+impl ResponseHead {
+    pub fn reason<'a>(&self, head: &'a [u8]) -> &'a [u8] {
+        &head[self.reason.0 as usize..self.reason.1 as usize]
+    }
+
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+}
+
+/// Parses a response head from the start of `buf`; `Ok(None)` means more bytes needed.
+pub fn parse_response(
+    buf: &[u8],
+    max_head: usize,
+    request_was_head: bool,
+) -> Result<Option<ResponseHead>, ResponseError> {
+    let mut storage = [httparse::EMPTY_HEADER; HARD_MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut storage);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > max_head => {
+            return Err(ResponseError::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooLarge),
+        Err(_) => return Err(ResponseError::Malformed),
+    };
+    if len > max_head {
+        return Err(ResponseError::TooLarge);
+    }
+    let (Some(status), Some(minor)) = (resp.code, resp.version) else {
+        return Err(ResponseError::Malformed);
+    };
+    let version = if minor == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    let reason = resp.reason.unwrap_or("");
+    let start = reason.as_ptr() as usize - buf.as_ptr() as usize;
+    let reason_span = if reason.is_empty() {
+        (0, 0)
+    } else {
+        (start as u32, (start + reason.len()) as u32)
+    };
+
+    let mut framing = FramingHeaders::default();
+    let (mut close, mut keep_alive, mut retry_after, mut upgrade_ws) = (false, false, false, false);
+    let mut headers = Vec::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        headers.push(HeaderSpan::from_httparse(buf, h));
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            framing.add_content_length(h.value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            framing.add_transfer_encoding(h.value);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= list_contains(h.value, b"close");
+            keep_alive |= list_contains(h.value, b"keep-alive");
+        } else if name.eq_ignore_ascii_case(b"retry-after") {
+            retry_after = true;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade_ws |= list_contains(h.value, b"websocket");
+        }
+    }
+    let (body, clean) = framing
+        .response_body(status, request_was_head, version)
+        .map_err(|_| ResponseError::BadLength)?;
+    let persistent = match version {
+        Version::Http11 => !close,
+        Version::Http10 => keep_alive && !close,
+    };
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        reason: reason_span,
+        headers,
+        len,
+        body,
+        reusable: persistent && clean && status != 101,
+        retry_after,
+        upgrade_websocket: upgrade_ws,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_at_every_split() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: y\r\n\r\nhello";
+        let head_len = raw.len() - 5;
+        for cut in 0..head_len {
+            assert!(
+                parse_response(&raw[..cut], 1 << 16, false)
+                    .unwrap()
+                    .is_none(),
+                "{cut}"
+            );
+        }
+        let r = parse_response(raw, 1 << 16, false).unwrap().unwrap();
+        assert_eq!(
+            (r.status, r.len, r.body, r.reusable),
+            (200, head_len, BodyKind::Length(5), true)
+        );
+        assert_eq!(r.reason(raw), b"OK");
+    }
+
+    #[test]
+    fn reuse_and_framing_facts() {
+        let p = |s: &str, head| {
+            parse_response(s.as_bytes(), 1 << 16, head)
+                .unwrap()
+                .unwrap()
+        };
+        let r = p(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            false,
+        );
+        assert!(!r.reusable);
+        let r = p("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false);
+        assert!(!r.reusable);
+        let r = p(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+            false,
+        );
+        assert!(r.reusable);
+        let r = p("HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!((r.body, r.reusable), (BodyKind::UntilClose, false));
+        let r = p("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true);
+        assert_eq!((r.body, r.reusable), (BodyKind::Empty, true));
+        let r = p(
+            "HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(r.retry_after);
+        let r = p("HTTP/1.1 100 Continue\r\n\r\n", false);
+        assert!(r.is_interim());
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            1 << 16,
+            false
+        )
+        .is_err());
+        assert!(parse_response(b"garbage\r\n\r\n", 1 << 16, false).is_err());
+    }
+}

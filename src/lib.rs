@@ -1,0 +1,27 @@
+//! lopache: a Hipache-compatible, Redis-routed HTTP/1.1 reverse proxy.
+//!
+//! The shape, in brief (see `docs/ARCHITECTURE.md`):
+//!
+//! ```text
+//! accept (per-shard SO_REUSEPORT listener)             net
+//!   -> read request head (httparse, bounded)           http (sans-io)
+//!   -> Host -> candidates -> one pipelined Redis trip  routing, redis
+//!   -> pooled or new upstream connection               upstream
+//!   -> rewritten head, bodies streamed both ways       proxy, io
+//!   -> keep-alive loop | close
+//! ```
+//!
+//! `main` validates the config and starts one pinned thread per shard
+//! (`runtime`); each shard owns a monoio runtime (io_uring, or epoll as a
+//! fallback) and everything on its hot path, so no locks are taken per request.
+
+pub mod config;
+pub mod http;
+pub mod io;
+pub mod net;
+pub mod observe;
+pub mod proxy;
+pub mod redis;
+pub mod routing;
+pub mod runtime;
+pub mod upstream;

@@ -1,0 +1,96 @@
+//! The `lopache` binary: command line, allocator, exit codes. Everything else
+//! lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const USAGE: &str = "usage: lopache [--config PATH] [--dry] [--version] [--help]
+
+  --config PATH  config file (default: config.toml, or config_<flavor>.toml
+                 when SETTINGS_FLAVOR is set)
+  --dry          load and validate the config, print it with secrets masked, exit
+  --version      print the version and exit
+  --help         print this help and exit
+
+exit codes: 0 clean shutdown, 1 runtime failure, 2 config or usage error";
+
+struct Args {
+    config: Option<PathBuf>,
+    dry: bool,
+}
+
+enum Parsed {
+    Run(Args),
+    Exit(ExitCode),
+}
+
+fn parse_args() -> Parsed {
+    let mut args = Args {
+        config: None,
+        dry: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Parsed::Exit(ExitCode::SUCCESS);
+            }
+            "--version" | "-V" => {
+                println!("lopache {}", env!("CARGO_PKG_VERSION"));
+                return Parsed::Exit(ExitCode::SUCCESS);
+            }
+            "--dry" => args.dry = true,
+            "--config" | "-c" => match it.next() {
+                Some(p) => args.config = Some(PathBuf::from(p)),
+                None => return usage_error("--config needs a path"),
+            },
+            other => match other.strip_prefix("--config=") {
+                Some(p) => args.config = Some(PathBuf::from(p)),
+                None => return usage_error(&format!("unknown argument {other:?}")),
+            },
+        }
+    }
+    Parsed::Run(args)
+}
+
+fn usage_error(message: &str) -> Parsed {
+    eprintln!("lopache: {message}\n{USAGE}");
+    Parsed::Exit(ExitCode::from(2))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Parsed::Run(a) => a,
+        Parsed::Exit(code) => return code,
+    };
+    let flavor = std::env::var("SETTINGS_FLAVOR").ok();
+    let path = args
+        .config
+        .unwrap_or_else(|| lopache::config::default_path(flavor.as_deref()));
+    let config = match lopache::config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lopache: config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.dry {
+        print!("{}", lopache::config::render_effective(&config));
+        for w in &config.warnings {
+            eprintln!("lopache: warn: {w}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    lopache::observe::log::set_debug(config.debug);
+    match lopache::runtime::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lopache: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The accept loop of one listener on one shard: at most
+//! `server.max_connections` open client connections per shard (the rest wait
+//! in the kernel's backlog), and a pause instead of a busy loop when the
+//! process runs out of file descriptors.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use local_sync::semaphore::Semaphore;
+use monoio::net::TcpListener;
+
+use crate::proxy::session::{serve_client, ClientInfo};
+use crate::runtime::Shard;
+use crate::{log_error, log_warn};
+
+/// Pause after EMFILE/ENFILE/ENOBUFS/ENOMEM before accepting again.
+const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
+
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, slots: Rc<Semaphore>) {
+    let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let mut warned_resources = false;
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                warned_resources = false;
+                let info = ClientInfo {
+                    peer,
+                    local_port,
+                    proto: "http",
+                };
+                let shard = shard.clone();
+                monoio::spawn(async move {
+                    serve_client(shard, stream, info).await;
+                    drop(permit);
+                });
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                if !warned_resources {
+                    log_warn!("accept: {e}; pausing accepts (raise the fd limit?)");
+                    warned_resources = true;
+                }
+                monoio::time::sleep(RESOURCE_BACKOFF).await;
+            }
+            Err(e) if is_per_connection(&e) => {}
+            Err(e) => {
+                log_error!("accept: {e}");
+                monoio::time::sleep(RESOURCE_BACKOFF).await;
+            }
+        }
+    }
+}
+
+fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Errors about one aborted connection, not the listener.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::ECONNRESET | libc::EPROTO | libc::EPERM | libc::EINTR)
+    )
+}

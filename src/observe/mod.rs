@@ -1,0 +1,4 @@
+//! Observability: operator-facing log lines (the access log and metrics
+//! arrive with the operations issue).
+
+pub mod log;

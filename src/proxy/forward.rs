@@ -1,0 +1,485 @@
+//! Forwarding one request: look the host up, pick a live backend, connect (or
+//! reuse a pooled connection), send the head and stream the body, read the
+//! response head, stream the response back, and return the connection to the
+//! pool when it is clean. Failures mark backends dead and are retried under
+//! the SPEC's rules; whatever cannot be retried becomes an error page.
+
+use std::io::Write;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+
+use super::error::ProxyError;
+use super::session::Client;
+use crate::http::request::{Method, RequestHead};
+use crate::http::response::{parse_response, ResponseHead};
+use crate::http::rewrite::{client_response, ClientFraming};
+use crate::http::{BodyKind, Version};
+use crate::io::pump::{relay_body, ChunkedMode, Deadlines, RelayError};
+use crate::io::timed::{read_some, write_all, IoFailure};
+use crate::routing::dead::{self, DeadMark};
+use crate::routing::{choose_backend, find_frontend};
+use crate::runtime::Shard;
+use crate::upstream::pool::connect;
+use crate::upstream::{BackendUrl, Scheme};
+use crate::{log_debug, log_warn};
+
+/// How the client connection continues after an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
+    KeepAlive,
+    Close,
+    /// Close after a short lingering read: the client may still be sending.
+    CloseLinger,
+}
+
+/// The request facts that outlive its head, plus what has happened so far.
+pub(super) struct Exchange {
+    pub method: Method,
+    pub version: Version,
+    pub body: BodyKind,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub x_debug: bool,
+    pub started: Instant,
+    /// The request body has been read from the client completely.
+    pub body_consumed: bool,
+}
+
+impl Exchange {
+    pub fn new(head: &RequestHead, started: Instant) -> Self {
+        Exchange {
+            method: head.method,
+            version: head.version,
+            body: head.body,
+            keep_alive: head.keep_alive,
+            expect_continue: head.expect_continue,
+            x_debug: head.x_debug,
+            started,
+            body_consumed: head.body.is_empty(),
+        }
+    }
+
+    /// Safe to send again after a failure mid-flight (SPEC section 3, Retries).
+    fn replayable(&self) -> bool {
+        self.method.is_idempotent() && self.body.is_empty()
+    }
+}
+
+/// The backend chosen for one attempt.
+pub(super) struct Target {
+    frontend_key: String,
+    identifier: String,
+    url: String,
+    index: usize,
+    count: usize,
+}
+
+enum Attempt {
+    Done(Next),
+    Failed {
+        error: ProxyError,
+        mark_dead: bool,
+        retry: bool,
+    },
+}
+
+pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
+    shard: &Shard,
+    client: &mut Client<S>,
+    exchange: &mut Exchange,
+    up_head: Vec<u8>,
+    host: String,
+) -> Next {
+    let cfg = &shard.config;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut failures = 0u32;
+    let mut last: Option<Target> = None;
+    loop {
+        let frontend = match find_frontend(&shard.read, cfg.driver.prefix(), &host).await {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                return reply_error(shard, client, exchange, ProxyError::UnknownFrontend, None)
+                    .await
+            }
+            Err(e) => {
+                log_debug!("lookup for {host} failed: {e}");
+                return reply_error(
+                    shard,
+                    client,
+                    exchange,
+                    ProxyError::RoutingUnavailable,
+                    last.as_ref(),
+                )
+                .await;
+            }
+        };
+        let Some(index) = choose_backend(&frontend, &host, &shard.dead, &tried) else {
+            let error = if failures > 0 {
+                ProxyError::UpstreamConnect
+            } else {
+                ProxyError::NoLiveBackend
+            };
+            return reply_error(shard, client, exchange, error, last.as_ref()).await;
+        };
+        tried.push(index);
+        let target = Target {
+            frontend_key: frontend.key,
+            identifier: frontend.identifier,
+            url: frontend.backends[index].clone(),
+            index,
+            count: frontend.backends.len(),
+        };
+        match attempt(shard, client, exchange, &host, &up_head, &target).await {
+            Attempt::Done(next) => return next,
+            Attempt::Failed {
+                error,
+                mark_dead,
+                retry,
+            } => {
+                log_debug!("{host}: backend {} failed: {error}", target.url);
+                if mark_dead {
+                    mark_backend_dead(shard, &host, &target);
+                }
+                failures += 1;
+                let may_retry = retry && failures <= cfg.retry_on_error;
+                last = Some(target);
+                if !may_retry {
+                    return reply_error(shard, client, exchange, error, last.as_ref()).await;
+                }
+            }
+        }
+    }
+}
+
+/// One try against one backend.
+async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
+    shard: &Shard,
+    client: &mut Client<S>,
+    exchange: &mut Exchange,
+    host: &str,
+    up_head: &[u8],
+    target: &Target,
+) -> Attempt {
+    let cfg = &shard.config;
+    let failed = |error, mark_dead, retry| Attempt::Failed {
+        error,
+        mark_dead,
+        retry,
+    };
+    let backend = match BackendUrl::parse(&target.url) {
+        Ok(b) if b.scheme == Scheme::Http => b,
+        Ok(_) => {
+            log_warn!(
+                "https backend {} is not supported yet; trying another",
+                target.url
+            );
+            return failed(ProxyError::BadBackendUrl, false, true);
+        }
+        Err(e) => {
+            log_warn!("{e}");
+            return failed(ProxyError::BadBackendUrl, true, true);
+        }
+    };
+    let addr = match shard.dns.resolve(&backend.host, backend.port).await {
+        Ok(a) => a,
+        Err(e) => {
+            log_debug!("resolving {} failed: {e}", backend.host);
+            return failed(ProxyError::UpstreamConnect, true, true);
+        }
+    };
+    let Ok(Some(_slot)) = monoio::time::timeout(cfg.response_timeout, shard.pool.slot(addr)).await
+    else {
+        return failed(ProxyError::UpstreamTimeout, false, false);
+    };
+    let (mut up, reused) = match shard.pool.take_idle(addr) {
+        Some(s) => (s, true),
+        None => match connect(addr, cfg.connect_timeout).await {
+            Ok(s) => (s, false),
+            Err(e) => {
+                log_debug!("connect to {addr} failed: {e}");
+                return failed(ProxyError::UpstreamConnect, true, true);
+            }
+        },
+    };
+    let backend_started = Instant::now();
+    // Keep the head for a retry: the write hands its buffer back on success only.
+    if write_all(&mut up, up_head.to_vec(), Some(cfg.response_timeout))
+        .await
+        .is_err()
+    {
+        // A pooled connection the backend had closed is not the backend's fault.
+        return failed(
+            ProxyError::UpstreamFailed,
+            !reused,
+            reused || exchange.replayable(),
+        );
+    }
+    if exchange.expect_continue {
+        // We answer 100 ourselves (Expect is not forwarded), once a backend is ready.
+        if write_all(
+            &mut client.stream,
+            &b"HTTP/1.1 100 Continue\r\n\r\n"[..],
+            cfg.tcp_timeout,
+        )
+        .await
+        .is_err()
+        {
+            return Attempt::Done(Next::Close);
+        }
+    }
+    if !exchange.body.is_empty() {
+        let deadlines = Deadlines {
+            read: cfg.tcp_timeout,
+            write: Some(cfg.response_timeout),
+        };
+        let relayed = relay_body(
+            &mut client.stream,
+            &mut client.buf,
+            &mut up,
+            exchange.body,
+            ChunkedMode::Verbatim,
+            &cfg.limits,
+            deadlines,
+        )
+        .await;
+        match relayed {
+            Ok(_) => exchange.body_consumed = true,
+            Err(RelayError::Read(_) | RelayError::Truncated) => return Attempt::Done(Next::Close),
+            Err(RelayError::Chunked(e)) => {
+                log_debug!("invalid chunked request body: {e}");
+                let mut out = Vec::with_capacity(1024);
+                cfg.error_pages
+                    .write_response(400, false, false, b"", &mut out);
+                let _ = write_all(&mut client.stream, out, cfg.tcp_timeout).await;
+                return Attempt::Done(Next::CloseLinger);
+            }
+            Err(RelayError::Write(_)) => return failed(ProxyError::UpstreamFailed, true, false),
+        }
+    }
+
+    let mut ubuf = BytesMut::with_capacity(8 * 1024);
+    let resp = loop {
+        match read_response_head(shard, &mut up, &mut ubuf, exchange.method == Method::Head).await {
+            Ok(r) if r.is_interim() => {
+                // 1xx other than 101: pass on to HTTP/1.1 clients (a 100 only
+                // if we did not already send our own).
+                let pass = exchange.version == Version::Http11
+                    && !(r.status == 100 && exchange.expect_continue);
+                let interim = ubuf.split_to(r.len);
+                if pass
+                    && write_all(&mut client.stream, interim, cfg.tcp_timeout)
+                        .await
+                        .is_err()
+                {
+                    return Attempt::Done(Next::Close);
+                }
+            }
+            Ok(r) if r.status == 101 => {
+                return failed(ProxyError::BadUpstreamResponse, false, false)
+            }
+            Ok(r) => break r,
+            Err(HeadFailure::Timeout) => return failed(ProxyError::UpstreamTimeout, true, false),
+            Err(HeadFailure::Closed) => {
+                return failed(ProxyError::UpstreamFailed, !reused, exchange.replayable());
+            }
+            Err(HeadFailure::Invalid) => {
+                return failed(ProxyError::BadUpstreamResponse, false, false)
+            }
+        }
+    };
+
+    if marks_dead(shard, &resp) {
+        mark_backend_dead(shard, host, target);
+    }
+    let framing = if exchange.version == Version::Http10 && resp.body == BodyKind::Chunked {
+        ClientFraming::Dechunk
+    } else {
+        ClientFraming::AsIs
+    };
+    let client_keep = exchange.keep_alive
+        && exchange.body_consumed
+        && resp.body != BodyKind::UntilClose
+        && framing == ClientFraming::AsIs;
+    let mut extra = Vec::new();
+    if exchange.x_debug {
+        debug_headers(&mut extra, target, exchange.started, Some(backend_started));
+    }
+    let mut out = Vec::with_capacity(resp.len + 64 + extra.len());
+    client_response(
+        &ubuf[..resp.len],
+        &resp,
+        exchange.version,
+        client_keep,
+        framing,
+        &extra,
+        &mut out,
+    );
+    ubuf.advance(resp.len);
+    if write_all(&mut client.stream, out, cfg.tcp_timeout)
+        .await
+        .is_err()
+    {
+        return Attempt::Done(Next::Close);
+    }
+    let mode = match framing {
+        ClientFraming::AsIs => ChunkedMode::Verbatim,
+        ClientFraming::Dechunk => ChunkedMode::Decode,
+    };
+    let deadlines = Deadlines {
+        read: Some(cfg.response_timeout),
+        write: cfg.tcp_timeout,
+    };
+    match relay_body(
+        &mut up,
+        &mut ubuf,
+        &mut client.stream,
+        resp.body,
+        mode,
+        &cfg.limits,
+        deadlines,
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(RelayError::Write(_)) => return Attempt::Done(Next::Close),
+        Err(e) => {
+            // The head is already out: all we can do is cut the client off.
+            log_debug!("backend {} broke off its response: {e}", target.url);
+            return Attempt::Done(Next::Close);
+        }
+    }
+    if resp.reusable && cfg.http_keep_alive && ubuf.is_empty() {
+        shard.pool.put_idle(addr, up);
+    }
+    Attempt::Done(if client_keep {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    })
+}
+
+enum HeadFailure {
+    Timeout,
+    /// Closed or failed before a complete head arrived.
+    Closed,
+    Invalid,
+}
+
+async fn read_response_head(
+    shard: &Shard,
+    up: &mut TcpStream,
+    buf: &mut BytesMut,
+    request_was_head: bool,
+) -> Result<ResponseHead, HeadFailure> {
+    let cfg = &shard.config;
+    loop {
+        if !buf.is_empty() {
+            match parse_response(buf, cfg.limits.response_head_bytes, request_was_head) {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(_) => return Err(HeadFailure::Invalid),
+            }
+        }
+        match read_some(up, buf, Some(cfg.response_timeout)).await {
+            Ok(0) | Err(IoFailure::Io(_)) => return Err(HeadFailure::Closed),
+            Ok(_) => {}
+            Err(IoFailure::Timeout) => return Err(HeadFailure::Timeout),
+        }
+    }
+}
+
+/// SPEC section 3: 501-599 (but not 503 with Retry-After), and 500 when configured.
+fn marks_dead(shard: &Shard, resp: &ResponseHead) -> bool {
+    match resp.status {
+        500 => shard.config.dead_backend_on_500,
+        503 => !resp.retry_after,
+        501..=599 => true,
+        _ => false,
+    }
+}
+
+/// Flags the backend on this shard and tells Redis, for frontends with a
+/// choice of backends (a lone backend is never taken out of rotation).
+fn mark_backend_dead(shard: &Shard, host: &str, target: &Target) {
+    if target.count < 2 {
+        return;
+    }
+    let cfg = &shard.config;
+    shard.dead.flag(host, &target.url, cfg.dead_backend_ttl);
+    let mark = DeadMark {
+        host: host.to_string(),
+        url: target.url.clone(),
+        index: target.index,
+        count: target.count,
+    };
+    monoio::spawn(dead::publish(
+        shard.write.clone(),
+        cfg.driver.prefix().to_string(),
+        mark,
+        cfg.dead_backend_ttl,
+    ));
+}
+
+fn debug_headers(
+    out: &mut Vec<u8>,
+    target: &Target,
+    started: Instant,
+    backend_started: Option<Instant>,
+) {
+    push_header(out, "x-debug-backend-url", &target.url);
+    push_header(out, "x-debug-backend-id", &target.index.to_string());
+    push_header(out, "x-debug-vhost", &target.identifier);
+    push_header(out, "x-debug-frontend-key", &target.frontend_key);
+    let ms = |t: Instant| format!("{:.3}", t.elapsed().as_secs_f64() * 1000.0);
+    push_header(out, "x-debug-time-total", &ms(started));
+    if let Some(b) = backend_started {
+        push_header(out, "x-debug-time-backend", &ms(b));
+    }
+}
+
+/// Writes one header line; values from Redis are cleaned of control bytes so
+/// they can never split the head.
+fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    let _ = write!(out, "{name}: ");
+    out.extend(
+        value
+            .bytes()
+            .map(|b| if b.is_ascii_control() { b'?' } else { b }),
+    );
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Answers with an error page. The connection stays open only when the client
+/// wants that and its request body (if any) has been read in full.
+pub(super) async fn reply_error<S: AsyncWriteRent>(
+    shard: &Shard,
+    client: &mut Client<S>,
+    exchange: &mut Exchange,
+    error: ProxyError,
+    target: Option<&Target>,
+) -> Next {
+    let keep = exchange.keep_alive && exchange.body_consumed;
+    let mut extra = Vec::new();
+    if exchange.x_debug {
+        push_header(&mut extra, "x-debug-error", error.tag());
+        if let Some(t) = target {
+            debug_headers(&mut extra, t, exchange.started, None);
+        }
+    }
+    let mut out = Vec::with_capacity(1024);
+    shard.config.error_pages.write_response(
+        error.status(),
+        keep,
+        exchange.method == Method::Head,
+        &extra,
+        &mut out,
+    );
+    match write_all(&mut client.stream, out, shard.config.tcp_timeout).await {
+        Ok(_) if keep => Next::KeepAlive,
+        Ok(_) => Next::CloseLinger,
+        Err(_) => Next::Close,
+    }
+}

@@ -1,0 +1,9 @@
+//! The per-connection proxy: the client session loop (keep-alive, pipelining),
+//! forwarding one request with retries and dead marking, and the typed errors
+//! that decide each error status.
+
+pub mod error;
+mod forward;
+pub mod session;
+
+pub use session::serve_client;

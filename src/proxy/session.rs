@@ -1,0 +1,201 @@
+//! One client connection: read a head, answer it (locally or through a
+//! backend), repeat while keep-alive holds. Pipelined requests are answered in
+//! order because each is handled to completion before the next head is parsed
+//! from the bytes already buffered.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+
+use super::error::ProxyError;
+use super::forward::{forward, reply_error, Exchange, Next};
+use crate::http::request::{parse_request, Method, RequestError, RequestHead};
+use crate::http::rewrite::{upstream_request, ClientSide};
+use crate::io::timed::{read_some, write_all};
+use crate::routing::candidates::normalize_host;
+use crate::runtime::Shard;
+
+/// Initial size of a client's read buffer: most request heads fit.
+const HEAD_BUFFER: usize = 8 * 1024;
+/// After an error response, how long and how much the client may still send
+/// before the socket is closed (so our answer is not lost to a TCP reset).
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// What the connection knows about where it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    pub peer: SocketAddr,
+    pub local_port: u16,
+    /// `http` or `https`.
+    pub proto: &'static str,
+}
+
+/// The client socket and the bytes read from it but not yet used.
+pub(super) struct Client<S> {
+    pub stream: S,
+    pub buf: BytesMut,
+}
+
+enum HeadRead {
+    Head(RequestHead),
+    Closed,
+    Refused(RequestError),
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve_client(shard: Rc<Shard>, stream: TcpStream, info: ClientInfo) {
+    let _ = stream.set_nodelay(true);
+    let mut client = Client {
+        stream,
+        buf: BytesMut::with_capacity(HEAD_BUFFER),
+    };
+    loop {
+        let next = match read_head(&shard, &mut client).await {
+            HeadRead::Head(head) => handle_request(&shard, &mut client, &info, head).await,
+            HeadRead::Closed => return,
+            HeadRead::Refused(err) => refuse(&shard, &mut client, err).await,
+        };
+        match next {
+            Next::KeepAlive => continue,
+            Next::Close => return,
+            Next::CloseLinger => return linger_close(&mut client).await,
+        }
+    }
+}
+
+async fn read_head<S: AsyncReadRent>(shard: &Shard, client: &mut Client<S>) -> HeadRead {
+    let limits = &shard.config.limits;
+    loop {
+        if !client.buf.is_empty() {
+            match parse_request(&client.buf, limits) {
+                Ok(Some(head)) => return HeadRead::Head(head),
+                Ok(None) => {}
+                Err(e) => return HeadRead::Refused(e),
+            }
+        }
+        match read_some(
+            &mut client.stream,
+            &mut client.buf,
+            shard.config.tcp_timeout,
+        )
+        .await
+        {
+            Ok(0) | Err(_) => return HeadRead::Closed,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Answers an unparseable head with its 4xx and closes.
+async fn refuse<S: AsyncWriteRent>(
+    shard: &Shard,
+    client: &mut Client<S>,
+    err: RequestError,
+) -> Next {
+    crate::log_debug!("refused request: {err}");
+    let mut out = Vec::with_capacity(1024);
+    shard
+        .config
+        .error_pages
+        .write_response(err.status(), false, false, b"", &mut out);
+    let _ = write_all(&mut client.stream, out, shard.config.tcp_timeout).await;
+    Next::CloseLinger
+}
+
+async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
+    shard: &Shard,
+    client: &mut Client<S>,
+    info: &ClientInfo,
+    head: RequestHead,
+) -> Next {
+    let mut exchange = Exchange::new(&head, Instant::now());
+    let host = match head.host(&client.buf) {
+        None => Err(ProxyError::MissingHost),
+        Some(raw) => normalize_host(raw).ok_or(ProxyError::BadHost),
+    };
+    if head.method == Method::Connect {
+        client.buf.advance(head.len);
+        return reply_error(
+            shard,
+            client,
+            &mut exchange,
+            ProxyError::MethodNotAllowed,
+            None,
+        )
+        .await;
+    }
+    let host = match host {
+        Ok(h) => h,
+        Err(e) => {
+            client.buf.advance(head.len);
+            return reply_error(shard, client, &mut exchange, e, None).await;
+        }
+    };
+    if host == "__ping__" {
+        client.buf.advance(head.len);
+        return reply_ping(shard, client, &exchange).await;
+    }
+    let side = ClientSide {
+        peer: info.peer.ip(),
+        proto: info.proto,
+        port: info.local_port,
+    };
+    // WebSocket tunnelling arrives with its own issue; until then an upgrade
+    // request is served as plain HTTP (the backend sees no Upgrade).
+    let mut head = head;
+    head.upgrade_websocket = false;
+    let mut up_head = Vec::with_capacity(head.len + 192);
+    upstream_request(
+        &client.buf[..head.len],
+        &head,
+        &side,
+        shard.config.http_keep_alive,
+        &mut up_head,
+    );
+    client.buf.advance(head.len);
+    forward(shard, client, &mut exchange, up_head, host).await
+}
+
+/// `Host: __ping__`: answered here, no Redis involved.
+async fn reply_ping<S: AsyncWriteRent>(
+    shard: &Shard,
+    client: &mut Client<S>,
+    exchange: &Exchange,
+) -> Next {
+    let keep = exchange.keep_alive && exchange.body.is_empty();
+    let head: &'static [u8] = match (keep, exchange.method == Method::Head) {
+        (true, false) => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok",
+        (false, false) => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+        (true, true) => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n",
+        (false, true) => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\n",
+    };
+    match write_all(&mut client.stream, head, shard.config.tcp_timeout).await {
+        Ok(_) if keep => Next::KeepAlive,
+        Ok(_) => Next::CloseLinger,
+        Err(_) => Next::Close,
+    }
+}
+
+/// Half-closes, then reads and discards what the client still sends for a
+/// moment, so the response we wrote is not destroyed by a reset.
+async fn linger_close<S: AsyncReadRent + AsyncWriteRent>(client: &mut Client<S>) {
+    let _ = client.stream.shutdown().await;
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        client.buf.clear();
+        match read_some(&mut client.stream, &mut client.buf, Some(left)).await {
+            Ok(n) if n > 0 => discarded += n,
+            _ => break,
+        }
+    }
+}

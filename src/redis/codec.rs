@@ -1,0 +1,107 @@
+//! Sans-io RESP2 framing on redis-protocol: commands out, replies in, with a
+//! bound on how large a reply may grow before the connection is dropped.
+
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::encode::encode_borrowed;
+use redis_protocol::resp2::types::BorrowedFrame;
+pub use redis_protocol::resp2::types::OwnedFrame as Reply;
+
+/// Largest single reply accepted. Frontend lists are small; a reply this big
+/// means a misconfigured key and is refused rather than buffered.
+pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("reply larger than {MAX_REPLY_BYTES} bytes")]
+    TooLarge,
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Appends one command (an array of bulk strings) to `out`.
+pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    let frames: Vec<BorrowedFrame<'_>> =
+        args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
+    let frame = BorrowedFrame::Array(&frames);
+    let len = frame.encode_len(false);
+    let start = out.len();
+    out.resize(start + len, 0);
+    // encode_borrowed only fails when the buffer is too small, and it was sized above.
+    if encode_borrowed(&mut out[start..], &frame, false).is_err() {
+        out.truncate(start);
+    }
+}
+
+/// Decodes one reply from the front of `buf`: `Ok(None)` when more bytes are needed.
+pub fn decode_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, CodecError> {
+    match decode(buf) {
+        Ok(Some(found)) => Ok(Some(found)),
+        Ok(None) if buf.len() > MAX_REPLY_BYTES => Err(CodecError::TooLarge),
+        Ok(None) => Ok(None),
+        Err(e) => Err(CodecError::Protocol(format!("{e:?}"))),
+    }
+}
+
+/// The elements of an array reply of bulk strings, as byte vectors.
+pub fn into_strings(reply: Reply) -> Option<Vec<Vec<u8>>> {
+    match reply {
+        Reply::Array(items) => items
+            .into_iter()
+            .map(|f| match f {
+                Reply::BulkString(b) | Reply::SimpleString(b) => Some(b),
+                _ => None,
+            })
+            .collect(),
+        Reply::Null => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_commands_as_bulk_arrays() {
+        let mut out = Vec::new();
+        encode_command(&mut out, &[b"LRANGE", b"frontend:a", b"0", b"-1"]);
+        encode_command(&mut out, &[b"PING"]);
+        assert_eq!(out, b"*4\r\n$6\r\nLRANGE\r\n$10\r\nfrontend:a\r\n$1\r\n0\r\n$2\r\n-1\r\n*1\r\n$4\r\nPING\r\n");
+    }
+
+    #[test]
+    fn decodes_at_every_split() {
+        let wire = b"*2\r\n$3\r\nfoo\r\n$-1\r\n:7\r\n-ERR no\r\n";
+        for cut in 0..14 {
+            assert_eq!(decode_reply(&wire[..cut]).unwrap(), None, "{cut}");
+        }
+        let (first, used) = decode_reply(wire).unwrap().unwrap();
+        assert_eq!(used, 18);
+        assert_eq!(
+            first,
+            Reply::Array(vec![Reply::BulkString(b"foo".to_vec()), Reply::Null])
+        );
+        let (second, used2) = decode_reply(&wire[used..]).unwrap().unwrap();
+        assert_eq!(second, Reply::Integer(7));
+        let (third, _) = decode_reply(&wire[used + used2..]).unwrap().unwrap();
+        assert!(matches!(third, Reply::Error(e) if e == "ERR no"));
+    }
+
+    #[test]
+    fn refuses_garbage_and_oversized_replies() {
+        assert!(decode_reply(b"?what\r\n").is_err());
+        let mut big = format!("${}\r\n", MAX_REPLY_BYTES + 10).into_bytes();
+        big.resize(MAX_REPLY_BYTES + 1, b'x');
+        assert_eq!(decode_reply(&big), Err(CodecError::TooLarge));
+    }
+
+    #[test]
+    fn strings_from_arrays() {
+        let r = Reply::Array(vec![
+            Reply::BulkString(b"a".to_vec()),
+            Reply::BulkString(b"b".to_vec()),
+        ]);
+        assert_eq!(into_strings(r), Some(vec![b"a".to_vec(), b"b".to_vec()]));
+        assert_eq!(into_strings(Reply::Integer(1)), None);
+    }
+}

@@ -1,0 +1,146 @@
+//! The Hipache lookup as one pipeline: `LRANGE P frontend:<cand> 0 -1` for each
+//! candidate and `SMEMBERS P dead:<host>`, then the first non-empty list wins.
+
+use crate::redis::codec::{encode_command, into_strings, Reply};
+
+/// A frontend as found in Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frontend {
+    /// The matched key without prefix, e.g. `*.example.com`.
+    pub key: String,
+    /// Element 0 of the list: a display name.
+    pub identifier: String,
+    /// Elements 1..n: backend URLs.
+    pub backends: Vec<String>,
+    /// 0-based backend indexes in the `dead:<host>` set.
+    pub dead: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("unexpected reply from redis: {0}")]
+    BadReply(String),
+}
+
+/// Appends the lookup pipeline; returns how many replies to expect.
+pub fn encode_lookup(prefix: &str, host: &str, candidates: &[String], out: &mut Vec<u8>) -> usize {
+    let mut key = String::with_capacity(prefix.len() + 16 + host.len());
+    for cand in candidates {
+        key.clear();
+        key.push_str(prefix);
+        key.push_str("frontend:");
+        key.push_str(cand);
+        encode_command(out, &[b"LRANGE", key.as_bytes(), b"0", b"-1"]);
+    }
+    key.clear();
+    key.push_str(prefix);
+    key.push_str("dead:");
+    key.push_str(host);
+    encode_command(out, &[b"SMEMBERS", key.as_bytes()]);
+    candidates.len() + 1
+}
+
+/// Interprets the replies: `Ok(None)` when no candidate has a list.
+pub fn decode_lookup(
+    mut replies: Vec<Reply>,
+    candidates: &[String],
+) -> Result<Option<Frontend>, LookupError> {
+    if replies.len() != candidates.len() + 1 {
+        return Err(LookupError::BadReply(format!("{} replies", replies.len())));
+    }
+    let dead_reply = replies.pop().unwrap_or(Reply::Null);
+    let dead = match dead_reply {
+        Reply::Error(e) => return Err(LookupError::BadReply(e)),
+        other => into_strings(other)
+            .ok_or_else(|| LookupError::BadReply("dead set is not a set".into()))?
+            .iter()
+            .filter_map(|m| std::str::from_utf8(m).ok()?.trim().parse().ok())
+            .collect(),
+    };
+    for (reply, cand) in replies.into_iter().zip(candidates) {
+        if let Reply::Error(e) = reply {
+            return Err(LookupError::BadReply(format!("frontend:{cand}: {e}")));
+        }
+        let Some(mut list) = into_strings(reply) else {
+            return Err(LookupError::BadReply(format!(
+                "frontend:{cand} is not a list"
+            )));
+        };
+        if list.is_empty() {
+            continue;
+        }
+        let identifier = String::from_utf8_lossy(&list.remove(0)).into_owned();
+        let backends = list
+            .into_iter()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect();
+        return Ok(Some(Frontend {
+            key: cand.clone(),
+            identifier,
+            backends,
+            dead,
+        }));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(items: &[&str]) -> Reply {
+        Reply::Array(
+            items
+                .iter()
+                .map(|s| Reply::BulkString(s.as_bytes().to_vec()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn encodes_one_lrange_per_candidate_then_smembers() {
+        let mut out = Vec::new();
+        let n = encode_lookup(
+            "p:",
+            "a.b",
+            &["a.b".into(), "*.b".into(), "*".into()],
+            &mut out,
+        );
+        assert_eq!(n, 4);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("p:frontend:a.b")
+                && text.contains("p:frontend:*.b")
+                && text.contains("p:dead:a.b")
+        );
+        assert_eq!(text.matches("LRANGE").count(), 3);
+    }
+
+    #[test]
+    fn first_non_empty_list_wins() {
+        let cands: Vec<String> = vec!["a.b".into(), "*.b".into(), "*".into()];
+        let replies = vec![
+            bulk(&[]),
+            bulk(&["wild", "http://x:1", "http://y:2"]),
+            bulk(&["star", "http://z"]),
+            bulk(&["1"]),
+        ];
+        let f = decode_lookup(replies, &cands).unwrap().unwrap();
+        assert_eq!(f.key, "*.b");
+        assert_eq!(f.identifier, "wild");
+        assert_eq!(f.backends, vec!["http://x:1", "http://y:2"]);
+        assert_eq!(f.dead, vec![1]);
+    }
+
+    #[test]
+    fn nothing_found_and_bad_replies() {
+        let cands: Vec<String> = vec!["a".into(), "*".into()];
+        assert_eq!(
+            decode_lookup(vec![bulk(&[]), bulk(&[]), bulk(&[])], &cands).unwrap(),
+            None
+        );
+        let wrongtype = Reply::Error("WRONGTYPE".into());
+        assert!(decode_lookup(vec![wrongtype, bulk(&[]), bulk(&[])], &cands).is_err());
+        assert!(decode_lookup(vec![bulk(&[])], &cands).is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! Startup: probe the io_uring driver once, bind every listener, start one
+//! pinned shard thread per worker, and announce readiness when all of them
+//! accept. Only `Arc<Config>` and a readiness message cross threads.
+
+mod shard;
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+pub use shard::Shard;
+
+use crate::config::Config;
+use crate::net::listener::{bind_all, BindError};
+use crate::{log_info, log_warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    Bind(#[from] BindError),
+    #[error("shard {shard} failed to start: {reason}")]
+    ShardStart { shard: usize, reason: String },
+    #[error("shard {0} stopped unexpectedly")]
+    ShardDied(usize),
+}
+
+/// Which monoio driver the shards run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    IoUring,
+    Epoll,
+}
+
+impl DriverKind {
+    /// monoio's own detection: the needed io_uring opcodes, unless
+    /// `MONOIO_FORCE_LEGACY_DRIVER` asks for epoll.
+    pub fn probe() -> DriverKind {
+        if monoio::utils::detect_uring() {
+            DriverKind::IoUring
+        } else {
+            DriverKind::Epoll
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Epoll => "epoll",
+        }
+    }
+}
+
+/// Runs the proxy until a shard stops; returns only on failure.
+pub fn run(config: Config) -> Result<(), RuntimeError> {
+    let config = Arc::new(config);
+    let driver = DriverKind::probe();
+    let (listeners, bound) = bind_all(&config.http_listeners, config.workers)?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if cores.is_empty() {
+        log_warn!("cannot list CPU cores; shards will not be pinned");
+    }
+    // Name resolution runs here, off the shards; two threads are plenty for
+    // lookups that are cached per shard.
+    let resolver_pool = monoio::blocking::DefaultThreadPool::new(2);
+    let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+    let mut handles = Vec::with_capacity(config.workers);
+    for (id, shard_listeners) in listeners.into_iter().enumerate() {
+        let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+        let cfg = config.clone();
+        let tx = ready_tx.clone();
+        let pool = resolver_pool.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("lopache-shard-{id}"))
+            .spawn(move || shard::run_shard(id, cfg, shard_listeners, core, pool, tx))
+            .map_err(|e| RuntimeError::ShardStart {
+                shard: id,
+                reason: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..config.workers {
+        match ready_rx.recv() {
+            Ok((_, Ok(()))) => {}
+            Ok((shard, Err(reason))) => return Err(RuntimeError::ShardStart { shard, reason }),
+            Err(_) => return Err(RuntimeError::ShardDied(0)),
+        }
+    }
+    announce(&bound, config.workers, driver);
+    for warning in &config.warnings {
+        log_warn!("{warning}");
+    }
+    for (id, handle) in handles.into_iter().enumerate() {
+        let _ = handle.join();
+        return Err(RuntimeError::ShardDied(id));
+    }
+    Ok(())
+}
+
+/// The readiness line (SPEC section 1), printed once every listener accepts.
+fn announce(bound: &[SocketAddr], shards: usize, driver: DriverKind) {
+    let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
+    eprintln!(
+        "lopache {} listening on {} ({} shard{}, {})",
+        env!("CARGO_PKG_VERSION"),
+        addrs.join(", "),
+        shards,
+        if shards == 1 { "" } else { "s" },
+        driver.name()
+    );
+    log_info!("ready");
+}

@@ -1,0 +1,100 @@
+//! One shard: a pinned thread with its own monoio runtime, listeners, Redis
+//! connections, upstream pool, resolver cache and dead-backend memory. Nothing
+//! in here is shared with other shards, so nothing needs a lock.
+
+use std::net::TcpListener as StdListener;
+use std::rc::Rc;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use local_sync::semaphore::Semaphore;
+use monoio::net::TcpListener;
+
+use crate::config::Config;
+use crate::log_warn;
+use crate::net::accept::accept_loop;
+use crate::observe::log;
+use crate::redis::RedisClient;
+use crate::routing::dead::DeadBackends;
+use crate::upstream::dns::Resolver;
+use crate::upstream::UpstreamPool;
+
+/// Everything a connection task on this shard may use.
+pub struct Shard {
+    pub id: usize,
+    pub config: Arc<Config>,
+    /// Lookups go here (the local replica).
+    pub read: RedisClient,
+    /// Dead marks go here (the master); the same client when one URL is configured.
+    pub write: RedisClient,
+    pub dead: DeadBackends,
+    pub pool: UpstreamPool,
+    pub dns: Resolver,
+}
+
+impl Shard {
+    pub fn new(id: usize, config: Arc<Config>) -> Shard {
+        let read = RedisClient::new(config.driver.read.clone(), config.redis_timeout);
+        let write = if config.driver.write == config.driver.read {
+            read.clone()
+        } else {
+            RedisClient::new(config.driver.write.clone(), config.redis_timeout)
+        };
+        Shard {
+            id,
+            read,
+            write,
+            dead: DeadBackends::default(),
+            pool: UpstreamPool::new(config.max_sockets, config.upstream_idle_timeout),
+            dns: Resolver::new(config.dns_ttl),
+            config,
+        }
+    }
+}
+
+type Ready = Sender<(usize, Result<(), String>)>;
+
+/// Thread body: pin, build the runtime, start accepting, report readiness.
+pub(super) fn run_shard(
+    id: usize,
+    config: Arc<Config>,
+    listeners: Vec<StdListener>,
+    core: Option<core_affinity::CoreId>,
+    resolver_pool: monoio::blocking::DefaultThreadPool,
+    ready: Ready,
+) {
+    log::set_shard(id);
+    if let Some(core) = core {
+        if !core_affinity::set_for_current(core) {
+            log_warn!("could not pin to core {}", core.id);
+        }
+    }
+    let built = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .attach_thread_pool(Box::new(resolver_pool))
+        .build();
+    let mut runtime = match built {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send((id, Err(format!("cannot build runtime: {e}"))));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let slots = Rc::new(Semaphore::new(config.max_connections));
+        let shard = Rc::new(Shard::new(id, config));
+        for listener in listeners {
+            match TcpListener::from_std(listener) {
+                Ok(l) => {
+                    monoio::spawn(accept_loop(shard.clone(), l, slots.clone()));
+                }
+                Err(e) => {
+                    let _ = ready.send((id, Err(format!("cannot register listener: {e}"))));
+                    return;
+                }
+            }
+        }
+        let _ = ready.send((id, Ok(())));
+        std::future::pending::<()>().await;
+    });
+}

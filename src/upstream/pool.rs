@@ -1,0 +1,109 @@
+//! The per-shard upstream pool: idle keep-alive connections per backend
+//! address (newest first), a liveness check before reuse, and a cap of
+//! `server.max_sockets` connections in use per backend on this shard.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use local_sync::semaphore::{OwnedSemaphorePermit, Semaphore};
+use monoio::net::TcpStream;
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+pub struct UpstreamPool {
+    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+    in_use: RefCell<HashMap<SocketAddr, Rc<Semaphore>>>,
+    max_sockets: usize,
+    idle_timeout: Duration,
+}
+
+/// A connection slot for one backend, released when dropped.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl UpstreamPool {
+    pub fn new(max_sockets: usize, idle_timeout: Duration) -> Self {
+        UpstreamPool {
+            idle: RefCell::new(HashMap::new()),
+            in_use: RefCell::new(HashMap::new()),
+            max_sockets,
+            idle_timeout,
+        }
+    }
+
+    /// Waits until fewer than `max_sockets` connections to `addr` are in use.
+    /// `None` only if the slot semaphore were closed, which this pool never does.
+    pub async fn slot(&self, addr: SocketAddr) -> Option<Slot> {
+        let sem = self
+            .in_use
+            .borrow_mut()
+            .entry(addr)
+            .or_insert_with(|| Rc::new(Semaphore::new(self.max_sockets)))
+            .clone();
+        sem.acquire_owned()
+            .await
+            .ok()
+            .map(|permit| Slot { _permit: permit })
+    }
+
+    /// An idle connection to `addr` that still looks alive, if any.
+    pub fn take_idle(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(&addr)?;
+        while let Some(conn) = list.pop() {
+            if conn.since.elapsed() < self.idle_timeout && is_alive(&conn.stream) {
+                return Some(conn.stream);
+            }
+        }
+        None
+    }
+
+    /// Keeps `stream` for reuse, unless `max_sockets` idle ones are already kept.
+    pub fn put_idle(&self, addr: SocketAddr, stream: TcpStream) {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(addr).or_default();
+        let now = Instant::now();
+        list.retain(|c| now.duration_since(c.since) < self.idle_timeout);
+        if list.len() < self.max_sockets {
+            list.push(Idle { stream, since: now });
+        }
+    }
+}
+
+/// An idle HTTP connection must have nothing to read: a 0-byte peek means the
+/// backend closed it, bytes mean it sent something unsolicited, and only
+/// "would block" means it is still open and quiet.
+fn is_alive(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv on a valid, open fd owned by `stream`, into a 1-byte local
+    // buffer; MSG_PEEK leaves the socket's data untouched and MSG_DONTWAIT
+    // makes the call non-blocking whatever the fd's mode.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
+/// Connects to `addr` within `timeout`, with Nagle off (heads and small
+/// bodies go out at once).
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = monoio::time::timeout(timeout, TcpStream::connect_addr(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
