@@ -6,6 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use super::RELAY_CHUNK;
@@ -41,9 +42,11 @@ pub async fn read_some<S: AsyncReadRent>(
     if buf.capacity() - buf.len() < RELAY_CHUNK / 4 {
         buf.reserve(RELAY_CHUNK);
     }
-    let owned = std::mem::take(buf);
+    // monoio reads at the buffer's start; a slice from `len` appends instead.
+    let filled = buf.len();
+    let owned = std::mem::take(buf).slice_mut(filled..);
     let (res, owned) = with_deadline(limit, stream.read(owned)).await?;
-    *buf = owned;
+    *buf = owned.into_inner();
     Ok(res?)
 }
 

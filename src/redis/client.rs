@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use local_sync::oneshot;
+use monoio::buf::{IoBufMut, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpStream, UnixStream};
 
@@ -147,7 +148,10 @@ impl Conn {
         res.map(|_| ())
     }
 
-    async fn read(&mut self, buf: BytesMut) -> (std::io::Result<usize>, BytesMut) {
+    async fn read(
+        &mut self,
+        buf: SliceMut<BytesMut>,
+    ) -> (std::io::Result<usize>, SliceMut<BytesMut>) {
         match self {
             Conn::Tcp(s) => s.read(buf).await,
             Conn::Unix(s) => s.read(buf).await,
@@ -189,11 +193,13 @@ impl Session {
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
                 self.buf.reserve(READ_CHUNK);
             }
-            let buf = std::mem::take(&mut self.buf);
+            // monoio reads at the buffer's start; a slice from `len` appends instead.
+            let filled = self.buf.len();
+            let buf = std::mem::take(&mut self.buf).slice_mut(filled..);
             let (res, buf) = monoio::time::timeout(timeout, self.conn.read(buf))
                 .await
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))?;
-            self.buf = buf;
+            self.buf = buf.into_inner();
             if res? == 0 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,

@@ -1,0 +1,63 @@
+//! Test harness: a real `redis-server` on an ephemeral loopback port, the real
+//! `lopache` binary, scriptable HTTP backends on real sockets, and a small raw
+//! HTTP client. Everything waits on readiness (a PING answer, the readiness
+//! line, a bound socket); nothing sleeps to synchronise.
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod client;
+pub mod proxy;
+pub mod redis;
+
+pub use backend::{Backend, Received, Reply};
+pub use client::{get, request, HttpResponse, RawConn};
+pub use proxy::Lopache;
+pub use redis::Redis;
+
+use std::time::{Duration, Instant};
+
+/// Generous bound for anything a test waits on; a hang fails instead of blocking CI.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Polls `check` until it returns `Some`, or panics after `WAIT` naming `what`.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A fresh temporary directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "lopache-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

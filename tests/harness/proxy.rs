@@ -1,0 +1,124 @@
+//! The real lopache binary, started on an ephemeral port with a config built
+//! by the test; ready when its readiness line names the bound address.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use super::{TempDir, WAIT};
+
+pub struct Lopache {
+    child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    pub dir: TempDir,
+}
+
+/// A config for `driver`, with `[server]` lines and an ephemeral http port.
+pub fn config(driver: &str, server: &str) -> String {
+    let workers = if server.contains("workers") {
+        ""
+    } else {
+        "workers = 2\n"
+    };
+    format!("driver = {driver}\n[server]\n{workers}{server}\n[http]\nport = 0\nbind = [\"127.0.0.1\"]\n")
+}
+
+impl Lopache {
+    /// Starts with one Redis URL and extra `[server]` lines.
+    pub fn start(redis_url: &str, server: &str) -> Lopache {
+        Lopache::start_config(&config(&format!("{redis_url:?}"), server), &[])
+    }
+
+    /// Starts with a complete config text and extra environment variables.
+    pub fn start_config(config_text: &str, env: &[(&str, &str)]) -> Lopache {
+        let dir = TempDir::new("lopache");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config_text).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lopache"));
+        cmd.arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start lopache");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let pipe = child.stderr.take().unwrap();
+            let log = stderr.clone();
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(rest) = line.split(" listening on ").nth(1) {
+                        let addr = rest.split([' ', ',']).next().unwrap_or("").to_string();
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(WAIT) {
+            Ok(a) => a.parse().expect("readiness line address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "lopache did not become ready; stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+        Lopache {
+            child,
+            addr,
+            stderr,
+            dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Peak resident set size so far, in KiB (`VmHWM`).
+    pub fn peak_rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .expect("VmHWM")
+    }
+
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Lopache {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
