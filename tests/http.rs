@@ -407,3 +407,23 @@ fn head_spanning_several_reads_arrives_intact() {
     assert_eq!((r.status, r.text().as_str()), (200, "GET /big"));
     assert_eq!(backend.received()[0].header("x-big"), Some(value.as_str()));
 }
+
+#[test]
+fn absolute_form_must_agree_with_host() {
+    let backend = echo_path();
+    let (_redis, proxy) = setup(&backend, "");
+    let ok = request(
+        proxy.addr,
+        "GET http://app.example/abs HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (ok.status, ok.text().as_str()),
+        (200, "GET http://app.example/abs")
+    );
+    let split = request(
+        proxy.addr,
+        "GET http://admin.internal/ HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(split.status, 400);
+    assert_eq!(backend.count(), 1);
+}

@@ -165,16 +165,10 @@ pub fn render_effective(config: &Config) -> String {
             .map(|p| p.masked())
             .unwrap_or_else(|_| u.to_string())
     };
-    shown.driver = match &shown.driver {
-        raw::DriverSpec::One(u) => raw::DriverSpec::One(mask(u)),
-        raw::DriverSpec::Many(v) => raw::DriverSpec::Many(v.iter().map(|u| mask(u)).collect()),
-    };
+    shown.driver = shown.driver.map(mask);
     for route in &mut shown.routes {
         let raw::RawDestination::RandomBackendForHost { driver } = &mut route.destination;
-        *driver = match driver {
-            raw::DriverSpec::One(u) => raw::DriverSpec::One(mask(u)),
-            raw::DriverSpec::Many(v) => raw::DriverSpec::Many(v.iter().map(|u| mask(u)).collect()),
-        };
+        *driver = driver.map(mask);
     }
     let body = toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
     let listeners: Vec<String> = config

@@ -19,6 +19,14 @@ impl Default for DriverSpec {
 }
 
 impl DriverSpec {
+    /// The same shape with every URL passed through `f` (e.g. masking passwords).
+    pub fn map(&self, f: impl Fn(&str) -> String) -> DriverSpec {
+        match self {
+            DriverSpec::One(u) => DriverSpec::One(f(u)),
+            DriverSpec::Many(v) => DriverSpec::Many(v.iter().map(|u| f(u)).collect()),
+        }
+    }
+
     pub fn urls(&self) -> Vec<&str> {
         match self {
             DriverSpec::One(u) => vec![u.as_str()],
@@ -37,7 +45,7 @@ pub struct RawConfig {
     pub http: RawHttp,
     pub https: RawHttps,
     pub admin: RawAdmin,
-    pub limits: RawLimits,
+    pub limits: crate::http::Limits,
     pub routes: Vec<RawRoute>,
 }
 
@@ -158,31 +166,6 @@ impl Default for RawHttps {
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
     pub bind: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawLimits {
-    pub request_head_bytes: usize,
-    pub header_count: usize,
-    pub uri_bytes: usize,
-    pub chunk_line_bytes: usize,
-    pub trailer_bytes: usize,
-    pub response_head_bytes: usize,
-}
-
-impl Default for RawLimits {
-    fn default() -> Self {
-        let l = crate::http::Limits::default();
-        RawLimits {
-            request_head_bytes: l.request_head_bytes,
-            header_count: l.header_count,
-            uri_bytes: l.uri_bytes,
-            chunk_line_bytes: l.chunk_line_bytes,
-            trailer_bytes: l.trailer_bytes,
-            response_head_bytes: l.response_head_bytes,
-        }
-    }
 }
 
 /// A Lopache route (SPEC section 6): parsed and validated now, active once

@@ -132,17 +132,16 @@ fn limits(raw: &RawConfig) -> Result<Limits, ConfigError> {
                 format!("must be between {min} and {max}"),
             ))
         } else {
-            Ok(v)
+            Ok(())
         }
     };
-    Ok(Limits {
-        request_head_bytes: check(l.request_head_bytes, 1024, 1 << 20, "request_head_bytes")?,
-        header_count: check(l.header_count, 8, HARD_MAX_HEADERS - 1, "header_count")?,
-        uri_bytes: check(l.uri_bytes, 256, 1 << 20, "uri_bytes")?,
-        chunk_line_bytes: check(l.chunk_line_bytes, 64, 1 << 20, "chunk_line_bytes")?,
-        trailer_bytes: check(l.trailer_bytes, 0, 1 << 20, "trailer_bytes")?,
-        response_head_bytes: check(l.response_head_bytes, 1024, 1 << 20, "response_head_bytes")?,
-    })
+    check(l.request_head_bytes, 1024, 1 << 20, "request_head_bytes")?;
+    check(l.header_count, 8, HARD_MAX_HEADERS - 1, "header_count")?;
+    check(l.uri_bytes, 256, 1 << 20, "uri_bytes")?;
+    check(l.chunk_line_bytes, 64, 1 << 20, "chunk_line_bytes")?;
+    check(l.trailer_bytes, 0, 1 << 20, "trailer_bytes")?;
+    check(l.response_head_bytes, 1024, 1 << 20, "response_head_bytes")?;
+    Ok(*l)
 }
 
 fn binds(

@@ -148,7 +148,13 @@ mod tests {
         use BodyKind::*;
         use FramingError::*;
         use Version::*;
-        let table: &[(&[&str], &[&str], Version, Result<BodyKind, FramingError>)] = &[
+        type Case = (
+            &'static [&'static str],
+            &'static [&'static str],
+            Version,
+            Result<BodyKind, FramingError>,
+        );
+        let table: &[Case] = &[
             (&[], &[], Http11, Ok(Empty)),
             (&["0"], &[], Http11, Ok(Empty)),
             (&["10"], &[], Http11, Ok(Length(10))),

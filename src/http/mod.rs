@@ -11,8 +11,9 @@ pub mod response;
 pub mod rewrite;
 
 /// Limits on what a client may send. Defaults are named constants; operators
-/// override them in `[limits]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// override them in the config's `[limits]` table, which is this struct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Request line plus headers, in bytes. Over it: 431 (414 while still in the request line).
     pub request_head_bytes: usize,

@@ -118,6 +118,17 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
         None => Err(ProxyError::MissingHost),
         Some(raw) => normalize_host(raw).ok_or(ProxyError::BadHost),
     };
+    // RFC 9112 section 3.2.2: an absolute-form target's authority overrides
+    // Host. Routing on one while the backend honours the other would split
+    // the request between two sites, so they must name the same host.
+    let host = host.and_then(
+        |h| match absolute_form_authority(head.target(&client.buf)) {
+            Some(authority) if normalize_host(authority).as_deref() != Some(h.as_str()) => {
+                Err(ProxyError::BadHost)
+            }
+            _ => Ok(h),
+        },
+    );
     if head.method == Method::Connect {
         client.buf.advance(head.len);
         return reply_error(
@@ -197,5 +208,41 @@ async fn linger_close<S: AsyncReadRent + AsyncWriteRent>(client: &mut Client<S>)
             Ok(n) if n > 0 => discarded += n,
             _ => break,
         }
+    }
+}
+
+/// The authority of an `http://` or `https://` request target, if it has that form.
+fn absolute_form_authority(target: &[u8]) -> Option<&[u8]> {
+    let lower = |n: usize| target.get(..n).map(|p| p.to_ascii_lowercase());
+    let rest = if lower(7).as_deref() == Some(b"http://") {
+        &target[7..]
+    } else if lower(8).as_deref() == Some(b"https://") {
+        &target[8..]
+    } else {
+        return None;
+    };
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute_form_authority;
+
+    #[test]
+    fn absolute_form_targets() {
+        assert_eq!(
+            absolute_form_authority(b"http://a.example:8080/x?y"),
+            Some(&b"a.example:8080"[..])
+        );
+        assert_eq!(
+            absolute_form_authority(b"HTTPS://b.example"),
+            Some(&b"b.example"[..])
+        );
+        assert_eq!(absolute_form_authority(b"/path"), None);
+        assert_eq!(absolute_form_authority(b"*"), None);
     }
 }

@@ -63,22 +63,27 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     // lookups that are cached per shard.
     let resolver_pool = monoio::blocking::DefaultThreadPool::new(2);
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
-    let mut handles = Vec::with_capacity(config.workers);
+    // Each shard thread sends its id here when it ends, however it ends.
+    let (exit_tx, exit_rx) = mpsc::channel::<usize>();
     for (id, shard_listeners) in listeners.into_iter().enumerate() {
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let cfg = config.clone();
         let tx = ready_tx.clone();
         let pool = resolver_pool.clone();
-        let handle = std::thread::Builder::new()
+        let exit = shard::ExitNotice::new(id, exit_tx.clone());
+        std::thread::Builder::new()
             .name(format!("lopache-shard-{id}"))
-            .spawn(move || shard::run_shard(id, cfg, shard_listeners, core, pool, tx))
+            .spawn(move || {
+                let _exit = exit;
+                shard::run_shard(id, cfg, shard_listeners, core, pool, tx)
+            })
             .map_err(|e| RuntimeError::ShardStart {
                 shard: id,
                 reason: e.to_string(),
             })?;
-        handles.push(handle);
     }
     drop(ready_tx);
+    drop(exit_tx);
     for _ in 0..config.workers {
         match ready_rx.recv() {
             Ok((_, Ok(()))) => {}
@@ -90,11 +95,12 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     for warning in &config.warnings {
         log_warn!("{warning}");
     }
-    for (id, handle) in handles.into_iter().enumerate() {
-        let _ = handle.join();
-        return Err(RuntimeError::ShardDied(id));
+    // Shards run until the process ends; one stopping is a failure (a
+    // supervisor restarts the process).
+    match exit_rx.recv() {
+        Ok(id) => Err(RuntimeError::ShardDied(id)),
+        Err(_) => Ok(()),
     }
-    Ok(())
 }
 
 /// The readiness line (SPEC section 1), printed once every listener accepts.

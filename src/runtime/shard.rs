@@ -54,6 +54,24 @@ impl Shard {
 
 type Ready = Sender<(usize, Result<(), String>)>;
 
+/// Sends the shard's id when dropped: on return and on panic alike.
+pub(super) struct ExitNotice {
+    id: usize,
+    tx: Sender<usize>,
+}
+
+impl ExitNotice {
+    pub(super) fn new(id: usize, tx: Sender<usize>) -> Self {
+        ExitNotice { id, tx }
+    }
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.tx.send(self.id);
+    }
+}
+
 /// Thread body: pin, build the runtime, start accepting, report readiness.
 pub(super) fn run_shard(
     id: usize,

@@ -161,6 +161,11 @@ impl RawConn {
         }
     }
 
+    /// Bytes already read past the last response head (e.g. the start of a body).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     pub fn set_timeout(&self, d: Duration) {
         self.stream.set_read_timeout(Some(d)).unwrap();
     }

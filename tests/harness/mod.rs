@@ -2,7 +2,7 @@
 //! `lopache` binary, scriptable HTTP backends on real sockets, and a small raw
 //! HTTP client. Everything waits on readiness (a PING answer, the readiness
 //! line, a bound socket); nothing sleeps to synchronise.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod backend;
 pub mod client;

@@ -55,15 +55,18 @@ impl Lopache {
                 let mut tx = Some(tx);
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
+                    // Log first, so a test that saw readiness also sees the line.
+                    {
+                        let mut l = log.lock().unwrap();
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
                     if let Some(rest) = line.split(" listening on ").nth(1) {
                         let addr = rest.split([' ', ',']).next().unwrap_or("").to_string();
                         if let Some(tx) = tx.take() {
                             let _ = tx.send(addr);
                         }
                     }
-                    let mut l = log.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
                 }
             });
         }

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine, then runs the whole
+# suite: formatting, lints, unit and integration tests on the io_uring driver,
+# and the integration tests again on the epoll driver.
+set -euo pipefail
+shopt -s lastpipe
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "cargo is required (install Rust with rustup)" >&2
+  exit 1
+fi
+rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+echo "== tests (io_uring driver where available)"
+cargo test --quiet 2>&1 | tee -a "$log"
+echo "== integration tests on the epoll driver (MONOIO_FORCE_LEGACY_DRIVER=1)"
+MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --quiet --tests 2>&1 | tee -a "$log"
+# One closing line over both runs.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -1,0 +1,196 @@
+//! The command line (SPEC section 1): flags, exit codes, `--dry`, the default
+//! config path and `SETTINGS_FLAVOR`, the readiness line, the driver choice,
+//! and refusing an address another process already serves.
+
+mod harness;
+
+use std::process::{Command, Output};
+
+use harness::{Lopache, Redis, TempDir};
+
+fn lopache(args: &[&str], cwd: &std::path::Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lopache"));
+    cmd.args(args).current_dir(cwd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run lopache")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn version_and_help_exit_zero() {
+    let dir = TempDir::new("cli");
+    let v = lopache(&["--version"], dir.path(), &[]);
+    assert!(v.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        format!("lopache {}", env!("CARGO_PKG_VERSION"))
+    );
+    let h = lopache(&["--help"], dir.path(), &[]);
+    assert!(h.status.success());
+    assert!(String::from_utf8_lossy(&h.stdout).contains("--dry"));
+    let bad = lopache(&["--frobnicate"], dir.path(), &[]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn dry_prints_effective_config_with_secrets_masked() {
+    let dir = TempDir::new("cli");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "driver = [\"redis://:hunter2@10.0.0.1:6380/2#p:\", \"redis://:pw2@10.0.0.2\"]\n[server]\nretry_on_error = 7\n").unwrap();
+    let o = lopache(
+        &["--config", path.to_str().unwrap(), "--dry"],
+        dir.path(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !out.contains("hunter2") && !out.contains("pw2"),
+        "secret printed:\n{out}"
+    );
+    assert!(out.contains("redis://:***@10.0.0.1:6380/2#p:"), "{out}");
+    assert!(out.contains("retry_on_error = 7"));
+    assert!(
+        out.contains("max_sockets = 100"),
+        "defaults are shown:\n{out}"
+    );
+}
+
+#[test]
+fn config_errors_exit_2_naming_the_key() {
+    let dir = TempDir::new("cli");
+    let cases = [
+        (
+            "[server]\nretry_on_error = \"x\"\n",
+            "server.retry_on_error: ",
+        ),
+        ("[server]\nnope = 1\n", "server.nope: unknown key"),
+        ("driver = \"mysql://x\"\n", "driver: "),
+        ("[http]\nbind = [\"not an address!\"]\n", "http.bind[0]: "),
+    ];
+    for (text, want) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        for extra in [&[][..], &["--dry"][..]] {
+            let mut args = vec!["--config", path.to_str().unwrap()];
+            args.extend_from_slice(extra);
+            let o = lopache(&args, dir.path(), &[]);
+            assert_eq!(o.status.code(), Some(2), "{text:?}");
+            assert!(stderr(&o).contains(want), "{text:?}: {}", stderr(&o));
+        }
+    }
+    let o = lopache(&["--config", "/nonexistent/lopache.toml"], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read"));
+}
+
+#[test]
+fn default_path_and_settings_flavor() {
+    let dir = TempDir::new("cli");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[server]\nretry_on_error = 4\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config_staging.toml"),
+        "[server]\nretry_on_error = 9\n",
+    )
+    .unwrap();
+    let plain = lopache(&["--dry"], dir.path(), &[]);
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("retry_on_error = 4"));
+    let flavored = lopache(&["--dry"], dir.path(), &[("SETTINGS_FLAVOR", "staging")]);
+    assert!(String::from_utf8_lossy(&flavored.stdout).contains("retry_on_error = 9"));
+}
+
+#[test]
+fn empty_config_is_valid() {
+    let dir = TempDir::new("cli");
+    std::fs::write(dir.path().join("config.toml"), "").unwrap();
+    let o = lopache(&["--dry"], dir.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn inactive_keys_are_warned_about() {
+    let dir = TempDir::new("cli");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[admin]\nbind = \"127.0.0.1:9090\"\n",
+    )
+    .unwrap();
+    let o = lopache(&["--dry"], dir.path(), &[]);
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("admin.bind is set but not active yet"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn readiness_line_names_address_shards_and_driver() {
+    let redis = Redis::start();
+    let proxy = Lopache::start(&redis.url(), "workers = 2");
+    let line = proxy
+        .stderr()
+        .lines()
+        .find(|l| l.contains("listening on"))
+        .unwrap()
+        .to_string();
+    let uring = format!(
+        "lopache {} listening on {} (2 shards, io_uring)",
+        env!("CARGO_PKG_VERSION"),
+        proxy.addr
+    );
+    let epoll = uring.replace("io_uring", "epoll");
+    assert!(line == uring || line == epoll, "{line}");
+    let forced = Lopache::start_config(
+        &harness::proxy::config(&format!("{:?}", redis.url()), "workers = 1"),
+        &[("MONOIO_FORCE_LEGACY_DRIVER", "1")],
+    );
+    assert!(
+        forced.stderr().contains("(1 shard, epoll)"),
+        "{}",
+        forced.stderr()
+    );
+}
+
+#[test]
+fn an_address_served_by_another_process_is_refused() {
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = other.local_addr().unwrap().port();
+    let dir = TempDir::new("cli");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!("[http]\nport = {port}\nbind = [\"127.0.0.1\"]\n"),
+    )
+    .unwrap();
+    let o = lopache(&["--config", path.to_str().unwrap()], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already in use"), "{}", stderr(&o));
+}
+
+#[test]
+fn ipv6_listener_works() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    }
+    let redis = Redis::start();
+    let app = harness::Backend::named("v6");
+    redis.frontend("", "v6.example", "v6", &[app.url()]);
+    let text = format!(
+        "driver = {:?}\n[http]\nport = 0\nbind = [\"::1\"]\n",
+        redis.url()
+    );
+    let proxy = Lopache::start_config(&text, &[]);
+    assert!(proxy.addr.is_ipv6());
+    assert_eq!(harness::get(proxy.addr, "v6.example", "/").text(), "v6");
+}

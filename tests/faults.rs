@@ -1,0 +1,162 @@
+//! Things going away: Redis stopping and coming back, backends that are slow,
+//! that hang up, or that answer garbage. The proxy answers with the right 5xx
+//! and keeps serving.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{get, wait_for, Backend, Lopache, RawConn, Redis, Reply};
+
+#[test]
+fn redis_outage_gives_503_and_service_returns_by_itself() {
+    let mut redis = Redis::start();
+    let app = Backend::named("app");
+    redis.frontend("", "app.example", "app", &[app.url()]);
+    let mut proxy = Lopache::start(&redis.url(), "redis_timeout_ms = 500");
+    assert_eq!(get(proxy.addr, "app.example", "/").status, 200);
+    redis.stop();
+    for _ in 0..5 {
+        let r = get(proxy.addr, "app.example", "/");
+        assert_eq!(r.status, 503);
+        assert!(r.text().contains("503"));
+    }
+    // __ping__ needs no Redis and keeps answering.
+    assert_eq!(get(proxy.addr, "__ping__", "/").status, 200);
+    assert!(proxy.alive());
+    redis.restart();
+    redis.frontend("", "app.example", "app", &[app.url()]);
+    wait_for("service to return after redis restart", || {
+        (get(proxy.addr, "app.example", "/").status == 200).then_some(())
+    });
+    assert!(
+        proxy.stderr().contains("unavailable"),
+        "outage not logged:\n{}",
+        proxy.stderr()
+    );
+}
+
+#[test]
+fn redis_restart_between_requests_costs_no_error() {
+    let mut redis = Redis::start();
+    let app = Backend::named("app");
+    redis.frontend("", "app.example", "app", &[app.url()]);
+    let proxy = Lopache::start(&redis.url(), "workers = 1");
+    assert_eq!(get(proxy.addr, "app.example", "/").status, 200);
+    // The shard's connection is now stale; the next lookup must reconnect
+    // transparently rather than fail.
+    redis.stop();
+    redis.restart();
+    redis.frontend("", "app.example", "app", &[app.url()]);
+    assert_eq!(get(proxy.addr, "app.example", "/").status, 200);
+}
+
+#[test]
+fn slow_backend_gives_504() {
+    let redis = Redis::start();
+    let slow =
+        Backend::start(|_| Reply::Delay(Duration::from_secs(3), Box::new(Reply::ok("late"))));
+    redis.frontend("", "slow.example", "slow", &[slow.url()]);
+    let proxy = Lopache::start(&redis.url(), "response_timeout = 1");
+    let started = Instant::now();
+    let r = get(proxy.addr, "slow.example", "/");
+    assert_eq!(r.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "504 came after the backend answered"
+    );
+}
+
+#[test]
+fn backend_hanging_up_without_answer_gives_502() {
+    let redis = Redis::start();
+    let rude = Backend::start(|_| Reply::Close);
+    redis.frontend("", "rude.example", "rude", &[rude.url()]);
+    let proxy = Lopache::start(&redis.url(), "retry_on_error = 2");
+    let r = get(proxy.addr, "rude.example", "/");
+    assert_eq!(r.status, 502);
+    // A GET without body is idempotent: it was retried on the only backend.
+    assert_eq!(rude.count(), 3);
+}
+
+#[test]
+fn post_is_not_retried_after_it_was_sent() {
+    let redis = Redis::start();
+    let rude = Backend::start(|_| Reply::Close);
+    redis.frontend("", "rude.example", "rude", &[rude.url()]);
+    let proxy = Lopache::start(&redis.url(), "retry_on_error = 2");
+    let r = harness::request(
+        proxy.addr,
+        "POST / HTTP/1.1\r\nHost: rude.example\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    );
+    assert_eq!(r.status, 502);
+    assert_eq!(rude.count(), 1);
+}
+
+#[test]
+fn garbage_from_backend_gives_502() {
+    let redis = Redis::start();
+    let junk = Backend::start(|_| Reply::RawClose(b"SSH-2.0-OpenSSH\r\n\r\n".to_vec()));
+    redis.frontend("", "junk.example", "junk", &[junk.url()]);
+    let proxy = Lopache::start(&redis.url(), "");
+    assert_eq!(get(proxy.addr, "junk.example", "/").status, 502);
+    let bad_length = Backend::start(|_| {
+        Reply::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\nx".to_vec())
+    });
+    redis.frontend("", "junk.example", "junk", &[bad_length.url()]);
+    assert_eq!(get(proxy.addr, "junk.example", "/").status, 502);
+}
+
+#[test]
+fn stale_pooled_connection_is_not_an_error() {
+    let redis = Redis::start();
+    // Answers, then closes its side a moment later: the pooled connection goes stale.
+    let flaky = Backend::start(|_| {
+        Reply::RawClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec())
+    });
+    redis.frontend("", "flaky.example", "flaky", &[flaky.url()]);
+    let proxy = Lopache::start(&redis.url(), "workers = 1");
+    for _ in 0..10 {
+        assert_eq!(get(proxy.addr, "flaky.example", "/").status, 200);
+    }
+    assert_eq!(flaky.count(), 10);
+}
+
+#[test]
+fn static_dir_pages_are_served_for_errors() {
+    let redis = Redis::start();
+    let dir = harness::TempDir::new("pages");
+    std::fs::write(
+        dir.path().join("error_502.html"),
+        "<p>custom bad gateway</p>",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("error_default.html"),
+        "<p>custom default</p>",
+    )
+    .unwrap();
+    redis.frontend("", "none.example", "none", &[]);
+    let proxy = Lopache::start(
+        &redis.url(),
+        &format!("static_dir = {:?}", dir.path().to_str().unwrap()),
+    );
+    assert_eq!(
+        get(proxy.addr, "none.example", "/").text(),
+        "<p>custom bad gateway</p>"
+    );
+    assert_eq!(
+        get(proxy.addr, "unknown.example", "/").text(),
+        "<p>custom default</p>"
+    );
+}
+
+#[test]
+fn idle_client_is_closed_after_tcp_timeout() {
+    let redis = Redis::start();
+    let proxy = Lopache::start(&redis.url(), "tcp_timeout = 1");
+    let mut conn = RawConn::connect(proxy.addr);
+    let started = Instant::now();
+    assert!(conn.closed(), "idle connection was not closed");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
