@@ -194,3 +194,14 @@ fn ipv6_listener_works() {
     assert!(proxy.addr.is_ipv6());
     assert_eq!(harness::get(proxy.addr, "v6.example", "/").text(), "v6");
 }
+
+#[test]
+fn sigterm_and_sigint_exit_zero() {
+    let redis = Redis::start();
+    for signal in ["TERM", "INT"] {
+        let mut proxy = Lopache::start(&redis.url(), "");
+        assert_eq!(harness::get(proxy.addr, "__ping__", "/").status, 200);
+        let status = proxy.signal_and_wait(signal);
+        assert_eq!(status.code(), Some(0), "SIG{signal}");
+    }
+}

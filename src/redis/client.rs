@@ -351,3 +351,77 @@ async fn run(inner: Rc<Inner>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::codec::decode_reply;
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+
+    /// A mock Redis that answers `ECHO x` with `x` and reports how many
+    /// commands arrived in each read.
+    fn echo_server() -> (u16, mpsc::Receiver<usize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 65536];
+            loop {
+                let n = match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                let mut out = Vec::new();
+                let mut commands = 0;
+                while let Ok(Some((Reply::Array(args), used))) = decode_reply(&buf) {
+                    buf.drain(..used);
+                    commands += 1;
+                    if let Some(Reply::BulkString(arg)) = args.get(1) {
+                        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+                        out.extend_from_slice(arg);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+                let _ = tx.send(commands);
+                conn.write_all(&out).unwrap();
+            }
+        });
+        (port, rx)
+    }
+
+    #[test]
+    fn concurrent_queries_share_one_write_and_get_their_own_replies() {
+        let (port, reads) = echo_server();
+        let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}")).unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let answers = rt.block_on(async move {
+            let client = RedisClient::new(url, Duration::from_secs(5));
+            let tasks: Vec<_> = (0..50)
+                .map(|i| {
+                    let c = client.clone();
+                    monoio::spawn(async move {
+                        let arg = format!("value-{i}");
+                        c.command(&[b"ECHO", arg.as_bytes()]).await
+                    })
+                })
+                .collect();
+            let mut answers = Vec::new();
+            for t in tasks {
+                answers.push(t.await);
+            }
+            answers
+        });
+        for (i, a) in answers.into_iter().enumerate() {
+            assert_eq!(a, Ok(Reply::BulkString(format!("value-{i}").into_bytes())));
+        }
+        // All 50 were queued before the connection task ran: one write, one read.
+        assert_eq!(reads.recv().unwrap(), 50);
+    }
+}

@@ -3,12 +3,14 @@
 //! accept. Only `Arc<Config>` and a readiness message cross threads.
 
 mod shard;
+mod signals;
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 pub use shard::Shard;
+use signals::Stop;
 
 use crate::config::Config;
 use crate::net::listener::{bind_all, BindError};
@@ -52,6 +54,9 @@ impl DriverKind {
 
 /// Runs the proxy until a shard stops; returns only on failure.
 pub fn run(config: Config) -> Result<(), RuntimeError> {
+    // Before any thread exists, so that every thread inherits the mask and
+    // only the signal thread ever takes SIGTERM/SIGINT.
+    signals::block_termination();
     let config = Arc::new(config);
     let driver = DriverKind::probe();
     let (listeners, bound) = bind_all(&config.http_listeners, config.workers)?;
@@ -63,8 +68,13 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     // lookups that are cached per shard.
     let resolver_pool = monoio::blocking::DefaultThreadPool::new(2);
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
-    // Each shard thread sends its id here when it ends, however it ends.
-    let (exit_tx, exit_rx) = mpsc::channel::<usize>();
+    // Each shard thread reports here when it ends, however it ends; so does
+    // the signal thread when SIGTERM or SIGINT arrives.
+    let (exit_tx, exit_rx) = mpsc::channel::<Stop>();
+    signals::spawn_waiter(exit_tx.clone()).map_err(|e| RuntimeError::ShardStart {
+        shard: 0,
+        reason: format!("cannot start the signal thread: {e}"),
+    })?;
     for (id, shard_listeners) in listeners.into_iter().enumerate() {
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let cfg = config.clone();
@@ -96,9 +106,13 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         log_warn!("{warning}");
     }
     // Shards run until the process ends; one stopping is a failure (a
-    // supervisor restarts the process).
+    // supervisor restarts the process). A termination signal is a clean stop.
     match exit_rx.recv() {
-        Ok(id) => Err(RuntimeError::ShardDied(id)),
+        Ok(Stop::ShardDied(id)) => Err(RuntimeError::ShardDied(id)),
+        Ok(Stop::Signal(sig)) => {
+            log_info!("signal {sig} received, exiting");
+            Ok(())
+        }
         Err(_) => Ok(()),
     }
 }

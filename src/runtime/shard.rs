@@ -10,6 +10,7 @@ use std::sync::Arc;
 use local_sync::semaphore::Semaphore;
 use monoio::net::TcpListener;
 
+use super::signals::Stop;
 use crate::config::Config;
 use crate::log_warn;
 use crate::net::accept::accept_loop;
@@ -57,18 +58,18 @@ type Ready = Sender<(usize, Result<(), String>)>;
 /// Sends the shard's id when dropped: on return and on panic alike.
 pub(super) struct ExitNotice {
     id: usize,
-    tx: Sender<usize>,
+    tx: Sender<Stop>,
 }
 
 impl ExitNotice {
-    pub(super) fn new(id: usize, tx: Sender<usize>) -> Self {
+    pub(super) fn new(id: usize, tx: Sender<Stop>) -> Self {
         ExitNotice { id, tx }
     }
 }
 
 impl Drop for ExitNotice {
     fn drop(&mut self) {
-        let _ = self.tx.send(self.id);
+        let _ = self.tx.send(Stop::ShardDied(self.id));
     }
 }
 

@@ -34,10 +34,27 @@ impl Lopache {
 
     /// Starts with a complete config text and extra environment variables.
     pub fn start_config(config_text: &str, env: &[(&str, &str)]) -> Lopache {
+        Lopache::launch(config_text, env, &[])
+    }
+
+    /// Starts under a wrapper command (e.g. `prlimit --nofile=48:48 --`).
+    pub fn start_wrapped(config_text: &str, wrapper: &[&str]) -> Lopache {
+        Lopache::launch(config_text, &[], wrapper)
+    }
+
+    fn launch(config_text: &str, env: &[(&str, &str)], wrapper: &[&str]) -> Lopache {
         let dir = TempDir::new("lopache");
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config_text).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lopache"));
+        let binary = env!("CARGO_BIN_EXE_lopache");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         cmd.arg("--config")
             .arg(&path)
             .stdout(Stdio::null())
@@ -110,6 +127,16 @@ impl Lopache {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .expect("VmHWM")
+    }
+
+    /// Sends `signal` and waits (bounded) for the exit status.
+    pub fn signal_and_wait(&mut self, signal: &str) -> std::process::ExitStatus {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success());
+        super::wait_for("lopache to exit", || self.child.try_wait().ok().flatten())
     }
 
     pub fn fd_count(&self) -> usize {
