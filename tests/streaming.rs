@@ -53,6 +53,7 @@ fn upload_of_256_mb_streams_with_bounded_memory() {
     let got = &backend.received()[0];
     assert_eq!(got.body_hash, expected_hash(SIZE), "upload corrupted");
     let peak = proxy.peak_rss_kb();
+    eprintln!("peak RSS {peak} KiB");
     assert!(peak < RSS_LIMIT_KB, "peak RSS {peak} KiB");
 }
 
@@ -127,6 +128,7 @@ fn download(chunked: bool) {
     assert_eq!(total, SIZE);
     assert_eq!(hash, expected_hash(SIZE), "download corrupted");
     let peak = proxy.peak_rss_kb();
+    eprintln!("peak RSS {peak} KiB");
     assert!(peak < RSS_LIMIT_KB, "peak RSS {peak} KiB");
 }
 
