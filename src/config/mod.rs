@@ -79,6 +79,8 @@ pub struct Config {
     pub redis_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     pub dns_ttl: Duration,
+    /// Tunnel idle timeout; `None` = never.
+    pub websocket_idle_timeout: Option<Duration>,
     pub max_connections: usize,
     pub http_listeners: Vec<SocketAddr>,
     pub limits: Limits,

@@ -72,6 +72,8 @@ pub struct RawServer {
     pub upstream_idle_timeout: u64,
     /// Seconds a resolved backend host name is cached.
     pub dns_ttl: u64,
+    /// Seconds a WebSocket tunnel may pass no byte before it is closed; 0 = never.
+    pub websocket_idle_timeout: u64,
 }
 
 impl Default for RawServer {
@@ -93,6 +95,7 @@ impl Default for RawServer {
             redis_timeout_ms: 1000,
             upstream_idle_timeout: 30,
             dns_ttl: 30,
+            websocket_idle_timeout: 3600,
         }
     }
 }

@@ -233,7 +233,9 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         Version::Http10 => conn_keep_alive && !conn_close,
     };
     head.expect_continue &= !head.body.is_empty();
-    head.upgrade_websocket = conn_upgrade && upgrade_ws && version == Version::Http11;
+    // RFC 6455 section 4.1: the opening handshake is an HTTP/1.1 GET.
+    head.upgrade_websocket =
+        conn_upgrade && upgrade_ws && version == Version::Http11 && head.method == Method::Get;
     Ok(Some(head))
 }
 

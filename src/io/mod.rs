@@ -3,6 +3,7 @@
 //! body's size.
 
 pub mod pump;
+pub mod relay;
 pub mod timed;
 
 /// Bytes read per call while streaming a body; also the relay buffer's size,

@@ -13,6 +13,7 @@ use monoio::net::TcpStream;
 
 use super::error::ProxyError;
 use super::session::Client;
+use super::tunnel::Upgraded;
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{parse_response, ResponseHead};
 use crate::http::rewrite::{client_response, ClientFraming};
@@ -27,12 +28,14 @@ use crate::upstream::{BackendUrl, Scheme};
 use crate::{log_debug, log_warn};
 
 /// How the client connection continues after an exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) enum Next {
     KeepAlive,
     Close,
     /// Close after a short lingering read: the client may still be sending.
     CloseLinger,
+    /// The backend switched protocols: relay raw bytes from now on.
+    Tunnel(Box<Upgraded>),
 }
 
 /// The request facts that outlive its head, plus what has happened so far.
@@ -43,6 +46,8 @@ pub(super) struct Exchange {
     pub keep_alive: bool,
     pub expect_continue: bool,
     pub x_debug: bool,
+    /// A WebSocket opening handshake: a 101 switches to a tunnel.
+    pub upgrade: bool,
     pub started: Instant,
     /// The request body has been read from the client completely.
     pub body_consumed: bool,
@@ -57,6 +62,7 @@ impl Exchange {
             keep_alive: head.keep_alive,
             expect_continue: head.expect_continue,
             x_debug: head.x_debug,
+            upgrade: head.upgrade_websocket,
             started,
             body_consumed: head.body.is_empty(),
         }
@@ -278,7 +284,22 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
                 }
             }
             Ok(r) if r.status == 101 => {
-                return failed(ProxyError::BadUpstreamResponse, false, false)
+                // Only a real WebSocket switch opens a tunnel; a 101 nobody
+                // asked for, or to another protocol, is a broken backend.
+                if !(exchange.upgrade && r.upgrade_websocket) {
+                    return failed(ProxyError::BadUpstreamResponse, false, false);
+                }
+                return switch_protocols(
+                    shard,
+                    client,
+                    exchange,
+                    target,
+                    up,
+                    ubuf,
+                    &r,
+                    backend_started,
+                )
+                .await;
             }
             Ok(r) => break r,
             Err(HeadFailure::Timeout) => return failed(ProxyError::UpstreamTimeout, true, false),
@@ -351,7 +372,9 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
             return Attempt::Done(Next::Close);
         }
     }
-    if resp.reusable && cfg.http_keep_alive && ubuf.is_empty() {
+    // After an upgrade request that was refused, the backend's view of the
+    // connection is uncertain: do not reuse it.
+    if resp.reusable && cfg.http_keep_alive && ubuf.is_empty() && !exchange.upgrade {
         shard.pool.put_idle(addr, up);
     }
     Attempt::Done(if client_keep {
@@ -359,6 +382,46 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     } else {
         Next::Close
     })
+}
+
+/// Relays the 101 head to the client and hands the upstream connection over
+/// to the tunnel, with whatever the backend sent after its head.
+#[allow(clippy::too_many_arguments)]
+async fn switch_protocols<S: AsyncWriteRent>(
+    shard: &Shard,
+    client: &mut Client<S>,
+    exchange: &Exchange,
+    target: &Target,
+    up: TcpStream,
+    mut ubuf: BytesMut,
+    resp: &ResponseHead,
+    backend_started: Instant,
+) -> Attempt {
+    let mut extra = Vec::new();
+    if exchange.x_debug {
+        debug_headers(&mut extra, target, exchange.started, Some(backend_started));
+    }
+    let mut out = Vec::with_capacity(resp.len + 64 + extra.len());
+    client_response(
+        &ubuf[..resp.len],
+        resp,
+        exchange.version,
+        true,
+        ClientFraming::AsIs,
+        &extra,
+        &mut out,
+    );
+    ubuf.advance(resp.len);
+    if write_all(&mut client.stream, out, shard.config.tcp_timeout)
+        .await
+        .is_err()
+    {
+        return Attempt::Done(Next::Close);
+    }
+    Attempt::Done(Next::Tunnel(Box::new(Upgraded {
+        upstream: up,
+        leftover: ubuf,
+    })))
 }
 
 enum HeadFailure {

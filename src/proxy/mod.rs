@@ -5,5 +5,6 @@
 pub mod error;
 mod forward;
 pub mod session;
+pub mod tunnel;
 
 pub use session::serve_client;

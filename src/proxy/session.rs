@@ -13,6 +13,7 @@ use monoio::net::TcpStream;
 
 use super::error::ProxyError;
 use super::forward::{forward, reply_error, Exchange, Next};
+use super::tunnel;
 use crate::http::request::{parse_request, Method, RequestError, RequestHead};
 use crate::http::rewrite::{upstream_request, ClientSide};
 use crate::io::timed::{read_some, write_all};
@@ -64,6 +65,10 @@ pub async fn serve_client(shard: Rc<Shard>, stream: TcpStream, info: ClientInfo)
             Next::KeepAlive => continue,
             Next::Close => return,
             Next::CloseLinger => return linger_close(&mut client).await,
+            Next::Tunnel(upgraded) => {
+                let Client { stream, buf } = client;
+                return tunnel::run(&shard, stream, buf, *upgraded).await;
+            }
         }
     }
 }
@@ -156,10 +161,6 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
         proto: info.proto,
         port: info.local_port,
     };
-    // WebSocket tunnelling arrives with its own issue; until then an upgrade
-    // request is served as plain HTTP (the backend sees no Upgrade).
-    let mut head = head;
-    head.upgrade_websocket = false;
     let mut up_head = Vec::with_capacity(head.len + 192);
     upstream_request(
         &client.buf[..head.len],

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod client;
 pub mod proxy;
 pub mod redis;
+pub mod ws;
 
 pub use backend::{Backend, Received, Reply};
 pub use client::{get, request, HttpResponse, RawConn};
