@@ -49,6 +49,8 @@ pub(super) struct Exchange {
     /// A WebSocket opening handshake: a 101 switches to a tunnel.
     pub upgrade: bool,
     pub started: Instant,
+    /// When the current attempt's backend connection was ready.
+    pub backend_started: Option<Instant>,
     /// The request body has been read from the client completely.
     pub body_consumed: bool,
 }
@@ -64,6 +66,7 @@ impl Exchange {
             x_debug: head.x_debug,
             upgrade: head.upgrade_websocket,
             started,
+            backend_started: None,
             body_consumed: head.body.is_empty(),
         }
     }
@@ -210,7 +213,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
             }
         },
     };
-    let backend_started = Instant::now();
+    exchange.backend_started = Some(Instant::now());
     // Keep the head for a retry: the write hands its buffer back on success only.
     if write_all(&mut up, up_head.to_vec(), Some(cfg.response_timeout))
         .await
@@ -289,17 +292,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
                 if !(exchange.upgrade && r.upgrade_websocket) {
                     return failed(ProxyError::BadUpstreamResponse, false, false);
                 }
-                return switch_protocols(
-                    shard,
-                    client,
-                    exchange,
-                    target,
-                    up,
-                    ubuf,
-                    &r,
-                    backend_started,
-                )
-                .await;
+                return switch_protocols(shard, client, exchange, target, up, ubuf, &r).await;
             }
             Ok(r) => break r,
             Err(HeadFailure::Timeout) => return failed(ProxyError::UpstreamTimeout, true, false),
@@ -324,21 +317,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         && exchange.body_consumed
         && resp.body != BodyKind::UntilClose
         && framing == ClientFraming::AsIs;
-    let mut extra = Vec::new();
-    if exchange.x_debug {
-        debug_headers(&mut extra, target, exchange.started, Some(backend_started));
-    }
-    let mut out = Vec::with_capacity(resp.len + 64 + extra.len());
-    client_response(
-        &ubuf[..resp.len],
-        &resp,
-        exchange.version,
-        client_keep,
-        framing,
-        &extra,
-        &mut out,
-    );
-    ubuf.advance(resp.len);
+    let out = response_head(exchange, target, &mut ubuf, &resp, client_keep, framing);
     if write_all(&mut client.stream, out, cfg.tcp_timeout)
         .await
         .is_err()
@@ -384,9 +363,36 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     })
 }
 
+/// The backend's response head as the client gets it (rewritten, with debug
+/// headers when asked), taken off the front of `ubuf`.
+fn response_head(
+    exchange: &Exchange,
+    target: &Target,
+    ubuf: &mut BytesMut,
+    resp: &ResponseHead,
+    keep: bool,
+    framing: ClientFraming,
+) -> Vec<u8> {
+    let mut extra = Vec::new();
+    if exchange.x_debug {
+        debug_headers(&mut extra, target, exchange);
+    }
+    let mut out = Vec::with_capacity(resp.len + 64 + extra.len());
+    client_response(
+        &ubuf[..resp.len],
+        resp,
+        exchange.version,
+        keep,
+        framing,
+        &extra,
+        &mut out,
+    );
+    ubuf.advance(resp.len);
+    out
+}
+
 /// Relays the 101 head to the client and hands the upstream connection over
 /// to the tunnel, with whatever the backend sent after its head.
-#[allow(clippy::too_many_arguments)]
 async fn switch_protocols<S: AsyncWriteRent>(
     shard: &Shard,
     client: &mut Client<S>,
@@ -395,23 +401,8 @@ async fn switch_protocols<S: AsyncWriteRent>(
     up: TcpStream,
     mut ubuf: BytesMut,
     resp: &ResponseHead,
-    backend_started: Instant,
 ) -> Attempt {
-    let mut extra = Vec::new();
-    if exchange.x_debug {
-        debug_headers(&mut extra, target, exchange.started, Some(backend_started));
-    }
-    let mut out = Vec::with_capacity(resp.len + 64 + extra.len());
-    client_response(
-        &ubuf[..resp.len],
-        resp,
-        exchange.version,
-        true,
-        ClientFraming::AsIs,
-        &extra,
-        &mut out,
-    );
-    ubuf.advance(resp.len);
+    let out = response_head(exchange, target, &mut ubuf, resp, true, ClientFraming::AsIs);
     if write_all(&mut client.stream, out, shard.config.tcp_timeout)
         .await
         .is_err()
@@ -486,19 +477,14 @@ fn mark_backend_dead(shard: &Shard, host: &str, target: &Target) {
     ));
 }
 
-fn debug_headers(
-    out: &mut Vec<u8>,
-    target: &Target,
-    started: Instant,
-    backend_started: Option<Instant>,
-) {
+fn debug_headers(out: &mut Vec<u8>, target: &Target, exchange: &Exchange) {
     push_header(out, "x-debug-backend-url", &target.url);
     push_header(out, "x-debug-backend-id", &target.index.to_string());
     push_header(out, "x-debug-vhost", &target.identifier);
     push_header(out, "x-debug-frontend-key", &target.frontend_key);
     let ms = |t: Instant| format!("{:.3}", t.elapsed().as_secs_f64() * 1000.0);
-    push_header(out, "x-debug-time-total", &ms(started));
-    if let Some(b) = backend_started {
+    push_header(out, "x-debug-time-total", &ms(exchange.started));
+    if let Some(b) = exchange.backend_started {
         push_header(out, "x-debug-time-backend", &ms(b));
     }
 }
@@ -529,7 +515,7 @@ pub(super) async fn reply_error<S: AsyncWriteRent>(
     if exchange.x_debug {
         push_header(&mut extra, "x-debug-error", error.tag());
         if let Some(t) = target {
-            debug_headers(&mut extra, t, exchange.started, None);
+            debug_headers(&mut extra, t, exchange);
         }
     }
     let mut out = Vec::with_capacity(1024);
