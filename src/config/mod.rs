@@ -2,6 +2,7 @@
 //! frozen [`Config`] before any thread starts. Every error names its key.
 
 pub mod raw;
+pub mod routes;
 mod validate;
 
 use std::net::SocketAddr;
@@ -63,6 +64,8 @@ impl Driver {
 pub struct Config {
     pub raw: RawConfig,
     pub driver: Driver,
+    /// Lopache routes and the default destination (the top-level driver).
+    pub routing: routes::RouteTable,
     /// Shards to run, resolved from `server.workers`.
     pub workers: usize,
     pub max_sockets: usize,

@@ -187,8 +187,17 @@ pub enum RawCondition {
     Or(Vec<RawCondition>),
     Not(Box<RawCondition>),
     PathPrefix(String),
-    PathMatches { prefix: String },
-    IncludedInSegment { cookie: String, max_segment_id: u32 },
+    /// `driver` (optional, a lopache extension matching Lopache's JSON) names
+    /// the Redis holding the path sets; by default the top-level driver's.
+    PathMatches {
+        prefix: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        driver: Option<DriverSpec>,
+    },
+    IncludedInSegment {
+        cookie: String,
+        max_segment_id: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

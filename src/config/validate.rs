@@ -5,7 +5,8 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
-use super::raw::{BindSpec, RawCondition, RawConfig, RawDestination, DEFAULT_ACCESS_LOG};
+use super::raw::{BindSpec, RawCondition, RawConfig, DEFAULT_ACCESS_LOG};
+use super::routes::RouteTable;
 use super::{Config, ConfigError, Driver};
 use crate::http::error_page::ErrorPages;
 use crate::http::{Limits, HARD_MAX_HEADERS};
@@ -58,16 +59,15 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
     }
     for (i, route) in raw.routes.iter().enumerate() {
         condition(&route.condition, &format!("routes[{i}].condition"))?;
-        let RawDestination::RandomBackendForHost { driver: d } = &route.destination;
-        driver(
-            &d.urls(),
-            &format!("routes[{i}].destination.random_backend_for_host.driver"),
-        )?;
     }
+    let routing = RouteTable::build(&main_driver, &raw.routes, |spec, key| {
+        driver(&spec.urls(), key)
+    })?;
 
     let warnings = inactive_warnings(&raw);
     Ok(Config {
         driver: main_driver,
+        routing,
         workers,
         max_sockets: s.max_sockets as usize,
         tcp_timeout: (s.tcp_timeout > 0).then(|| Duration::from_secs(s.tcp_timeout)),
@@ -244,7 +244,7 @@ fn inactive_warnings(raw: &RawConfig) -> Vec<String> {
     };
     note(!raw.https.bind.is_empty(), "https.bind");
     note(!raw.admin.bind.is_empty(), "admin.bind");
-    note(!raw.routes.is_empty(), "routes");
+
     note(
         raw.server.access_log != DEFAULT_ACCESS_LOG,
         "server.access_log",
@@ -313,7 +313,10 @@ mod tests {
                   { included_in_segment = { cookie = \"s\", max_segment_id = 50 } } ] }\n\
                   destination = { random_backend_for_host = { driver = \"redis://127.0.0.1:6379#rollout:\" } }";
         let c = from_toml(ok, Path::new(".")).unwrap();
-        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings.is_empty());
+        // The rollout keyspace is on the same server as the default: one client.
+        assert_eq!(c.routing.servers.len(), 1);
+        assert_eq!(c.routing.routes[0].destination.prefix, "rollout:");
         let bad = ok.replace("50", "100");
         assert_eq!(
             err(&bad),

@@ -14,6 +14,7 @@ use monoio::net::TcpStream;
 use super::error::ProxyError;
 use super::session::Client;
 use super::tunnel::Upgraded;
+use crate::config::routes::Destination;
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{parse_response, ResponseHead};
 use crate::http::rewrite::{client_response, ClientFraming};
@@ -21,7 +22,8 @@ use crate::http::{BodyKind, Version};
 use crate::io::pump::{relay_body, ChunkedMode, Deadlines, RelayError};
 use crate::io::timed::{read_some, write_all, IoFailure};
 use crate::routing::dead::{self, DeadMark};
-use crate::routing::{choose_backend, find_frontend};
+use crate::routing::rules::RequestFacts;
+use crate::routing::{choose_backend, choose_destination, find_frontend};
 use crate::runtime::Shard;
 use crate::upstream::pool::connect;
 use crate::upstream::{BackendUrl, Scheme};
@@ -78,7 +80,9 @@ impl Exchange {
 }
 
 /// The backend chosen for one attempt.
-pub(super) struct Target {
+pub(super) struct Target<'c> {
+    /// The keyspace it came from (where dead marks go).
+    destination: &'c Destination,
     frontend_key: String,
     identifier: String,
     url: String,
@@ -101,13 +105,35 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
     exchange: &mut Exchange,
     up_head: Vec<u8>,
     host: String,
+    facts: RequestFacts,
 ) -> Next {
     let cfg = &shard.config;
+    let (destination, mut prefetched) =
+        match choose_destination(&cfg.routing, &shard.redis, &facts, &host).await {
+            Ok(chosen) => chosen,
+            Err(e) => {
+                log_debug!("route conditions for {host} failed: {e}");
+                return reply_error(
+                    shard,
+                    client,
+                    exchange,
+                    ProxyError::RoutingUnavailable,
+                    None,
+                )
+                .await;
+            }
+        };
     let mut tried: Vec<usize> = Vec::new();
     let mut failures = 0u32;
     let mut last: Option<Target> = None;
     loop {
-        let frontend = match find_frontend(&shard.read, cfg.driver.prefix(), &host).await {
+        // Each attempt looks the host up afresh (SPEC: retries re-read Redis),
+        // except the first when the route's conditions already fetched it.
+        let looked_up = match prefetched.take() {
+            Some(found) => Ok(found),
+            None => find_frontend(&shard.redis[destination.read], &destination.prefix, &host).await,
+        };
+        let frontend = match looked_up {
             Ok(Some(f)) => f,
             Ok(None) => {
                 return reply_error(shard, client, exchange, ProxyError::UnknownFrontend, None)
@@ -135,6 +161,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         };
         tried.push(index);
         let target = Target {
+            destination,
             frontend_key: frontend.key,
             identifier: frontend.identifier,
             url: frontend.backends[index].clone(),
@@ -170,7 +197,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     exchange: &mut Exchange,
     host: &str,
     up_head: &[u8],
-    target: &Target,
+    target: &Target<'_>,
 ) -> Attempt {
     let cfg = &shard.config;
     let failed = |error, mark_dead, retry| Attempt::Failed {
@@ -367,7 +394,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
 /// headers when asked), taken off the front of `ubuf`.
 fn response_head(
     exchange: &Exchange,
-    target: &Target,
+    target: &Target<'_>,
     ubuf: &mut BytesMut,
     resp: &ResponseHead,
     keep: bool,
@@ -397,7 +424,7 @@ async fn switch_protocols<S: AsyncWriteRent>(
     shard: &Shard,
     client: &mut Client<S>,
     exchange: &Exchange,
-    target: &Target,
+    target: &Target<'_>,
     up: TcpStream,
     mut ubuf: BytesMut,
     resp: &ResponseHead,
@@ -470,14 +497,14 @@ fn mark_backend_dead(shard: &Shard, host: &str, target: &Target) {
         count: target.count,
     };
     monoio::spawn(dead::publish(
-        shard.write.clone(),
-        cfg.driver.prefix().to_string(),
+        shard.redis[target.destination.write].clone(),
+        target.destination.prefix.clone(),
         mark,
         cfg.dead_backend_ttl,
     ));
 }
 
-fn debug_headers(out: &mut Vec<u8>, target: &Target, exchange: &Exchange) {
+fn debug_headers(out: &mut Vec<u8>, target: &Target<'_>, exchange: &Exchange) {
     push_header(out, "x-debug-backend-url", &target.url);
     push_header(out, "x-debug-backend-id", &target.index.to_string());
     push_header(out, "x-debug-vhost", &target.identifier);
@@ -508,7 +535,7 @@ pub(super) async fn reply_error<S: AsyncWriteRent>(
     client: &mut Client<S>,
     exchange: &mut Exchange,
     error: ProxyError,
-    target: Option<&Target>,
+    target: Option<&Target<'_>>,
 ) -> Next {
     let keep = exchange.keep_alive && exchange.body_consumed;
     let mut extra = Vec::new();

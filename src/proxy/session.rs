@@ -18,6 +18,7 @@ use crate::http::request::{parse_request, Method, RequestError, RequestHead};
 use crate::http::rewrite::{upstream_request, ClientSide};
 use crate::io::timed::{read_some, write_all};
 use crate::routing::candidates::normalize_host;
+use crate::routing::rules::RequestFacts;
 use crate::runtime::Shard;
 
 /// Initial size of a client's read buffer: most request heads fit.
@@ -169,8 +170,41 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
         shard.config.http_keep_alive,
         &mut up_head,
     );
+    let facts = if shard.config.routing.routes.is_empty() {
+        RequestFacts::default()
+    } else {
+        request_facts(&client.buf[..head.len], &head)
+    };
     client.buf.advance(head.len);
-    forward(shard, client, &mut exchange, up_head, host).await
+    forward(shard, client, &mut exchange, up_head, host, facts).await
+}
+
+/// What route conditions look at: the path (no query, no scheme or
+/// authority) and every Cookie header value.
+fn request_facts(head_bytes: &[u8], head: &RequestHead) -> RequestFacts {
+    let target = head.target(head_bytes);
+    let origin = match absolute_form_authority(target) {
+        Some(authority) => {
+            let after = authority.as_ptr() as usize - target.as_ptr() as usize + authority.len();
+            &target[after..]
+        }
+        None => target,
+    };
+    let path = origin
+        .split(|&b| b == b'?' || b == b'#')
+        .next()
+        .unwrap_or(b"");
+    let path = if path.is_empty() { &b"/"[..] } else { path };
+    let cookies: Vec<String> = head
+        .headers
+        .iter()
+        .filter(|h| h.name(head_bytes).eq_ignore_ascii_case(b"cookie"))
+        .map(|h| String::from_utf8_lossy(h.value(head_bytes)).into_owned())
+        .collect();
+    RequestFacts {
+        path: String::from_utf8_lossy(path).into_owned(),
+        cookies: cookies.join("; "),
+    }
 }
 
 /// `Host: __ping__`: answered here, no Redis involved.

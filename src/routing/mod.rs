@@ -1,15 +1,20 @@
-//! Routing: from a Host header to one backend. Hipache's lookup (candidates,
-//! frontend lists, dead sets) in one pipelined round trip, the random choice
-//! among live backends, and dead marking. Lopache route conditions come later.
+//! Routing: from a request to one backend. Lopache's routes pick the keyspace
+//! (destination); Hipache's lookup (candidates, frontend lists, dead sets) runs
+//! there in one pipelined round trip; a backend is chosen at random among the
+//! live ones; failures are marked dead in that destination.
 
 pub mod candidates;
 pub mod dead;
 pub mod lookup;
+pub mod rules;
 
 pub use lookup::Frontend;
 
+use crate::config::routes::{Destination, RouteTable};
+use crate::redis::codec::{encode_command, Reply};
 use crate::redis::{RedisClient, RedisError};
 use dead::DeadBackends;
+use rules::{evaluate, path_patterns, path_queries, pre_evaluate, RequestFacts, Tri};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
@@ -30,6 +35,69 @@ pub async fn find_frontend(
         .query(|out| lookup::encode_lookup(prefix, host, &cands, out))
         .await?;
     Ok(lookup::decode_lookup(replies, &cands)?)
+}
+
+/// The destination for a request: the first route whose condition holds, or
+/// the default. When a route's `path_matches` checks go to the same Redis as
+/// its destination, the destination's host lookup travels in the same
+/// pipeline, and is returned (as `Some(lookup result)`) when the route wins.
+pub async fn choose_destination<'t>(
+    table: &'t RouteTable,
+    clients: &[RedisClient],
+    facts: &RequestFacts,
+    host: &str,
+) -> Result<(&'t Destination, Option<Option<Frontend>>), RouteError> {
+    for route in &table.routes {
+        match pre_evaluate(&route.condition, facts) {
+            Tri::False => continue,
+            Tri::True => return Ok((&route.destination, None)),
+            Tri::Unknown => {}
+        }
+        let dest = &route.destination;
+        let queries = path_queries(&route.condition);
+        let patterns = path_patterns(&facts.path);
+        let mut answers = vec![false; queries.len()];
+        let mut prefetched = None;
+        let mut servers: Vec<usize> = queries.iter().map(|q| q.1).collect();
+        servers.sort_unstable();
+        servers.dedup();
+        for server in servers {
+            let on_server: Vec<usize> = (0..queries.len())
+                .filter(|&i| queries[i].1 == server)
+                .collect();
+            let lookup =
+                (server == dest.read && prefetched.is_none()).then(|| candidates::candidates(host));
+            let replies = clients[server]
+                .query(|out| {
+                    let mut n = 0;
+                    for &i in &on_server {
+                        let key = format!("{}{host}", queries[i].0);
+                        for p in &patterns {
+                            encode_command(out, &[b"SISMEMBER", key.as_bytes(), p.as_bytes()]);
+                            n += 1;
+                        }
+                    }
+                    if let Some(cands) = &lookup {
+                        n += lookup::encode_lookup(&dest.prefix, host, cands, out);
+                    }
+                    n
+                })
+                .await?;
+            let mut replies = replies.into_iter();
+            for &i in &on_server {
+                // Take this query's replies in full, so the next ones stay aligned.
+                let mine: Vec<Reply> = replies.by_ref().take(patterns.len()).collect();
+                answers[i] = mine.contains(&Reply::Integer(1));
+            }
+            if let Some(cands) = lookup {
+                prefetched = Some(lookup::decode_lookup(replies.collect(), &cands)?);
+            }
+        }
+        if evaluate(&route.condition, facts, &answers) {
+            return Ok((dest, prefetched));
+        }
+    }
+    Ok((&table.default, None))
 }
 
 /// Picks a backend uniformly at random among those not in the Redis dead set,

@@ -24,10 +24,9 @@ use crate::upstream::UpstreamPool;
 pub struct Shard {
     pub id: usize,
     pub config: Arc<Config>,
-    /// Lookups go here (the local replica).
-    pub read: RedisClient,
-    /// Dead marks go here (the master); the same client when one URL is configured.
-    pub write: RedisClient,
+    /// One client per distinct Redis server of the route table
+    /// (`config.routing.servers`), shared by every keyspace on that server.
+    pub redis: Vec<RedisClient>,
     pub dead: DeadBackends,
     pub pool: UpstreamPool,
     pub dns: Resolver,
@@ -35,16 +34,15 @@ pub struct Shard {
 
 impl Shard {
     pub fn new(id: usize, config: Arc<Config>) -> Shard {
-        let read = RedisClient::new(config.driver.read.clone(), config.redis_timeout);
-        let write = if config.driver.write == config.driver.read {
-            read.clone()
-        } else {
-            RedisClient::new(config.driver.write.clone(), config.redis_timeout)
-        };
+        let redis = config
+            .routing
+            .servers
+            .iter()
+            .map(|url| RedisClient::new(url.clone(), config.redis_timeout))
+            .collect();
         Shard {
             id,
-            read,
-            write,
+            redis,
             dead: DeadBackends::default(),
             pool: UpstreamPool::new(config.max_sockets, config.upstream_idle_timeout),
             dns: Resolver::new(config.dns_ttl),

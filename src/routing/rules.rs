@@ -1,0 +1,247 @@
+//! Lopache route conditions, sans-io: path patterns, cookie parsing, session
+//! segments, and evaluation in two steps. `pre_evaluate` decides what it can
+//! without Redis (three-valued: `path_matches` is unknown), so a route whose
+//! cookie or prefix test already fails costs no Redis at all; `evaluate`
+//! finishes with the answers to the `path_matches` queries.
+
+use crate::config::routes::Condition;
+
+/// What the conditions look at in a request.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    /// The request path without query string.
+    pub path: String,
+    /// The Cookie header values, joined with `; `.
+    pub cookies: String,
+}
+
+/// A truth value that may not be known yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tri {
+    True,
+    False,
+    Unknown,
+}
+
+impl From<bool> for Tri {
+    fn from(b: bool) -> Tri {
+        if b {
+            Tri::True
+        } else {
+            Tri::False
+        }
+    }
+}
+
+/// Lopache's patterns for a path: `/public/jobs/1` gives `/*`, `/public/*`,
+/// `/public/jobs/*`, `/public/jobs/1`; `/` gives `/*` and `/`.
+pub fn path_patterns(path: &str) -> Vec<String> {
+    let parts: Vec<&str> = path.split('/').collect();
+    (0..parts.len())
+        .map(|i| {
+            let joined = parts[..=i].join("/");
+            if i + 1 < parts.len() {
+                format!("{joined}/*")
+            } else {
+                joined
+            }
+        })
+        .collect()
+}
+
+/// The value of cookie `name` (RFC 6265 section 5.4 syntax: `name=value`
+/// pairs separated by `;`, names and values trimmed, a quoted value unquoted).
+/// The first occurrence wins.
+pub fn cookie_value<'a>(cookies: &'a str, name: &str) -> Option<&'a str> {
+    cookies.split(';').find_map(|pair| {
+        let (n, v) = pair.split_once('=')?;
+        if n.trim() != name {
+            return None;
+        }
+        let v = v.trim();
+        Some(
+            v.strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .unwrap_or(v),
+        )
+    })
+}
+
+/// The session's segment: CRC-32 (IEEE) of the value, mod 100.
+pub fn segment(value: &str) -> u32 {
+    crc32fast::hash(value.as_bytes()) % 100
+}
+
+/// Everything decidable without Redis.
+pub fn pre_evaluate(c: &Condition, facts: &RequestFacts) -> Tri {
+    match c {
+        Condition::And(items) => {
+            let mut all = Tri::True;
+            for item in items {
+                match pre_evaluate(item, facts) {
+                    Tri::False => return Tri::False,
+                    Tri::Unknown => all = Tri::Unknown,
+                    Tri::True => {}
+                }
+            }
+            all
+        }
+        Condition::Or(items) => {
+            let mut any = Tri::False;
+            for item in items {
+                match pre_evaluate(item, facts) {
+                    Tri::True => return Tri::True,
+                    Tri::Unknown => any = Tri::Unknown,
+                    Tri::False => {}
+                }
+            }
+            any
+        }
+        Condition::Not(inner) => match pre_evaluate(inner, facts) {
+            Tri::True => Tri::False,
+            Tri::False => Tri::True,
+            Tri::Unknown => Tri::Unknown,
+        },
+        Condition::PathPrefix(p) => facts.path.starts_with(p.as_str()).into(),
+        Condition::PathMatches { .. } => Tri::Unknown,
+        Condition::InSegment {
+            cookie,
+            max_segment_id,
+        } => cookie_value(&facts.cookies, cookie)
+            .is_some_and(|v| segment(v) <= *max_segment_id)
+            .into(),
+    }
+}
+
+/// The `path_matches` nodes of `c`, depth first; their answers are passed to
+/// [`evaluate`] in the same order.
+pub fn path_queries(c: &Condition) -> Vec<(&str, usize)> {
+    let mut out = Vec::new();
+    collect(c, &mut out);
+    out
+}
+
+fn collect<'a>(c: &'a Condition, out: &mut Vec<(&'a str, usize)>) {
+    match c {
+        Condition::And(items) | Condition::Or(items) => items.iter().for_each(|i| collect(i, out)),
+        Condition::Not(inner) => collect(inner, out),
+        Condition::PathMatches { prefix, server } => out.push((prefix, *server)),
+        Condition::PathPrefix(_) | Condition::InSegment { .. } => {}
+    }
+}
+
+fn all_results(
+    items: &[Condition],
+    facts: &RequestFacts,
+    answers: &[bool],
+    next: &mut usize,
+) -> Vec<bool> {
+    items
+        .iter()
+        .map(|i| eval(i, facts, answers, next))
+        .collect()
+}
+
+/// The full value, with `answers[i]` the result of the i-th `path_matches` node.
+pub fn evaluate(c: &Condition, facts: &RequestFacts, answers: &[bool]) -> bool {
+    let mut next = 0;
+    eval(c, facts, answers, &mut next)
+}
+
+fn eval(c: &Condition, facts: &RequestFacts, answers: &[bool], next: &mut usize) -> bool {
+    match c {
+        // Every node is visited (no short-circuit) so answers stay aligned.
+        Condition::And(items) => all_results(items, facts, answers, next).iter().all(|&b| b),
+        Condition::Or(items) => all_results(items, facts, answers, next).iter().any(|&b| b),
+        Condition::Not(inner) => !eval(inner, facts, answers, next),
+        Condition::PathMatches { .. } => {
+            let a = answers.get(*next).copied().unwrap_or(false);
+            *next += 1;
+            a
+        }
+        other => pre_evaluate(other, facts) == Tri::True,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(path: &str, cookies: &str) -> RequestFacts {
+        RequestFacts {
+            path: path.into(),
+            cookies: cookies.into(),
+        }
+    }
+
+    #[test]
+    fn patterns_match_lopache() {
+        assert_eq!(
+            path_patterns("/public/jobs/1"),
+            ["/*", "/public/*", "/public/jobs/*", "/public/jobs/1"]
+        );
+        assert_eq!(path_patterns("/"), ["/*", "/"]);
+        assert_eq!(path_patterns("/a/"), ["/*", "/a/*", "/a/"]);
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        let h = "a=1; _sess = abc ;quoted=\"q v\"; a=2";
+        assert_eq!(cookie_value(h, "a"), Some("1"));
+        assert_eq!(cookie_value(h, "_sess"), Some("abc"));
+        assert_eq!(cookie_value(h, "quoted"), Some("q v"));
+        assert_eq!(cookie_value(h, "missing"), None);
+        assert_eq!(cookie_value("", "a"), None);
+        assert_eq!(cookie_value("novalue", "novalue"), None);
+    }
+
+    #[test]
+    fn segments_are_crc32_mod_100() {
+        // CRC-32/IEEE("123456789") = 0xCBF43926 = 3421780262.
+        assert_eq!(segment("123456789"), 3421780262 % 100);
+        assert_eq!(segment(""), 0);
+    }
+
+    #[test]
+    fn three_valued_logic_and_full_evaluation() {
+        let seg = |max| Condition::InSegment {
+            cookie: "s".into(),
+            max_segment_id: max,
+        };
+        let pm = || Condition::PathMatches {
+            prefix: "p:".into(),
+            server: 0,
+        };
+        let f = facts("/api/x", "s=123456789"); // segment 62
+        assert_eq!(pre_evaluate(&seg(62), &f), Tri::True);
+        assert_eq!(pre_evaluate(&seg(61), &f), Tri::False);
+        assert_eq!(
+            pre_evaluate(&seg(99), &facts("/", "")),
+            Tri::False,
+            "no cookie is false"
+        );
+        let and = Condition::And(vec![seg(10), pm()]);
+        assert_eq!(
+            pre_evaluate(&and, &f),
+            Tri::False,
+            "a false cookie test needs no Redis"
+        );
+        let and = Condition::And(vec![seg(90), pm()]);
+        assert_eq!(pre_evaluate(&and, &f), Tri::Unknown);
+        assert!(evaluate(&and, &f, &[true]));
+        assert!(!evaluate(&and, &f, &[false]));
+        let or = Condition::Or(vec![Condition::PathPrefix("/api/".into()), pm()]);
+        assert_eq!(pre_evaluate(&or, &f), Tri::True);
+        let not = Condition::Not(Box::new(pm()));
+        assert_eq!(pre_evaluate(&not, &f), Tri::Unknown);
+        assert!(evaluate(&not, &f, &[false]));
+        let nested = Condition::Or(vec![
+            Condition::And(vec![pm(), seg(90)]),
+            Condition::Not(Box::new(pm())),
+        ]);
+        assert_eq!(path_queries(&nested).len(), 2);
+        assert!(evaluate(&nested, &f, &[false, false]));
+        assert!(!evaluate(&nested, &f, &[false, true]));
+        assert!(evaluate(&nested, &f, &[true, true]));
+    }
+}
