@@ -1,6 +1,7 @@
 //! Configuration: raw serde structs (unknown keys refused) are validated into a
 //! frozen [`Config`] before any thread starts. Every error names its key.
 
+mod hipache_json;
 pub mod raw;
 pub mod routes;
 mod validate;
@@ -102,18 +103,12 @@ pub fn default_path(flavor: Option<&str>) -> PathBuf {
 
 /// Reads and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    if path.extension().is_some_and(|e| e == "json") {
-        return Err(ConfigError::new(
-            "",
-            format!(
-                "{}: Hipache/Lopache JSON configs are not supported yet; write the TOML equivalent",
-                path.display()
-            ),
-        ));
-    }
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
     let base = path.parent().unwrap_or(Path::new("."));
+    if path.extension().is_some_and(|e| e == "json") {
+        return from_json(&text, base);
+    }
     from_toml(&text, base)
 }
 
@@ -121,6 +116,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
     let raw = parse_raw(text)?;
     validate::validate(raw, base)
+}
+
+/// Translates a Hipache/Lopache config.json and validates the result.
+pub fn from_json(text: &str, base: &Path) -> Result<Config, ConfigError> {
+    let (raw, ignored) = hipache_json::translate(text)?;
+    let mut config = validate::validate(raw, base)?;
+    config.warnings.splice(0..0, ignored);
+    Ok(config)
 }
 
 fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
@@ -145,6 +148,18 @@ fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
             return ConfigError::new(key, "unknown key");
         }
         let key = if path == "." { String::new() } else { path };
+        // Enum variants are condition and destination names to an operator.
+        if let Some(name) = message
+            .strip_prefix("unknown variant `")
+            .and_then(|m| m.split('`').next())
+        {
+            let kind = if key.contains("destination") {
+                "destination"
+            } else {
+                "condition"
+            };
+            return ConfigError::new(key, format!("unknown {kind} {name:?}"));
+        }
         let location = inner
             .span()
             .map(|s| format!(" (at byte {})", s.start))
@@ -162,6 +177,20 @@ fn plain_english(message: &str) -> String {
     m.replace("expected a boolean", "expected true or false")
 }
 
+/// Masks passwords in the drivers of `path_matches` conditions, at any depth.
+fn mask_condition(c: &mut raw::RawCondition, mask: &impl Fn(&str) -> String) {
+    match c {
+        raw::RawCondition::And(items) | raw::RawCondition::Or(items) => {
+            items.iter_mut().for_each(|i| mask_condition(i, mask))
+        }
+        raw::RawCondition::Not(inner) => mask_condition(inner, mask),
+        raw::RawCondition::PathMatches {
+            driver: Some(d), ..
+        } => *d = d.map(mask),
+        _ => {}
+    }
+}
+
 /// The effective config as TOML with secrets masked, for `--dry`.
 pub fn render_effective(config: &Config) -> String {
     let mut shown = config.raw.clone();
@@ -174,6 +203,7 @@ pub fn render_effective(config: &Config) -> String {
     for route in &mut shown.routes {
         let raw::RawDestination::RandomBackendForHost { driver } = &mut route.destination;
         *driver = driver.map(mask);
+        mask_condition(&mut route.condition, &mask);
     }
     let body = toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
     let listeners: Vec<String> = config

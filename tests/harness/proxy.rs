@@ -37,14 +37,30 @@ impl Lopache {
         Lopache::launch(config_text, env, &[])
     }
 
+    /// Starts with an existing config file (e.g. a config.json).
+    pub fn start_file(path: &std::path::Path) -> Lopache {
+        let text = std::fs::read_to_string(path).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        Lopache::launch_named(&text, &name, &[], &[])
+    }
+
     /// Starts under a wrapper command (e.g. `prlimit --nofile=48:48 --`).
     pub fn start_wrapped(config_text: &str, wrapper: &[&str]) -> Lopache {
         Lopache::launch(config_text, &[], wrapper)
     }
 
     fn launch(config_text: &str, env: &[(&str, &str)], wrapper: &[&str]) -> Lopache {
+        Lopache::launch_named(config_text, "config.toml", env, wrapper)
+    }
+
+    fn launch_named(
+        config_text: &str,
+        file: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Lopache {
         let dir = TempDir::new("lopache");
-        let path = dir.path().join("config.toml");
+        let path = dir.path().join(file);
         std::fs::write(&path, config_text).unwrap();
         let binary = env!("CARGO_BIN_EXE_lopache");
         let mut cmd = match wrapper.split_first() {
