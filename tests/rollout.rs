@@ -264,3 +264,39 @@ fn conditions_cost_redis_only_when_needed_and_share_the_lookup_trip() {
     assert_eq!(calls(&redis, "sismember"), 20);
     assert_eq!(calls(&redis, "lrange"), 30);
 }
+
+#[test]
+fn a_destination_on_another_redis_server() {
+    let main = Redis::start();
+    let other = Redis::start();
+    let old = Backend::named("old");
+    let new = Backend::named("new");
+    main.frontend("", "app.example", "app", &[old.url()]);
+    other.frontend(
+        "rollout:",
+        "app.example",
+        "app",
+        &[new.url(), harness::backend::refused_url()],
+    );
+    let proxy = proxy_with_routes(&main, &SEGMENT_ROUTE.replace("DRIVER", &other.url()));
+    let (low, high) = sessions(50);
+    let low = format!("_s={}", low[0]);
+    assert_eq!(
+        get_with(&proxy, "/", Some(&format!("_s={}", high[0]))),
+        "old"
+    );
+    // Requests until the refused backend is tried: its mark lands on the other server.
+    for _ in 0..50 {
+        assert_eq!(get_with(&proxy, "/", Some(&low)), "new");
+        if !members(&other.cmd(&["SMEMBERS", "rollout:dead:app.example"])).is_empty() {
+            break;
+        }
+    }
+    wait_for("mark on the destination's server", || {
+        (members(&other.cmd(&["SMEMBERS", "rollout:dead:app.example"])) == ["1"]).then_some(())
+    });
+    assert_eq!(
+        main.cmd(&["EXISTS", "dead:app.example"]),
+        lopache::redis::Reply::Integer(0)
+    );
+}
