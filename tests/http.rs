@@ -427,3 +427,14 @@ fn absolute_form_must_agree_with_host() {
     assert_eq!(split.status, 400);
     assert_eq!(backend.count(), 1);
 }
+
+#[test]
+fn broken_chunked_response_seen_with_the_head_is_502() {
+    let backend = Backend::start(|_| {
+        Reply::RawClose(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnot chunked\r\n".to_vec(),
+        )
+    });
+    let (_redis, proxy) = setup(&backend, "");
+    assert_eq!(harness::get(proxy.addr, "app.example", "/").status, 502);
+}

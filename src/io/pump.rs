@@ -1,6 +1,10 @@
 //! Body relays: Content-Length, chunked (validated and forwarded verbatim, or
 //! decoded for HTTP/1.0 clients) and close-delimited, each streamed through the
 //! source's own buffer so memory stays bounded for any body size.
+//!
+//! A relay is a small state machine ([`BodyRelay`]) so that body bytes already
+//! read with a head can be sent in the same write as the head (one syscall and
+//! one TCP segment instead of two), and the rest streamed afterwards.
 
 use std::time::Duration;
 
@@ -41,69 +45,137 @@ pub struct Deadlines {
     pub write: Option<Duration>,
 }
 
-/// Relays one body from `src` to `dst`. `buf` holds bytes already read from
-/// `src`; on success it keeps whatever followed the body (a pipelined request).
-/// Returns the number of bytes written to `dst`.
-pub async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
-    src: &mut R,
-    buf: &mut BytesMut,
-    dst: &mut W,
-    kind: BodyKind,
-    mode: ChunkedMode,
-    limits: &Limits,
-    deadlines: Deadlines,
-) -> Result<u64, RelayError> {
-    let mut written = 0u64;
-    match kind {
-        BodyKind::Empty => {}
-        BodyKind::Length(mut left) => {
-            while left > 0 {
-                fill(src, buf, deadlines.read).await?;
-                let take = (buf.len() as u64).min(left) as usize;
-                send(dst, buf, take, deadlines.write).await?;
-                left -= take as u64;
-                written += take as u64;
+/// Where one body stands.
+#[derive(Debug, Clone)]
+enum State {
+    /// Bytes still to come of a Content-Length body.
+    Length(u64),
+    Chunked(ChunkedDecoder, ChunkedMode),
+    UntilClose,
+    Done,
+}
+
+/// One body being relayed.
+#[derive(Debug, Clone)]
+pub struct BodyRelay {
+    state: State,
+    /// Bytes written to the destination so far.
+    pub written: u64,
+}
+
+impl BodyRelay {
+    pub fn new(kind: BodyKind, mode: ChunkedMode, limits: &Limits) -> BodyRelay {
+        let state = match kind {
+            BodyKind::Empty | BodyKind::Length(0) => State::Done,
+            BodyKind::Length(n) => State::Length(n),
+            BodyKind::Chunked => State::Chunked(
+                ChunkedDecoder::new(limits.chunk_line_bytes, limits.trailer_bytes),
+                mode,
+            ),
+            BodyKind::UntilClose => State::UntilClose,
+        };
+        BodyRelay { state, written: 0 }
+    }
+
+    /// How many bytes at the front of `buf` can be sent verbatim as part of
+    /// this body, and the relay as it will be once they are sent. Nothing is
+    /// consumed: the caller commits with [`BodyRelay::commit`] after a
+    /// successful write, so a failed write loses no body bytes.
+    pub fn buffered(&self, buf: &[u8]) -> Result<(usize, BodyRelay), RelayError> {
+        let mut next = self.clone();
+        let n = match &mut next.state {
+            State::Length(left) => {
+                let n = (buf.len() as u64).min(*left) as usize;
+                *left -= n as u64;
+                if *left == 0 {
+                    next.state = State::Done;
+                }
+                n
             }
-        }
-        BodyKind::Chunked => {
-            let mut decoder = ChunkedDecoder::new(limits.chunk_line_bytes, limits.trailer_bytes);
-            while !decoder.is_done() {
-                fill(src, buf, deadlines.read).await?;
-                match mode {
-                    ChunkedMode::Verbatim => {
-                        let n = decoder.advance(buf)?;
-                        send(dst, buf, n, deadlines.write).await?;
-                        written += n as u64;
+            State::Chunked(decoder, ChunkedMode::Verbatim) => {
+                let n = decoder.advance(buf)?;
+                if decoder.is_done() {
+                    next.state = State::Done;
+                }
+                n
+            }
+            State::UntilClose => buf.len(),
+            // Decoding rewrites the bytes; it is left to `run`.
+            State::Chunked(_, ChunkedMode::Decode) | State::Done => 0,
+        };
+        next.written += n as u64;
+        Ok((n, next))
+    }
+
+    /// Adopts the state `buffered` returned, once its bytes were written.
+    pub fn commit(&mut self, next: BodyRelay) {
+        *self = next;
+    }
+
+    /// Streams the rest of the body from `src` to `dst`. `buf` holds bytes
+    /// already read from `src`; on success it keeps whatever followed the
+    /// body (a pipelined request). Returns the total bytes written.
+    pub async fn run<R: AsyncReadRent, W: AsyncWriteRent>(
+        &mut self,
+        src: &mut R,
+        buf: &mut BytesMut,
+        dst: &mut W,
+        deadlines: Deadlines,
+    ) -> Result<u64, RelayError> {
+        loop {
+            match &mut self.state {
+                State::Done => return Ok(self.written),
+                State::Length(left) => {
+                    fill(src, buf, deadlines.read).await?;
+                    let take = (buf.len() as u64).min(*left) as usize;
+                    *left -= take as u64;
+                    if *left == 0 {
+                        self.state = State::Done;
                     }
-                    ChunkedMode::Decode => {
-                        while !buf.is_empty() && !decoder.is_done() {
-                            match decoder.step(buf)? {
-                                Step::Framing(n) => buf.advance(n),
-                                Step::Data(n) => {
-                                    send(dst, buf, n, deadlines.write).await?;
-                                    written += n as u64;
-                                }
+                    send(dst, buf, take, deadlines.write).await?;
+                    self.written += take as u64;
+                }
+                State::Chunked(decoder, ChunkedMode::Verbatim) => {
+                    fill(src, buf, deadlines.read).await?;
+                    let n = decoder.advance(buf)?;
+                    if decoder.is_done() {
+                        self.state = State::Done;
+                    }
+                    send(dst, buf, n, deadlines.write).await?;
+                    self.written += n as u64;
+                }
+                State::Chunked(decoder, ChunkedMode::Decode) => {
+                    fill(src, buf, deadlines.read).await?;
+                    while !buf.is_empty() && !decoder.is_done() {
+                        match decoder.step(buf)? {
+                            Step::Framing(n) => buf.advance(n),
+                            Step::Data(n) => {
+                                send(dst, buf, n, deadlines.write).await?;
+                                self.written += n as u64;
                             }
                         }
                     }
+                    if decoder.is_done() {
+                        self.state = State::Done;
+                    }
+                }
+                State::UntilClose => {
+                    if buf.is_empty()
+                        && read_some(src, buf, deadlines.read)
+                            .await
+                            .map_err(RelayError::Read)?
+                            == 0
+                    {
+                        self.state = State::Done;
+                        continue;
+                    }
+                    let n = buf.len();
+                    send(dst, buf, n, deadlines.write).await?;
+                    self.written += n as u64;
                 }
             }
         }
-        BodyKind::UntilClose => loop {
-            if buf.is_empty() {
-                let n = read_some(src, buf, deadlines.read)
-                    .await
-                    .map_err(RelayError::Read)?;
-                if n == 0 {
-                    break;
-                }
-            }
-            let n = buf.len();
-            send(dst, buf, n, deadlines.write).await?;
-            written += n as u64;
-        },
     }
-    Ok(written)
 }
 
 /// Ensures `buf` holds at least one byte, reading if it is empty.
@@ -133,4 +205,42 @@ async fn send<W: AsyncWriteRent>(
         .await
         .map_err(RelayError::Write)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffered_prefix_then_commit() {
+        let limits = Limits::default();
+        let relay = BodyRelay::new(BodyKind::Length(5), ChunkedMode::Verbatim, &limits);
+        let (n, next) = relay.buffered(b"helloGET /next").unwrap();
+        assert_eq!((n, next.written), (5, 5));
+        assert!(matches!(next.state, State::Done));
+        assert!(
+            matches!(relay.state, State::Length(5)),
+            "peeking consumed nothing"
+        );
+
+        let relay = BodyRelay::new(BodyKind::Chunked, ChunkedMode::Verbatim, &limits);
+        let (n, next) = relay.buffered(b"3\r\nabc\r\n0\r\n\r\nNEXT").unwrap();
+        assert_eq!(n, 13);
+        assert!(matches!(next.state, State::Done));
+        let (n, next) = relay.buffered(b"3\r\nab").unwrap();
+        assert_eq!(n, 5);
+        assert!(matches!(next.state, State::Chunked(..)));
+        assert!(relay.buffered(b"zz\r\n").is_err());
+
+        let relay = BodyRelay::new(BodyKind::Chunked, ChunkedMode::Decode, &limits);
+        assert_eq!(
+            relay.buffered(b"3\r\nabc\r\n").unwrap().0,
+            0,
+            "decoding is left to run"
+        );
+        let relay = BodyRelay::new(BodyKind::UntilClose, ChunkedMode::Verbatim, &limits);
+        assert_eq!(relay.buffered(b"everything").unwrap().0, 10);
+        let relay = BodyRelay::new(BodyKind::Empty, ChunkedMode::Verbatim, &limits);
+        assert_eq!(relay.buffered(b"GET /").unwrap().0, 0);
+    }
 }

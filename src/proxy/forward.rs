@@ -19,7 +19,7 @@ use crate::http::request::{Method, RequestHead};
 use crate::http::response::{parse_response, ResponseHead};
 use crate::http::rewrite::{client_response, ClientFraming};
 use crate::http::{BodyKind, Version};
-use crate::io::pump::{relay_body, ChunkedMode, Deadlines, RelayError};
+use crate::io::pump::{BodyRelay, ChunkedMode, Deadlines, RelayError};
 use crate::io::timed::{read_some, write_all, IoFailure};
 use crate::routing::dead::{self, DeadMark};
 use crate::routing::rules::RequestFacts;
@@ -241,8 +241,21 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         },
     };
     exchange.backend_started = Some(Instant::now());
-    // Keep the head for a retry: the write hands its buffer back on success only.
-    if write_all(&mut up, up_head.to_vec(), Some(cfg.response_timeout))
+    // The head, and whatever body bytes already arrived with it, in one write.
+    // The body bytes stay in the client buffer until the write succeeded, so
+    // a retry after a failed write loses nothing.
+    let mut request_body = BodyRelay::new(exchange.body, ChunkedMode::Verbatim, &cfg.limits);
+    let (early, after_early) = match request_body.buffered(&client.buf) {
+        Ok(found) => found,
+        Err(e) => {
+            log_debug!("invalid chunked request body: {e}");
+            return Attempt::Done(refuse_body(shard, client).await);
+        }
+    };
+    let mut first = Vec::with_capacity(up_head.len() + early);
+    first.extend_from_slice(up_head);
+    first.extend_from_slice(&client.buf[..early]);
+    if write_all(&mut up, first, Some(cfg.response_timeout))
         .await
         .is_err()
     {
@@ -253,6 +266,8 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
             reused || exchange.replayable(),
         );
     }
+    request_body.commit(after_early);
+    client.buf.advance(early);
     if exchange.expect_continue {
         // We answer 100 ourselves (Expect is not forwarded), once a backend is ready.
         if write_all(
@@ -271,26 +286,15 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
             read: cfg.tcp_timeout,
             write: Some(cfg.response_timeout),
         };
-        let relayed = relay_body(
-            &mut client.stream,
-            &mut client.buf,
-            &mut up,
-            exchange.body,
-            ChunkedMode::Verbatim,
-            &cfg.limits,
-            deadlines,
-        )
-        .await;
+        let relayed = request_body
+            .run(&mut client.stream, &mut client.buf, &mut up, deadlines)
+            .await;
         match relayed {
             Ok(_) => exchange.body_consumed = true,
             Err(RelayError::Read(_) | RelayError::Truncated) => return Attempt::Done(Next::Close),
             Err(RelayError::Chunked(e)) => {
                 log_debug!("invalid chunked request body: {e}");
-                let mut out = Vec::with_capacity(1024);
-                cfg.error_pages
-                    .write_response(400, false, false, b"", &mut out);
-                let _ = write_all(&mut client.stream, out, cfg.tcp_timeout).await;
-                return Attempt::Done(Next::CloseLinger);
+                return Attempt::Done(refuse_body(shard, client).await);
             }
             Err(RelayError::Write(_)) => return failed(ProxyError::UpstreamFailed, true, false),
         }
@@ -344,31 +348,37 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         && exchange.body_consumed
         && resp.body != BodyKind::UntilClose
         && framing == ClientFraming::AsIs;
-    let out = response_head(exchange, target, &mut ubuf, &resp, client_keep, framing);
+    let mode = match framing {
+        ClientFraming::AsIs => ChunkedMode::Verbatim,
+        ClientFraming::Dechunk => ChunkedMode::Decode,
+    };
+    let mut out = response_head(exchange, target, &mut ubuf, &resp, client_keep, framing);
+    // Body bytes that came with the head leave in the same write.
+    let mut response_body = BodyRelay::new(resp.body, mode, &cfg.limits);
+    match response_body.buffered(&ubuf) {
+        Ok((early, after_early)) => {
+            out.extend_from_slice(&ubuf[..early]);
+            ubuf.advance(early);
+            response_body.commit(after_early);
+        }
+        Err(e) => {
+            log_debug!("backend {} sent a broken chunked body: {e}", target.url);
+            return failed(ProxyError::BadUpstreamResponse, false, false);
+        }
+    }
     if write_all(&mut client.stream, out, cfg.tcp_timeout)
         .await
         .is_err()
     {
         return Attempt::Done(Next::Close);
     }
-    let mode = match framing {
-        ClientFraming::AsIs => ChunkedMode::Verbatim,
-        ClientFraming::Dechunk => ChunkedMode::Decode,
-    };
     let deadlines = Deadlines {
         read: Some(cfg.response_timeout),
         write: cfg.tcp_timeout,
     };
-    match relay_body(
-        &mut up,
-        &mut ubuf,
-        &mut client.stream,
-        resp.body,
-        mode,
-        &cfg.limits,
-        deadlines,
-    )
-    .await
+    match response_body
+        .run(&mut up, &mut ubuf, &mut client.stream, deadlines)
+        .await
     {
         Ok(_) => {}
         Err(RelayError::Write(_)) => return Attempt::Done(Next::Close),
@@ -440,6 +450,18 @@ async fn switch_protocols<S: AsyncWriteRent>(
         upstream: up,
         leftover: ubuf,
     })))
+}
+
+/// A request body that broke its chunked framing: 400, and the connection
+/// closed (the backend saw part of it, so that connection is dropped too).
+async fn refuse_body<S: AsyncWriteRent>(shard: &Shard, client: &mut Client<S>) -> Next {
+    let mut out = Vec::with_capacity(1024);
+    shard
+        .config
+        .error_pages
+        .write_response(400, false, false, b"", &mut out);
+    let _ = write_all(&mut client.stream, out, shard.config.tcp_timeout).await;
+    Next::CloseLinger
 }
 
 enum HeadFailure {
