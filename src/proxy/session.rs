@@ -54,24 +54,49 @@ pub async fn serve_client(shard: Rc<Shard>, stream: TcpStream, info: ClientInfo)
     let _ = stream.set_nodelay(true);
     let mut client = Client {
         stream,
-        buf: BytesMut::with_capacity(HEAD_BUFFER),
+        buf: BytesMut::new(),
     };
     loop {
-        let next = match read_head(&shard, &mut client).await {
-            HeadRead::Head(head) => handle_request(&shard, &mut client, &info, head).await,
+        if client.buf.is_empty() && !wait_idle(&shard, &mut client).await {
+            return;
+        }
+        // Every phase but the idle wait is boxed, so the task itself stays
+        // as small as an idle connection needs.
+        let next = match Box::pin(read_head(&shard, &mut client)).await {
+            // Boxed: the request's state (forwarding, relays, retries) is
+            // allocated per request and freed before the connection idles,
+            // instead of being inlined into every connection's task.
+            HeadRead::Head(head) => {
+                Box::pin(handle_request(&shard, &mut client, &info, head)).await
+            }
             HeadRead::Closed => return,
-            HeadRead::Refused(err) => refuse(&shard, &mut client, err).await,
+            HeadRead::Refused(err) => Box::pin(refuse(&shard, &mut client, err)).await,
         };
         match next {
             Next::KeepAlive => continue,
             Next::Close => return,
-            Next::CloseLinger => return linger_close(&mut client).await,
+            Next::CloseLinger => return Box::pin(linger_close(&mut client)).await,
             Next::Tunnel(upgraded) => {
                 let Client { stream, buf } = client;
-                return tunnel::run(&shard, stream, buf, *upgraded).await;
+                return Box::pin(tunnel::run(&shard, stream, buf, *upgraded)).await;
             }
         }
     }
+}
+
+/// Between requests a keep-alive connection holds no read buffer: it waits
+/// for readability (within the idle timeout), then gets a fresh head-sized
+/// buffer. An idle connection so costs only its task, and on the epoll driver
+/// this also saves the read that would fail with EAGAIN. False: close.
+async fn wait_idle(shard: &Shard, client: &mut Client<TcpStream>) -> bool {
+    client.buf = BytesMut::new();
+    let ready = client.stream.readable(true);
+    let ok = match shard.config.tcp_timeout {
+        Some(limit) => matches!(monoio::time::timeout(limit, ready).await, Ok(Ok(()))),
+        None => ready.await.is_ok(),
+    };
+    client.buf.reserve(HEAD_BUFFER);
+    ok
 }
 
 async fn read_head<S: AsyncReadRent>(shard: &Shard, client: &mut Client<S>) -> HeadRead {
@@ -279,5 +304,36 @@ mod tests {
         );
         assert_eq!(absolute_form_authority(b"/path"), None);
         assert_eq!(absolute_form_authority(b"*"), None);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// What an idle keep-alive connection costs is mostly its task's future;
+    /// keep it small (the request's state is boxed separately).
+    #[test]
+    fn connection_task_future_stays_small() {
+        let config = Arc::new(crate::config::from_toml("", std::path::Path::new(".")).unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let size = rt.block_on(async move {
+            let shard = Rc::new(Shard::new(0, config));
+            let stream = TcpStream::connect_addr(addr).await.unwrap();
+            let info = ClientInfo {
+                peer: addr,
+                local_port: addr.port(),
+                proto: "http",
+            };
+            std::mem::size_of_val(&serve_client(shard, stream, info))
+        });
+        eprintln!("connection future: {size} bytes");
+        assert!(size <= 2048, "connection future is {size} bytes");
     }
 }

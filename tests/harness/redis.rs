@@ -67,7 +67,9 @@ impl Redis {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Something else may have taken the port first: only a PONG
+                // from a still-running child proves it is our Redis.
+                if answers_ping(port) && matches!(child.try_wait(), Ok(None)) {
                     self.port = port;
                     self.child = Some(child);
                     return;
@@ -114,9 +116,7 @@ impl Redis {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         self.child = Some(cmd.spawn().expect("restart redis"));
-        wait_for("redis restart", || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
+        wait_for("redis restart", || answers_ping(port).then_some(()));
     }
 
     pub fn conn(&self) -> RedisConn {
@@ -140,6 +140,22 @@ impl Redis {
         let mut args = vec!["RPUSH", key.as_str(), id];
         args.extend(backends.iter().map(String::as_str));
         self.cmd(&args);
+    }
+}
+
+/// True when a Redis answers PING on `port` (an auth error counts: it is Redis).
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    match s.read(&mut reply) {
+        Ok(n) => reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH"),
+        Err(_) => false,
     }
 }
 

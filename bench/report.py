@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh measurements into bench/results/latest.md and the chart.
+
+Usage: report.py RESULTS_CSV IDLE_CSV STAMP COMMAND OUT_DIR
+Ratios are medians of per-repetition ratios (each repetition ran every peer
+back to back), so slow drifts of the machine cancel out.
+"""
+import csv
+import statistics
+import sys
+from collections import defaultdict
+
+results_csv, idle_csv, stamp, command, out_dir = sys.argv[1:6]
+rows = list(csv.DictReader(open(results_csv)))
+idle = {r["peer"]: float(r["kb_per_conn"]) for r in csv.DictReader(open(idle_csv))}
+PEERS = ["direct", "lopache", "nginx", "haproxy"]
+
+by = defaultdict(dict)  # (mode, conns, rep) -> peer -> row
+for r in rows:
+    by[(r["mode"], int(r["conns"]), int(r["rep"]))][r["peer"]] = r
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+def ratio(mode, conns, peer, other, field, invert=False):
+    out = []
+    for (m, c, _), peers in by.items():
+        if m == mode and c == conns and peer in peers and other in peers:
+            a, b = float(peers[peer][field]), float(peers[other][field])
+            if a > 0 and b > 0:
+                out.append(b / a if invert else a / b)
+    return med(out)
+
+
+def stat(mode, conns, peer, field):
+    return med([float(p[peer][field]) for (m, c, _), p in by.items() if m == mode and c == conns and peer in p])
+
+
+def errors(mode, conns, peer):
+    return sum(int(p[peer]["errors"]) for (m, c, _), p in by.items() if m == mode and c == conns and peer in p)
+
+
+lines = [
+    "# lopache benchmark results",
+    "",
+    f"Measured {stamp}.",
+    f"Command: `{command}` (wrk -t1; 5-byte nginx backend with keep-alive; lopache looks every request up in Redis).",
+    "",
+    "| mode | conns | peer | req/s | × direct | × nginx | × haproxy | p50 ms | p99 ms | p99 × nginx | p99 × haproxy | proxy µs/req | Redis µs/req | PSS MB | errors |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+]
+chart = []
+for mode in ["free", "pinned"]:
+    for conns in [64, 256]:
+        for peer in PEERS:
+            rps = stat(mode, conns, peer, "rps")
+            if rps != rps:  # nan: not measured
+                continue
+            lines.append(
+                "| {} | {} | {} | {:,.0f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {} | {} | {} | {} |".format(
+                    mode, conns, peer, rps,
+                    ratio(mode, conns, peer, "direct", "rps"),
+                    ratio(mode, conns, peer, "nginx", "rps"),
+                    ratio(mode, conns, peer, "haproxy", "rps"),
+                    stat(mode, conns, peer, "p50_ms"), stat(mode, conns, peer, "p99_ms"),
+                    ratio(mode, conns, peer, "nginx", "p99_ms"),
+                    ratio(mode, conns, peer, "haproxy", "p99_ms"),
+                    "-" if peer == "direct" else "{:.1f}".format(stat(mode, conns, peer, "proxy_us")),
+                    "{:.2f}".format(stat(mode, conns, peer, "redis_us")) if peer == "lopache" else "-",
+                    "-" if peer == "direct" else "{:.1f}".format(stat(mode, conns, peer, "pss_kb") / 1024),
+                    errors(mode, conns, peer),
+                )
+            )
+            chart.append((f"{mode}/{conns}", peer, rps))
+
+lines += ["", "Memory per idle keep-alive connection (PSS growth / connections):", ""]
+lines += ["| peer | KB per idle connection |", "|---|---|"]
+lines += [f"| {p} | {v:.2f} |" for p, v in idle.items()]
+
+
+def check(label, value, ok):
+    return f"| {label} | {value} | {'met' if ok else 'not met'} |"
+
+
+cpu64 = stat("free", 64, "lopache", "proxy_us") + stat("free", 64, "lopache", "redis_us")
+cpu256 = stat("free", 256, "lopache", "proxy_us") + stat("free", 256, "lopache", "redis_us")
+r64n, r64h = ratio("free", 64, "lopache", "nginx", "rps"), ratio("free", 64, "lopache", "haproxy", "rps")
+r256n, r256h = ratio("free", 256, "lopache", "nginx", "rps"), ratio("free", 256, "lopache", "haproxy", "rps")
+p99n, p99h = ratio("free", 64, "lopache", "nginx", "p99_ms"), ratio("free", 64, "lopache", "haproxy", "p99_ms")
+redis64 = stat("free", 64, "lopache", "redis_us")
+errs = sum(errors(m, c, "lopache") for m in ["free", "pinned"] for c in [64, 256])
+lines += [
+    "",
+    "Targets (free mode unless noted):",
+    "",
+    "| target | measured | |",
+    "|---|---|---|",
+    check("lopache + Redis CPU ≤ 15 µs/req at 64 conns", f"{cpu64:.1f} µs", cpu64 <= 15),
+    check("lopache + Redis CPU ≤ 16 µs/req at 256 conns", f"{cpu256:.1f} µs", cpu256 <= 16),
+    check("throughput ≥ 1.15 × nginx at 64", f"{r64n:.2f} ×", r64n >= 1.15),
+    check("throughput ≥ 1.15 × HAProxy at 64", f"{r64h:.2f} ×", r64h >= 1.15),
+    check("throughput ≥ 1.6 × nginx at 256", f"{r256n:.2f} ×", r256n >= 1.6),
+    check("throughput ≥ 1.1 × HAProxy at 256", f"{r256h:.2f} ×", r256h >= 1.1),
+    check("p99 ≤ 0.8 × nginx's (64)", f"{p99n:.2f} ×", p99n <= 0.8),
+    check("p99 ≤ HAProxy's (64)", f"{p99h:.2f} ×", p99h <= 1.0),
+    check("≤ 4 KB per idle keep-alive connection", f"{idle.get('lopache', float('nan')):.2f} KB", idle.get("lopache", 99) <= 4),
+    check("Redis ≤ 3 µs per routed request (64)", f"{redis64:.2f} µs", redis64 <= 3),
+    check("zero errors and non-2xx", str(errs), errs == 0),
+]
+open(f"{out_dir}/latest.md", "w").write("\n".join(lines) + "\n")
+
+with open(f"{out_dir}/chart.dat", "w") as f:
+    groups = sorted({g for g, _, _ in chart}, key=lambda g: (g.split("/")[0] != "free", int(g.split("/")[1])))
+    f.write("group " + " ".join(PEERS) + "\n")
+    for g in groups:
+        vals = {p: r for gg, p, r in chart if gg == g}
+        f.write(g + " " + " ".join(f"{vals.get(p, 0):.0f}" for p in PEERS) + "\n")
+with open(f"{out_dir}/chart.gp", "w") as f:
+    f.write(f"""set terminal svg size 900,420 font "sans,12"
+set output "{out_dir}/latest.svg"
+set title "Requests per second (median of repetitions), {stamp.split(',')[0]}"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set key autotitle columnhead top left
+set ylabel "req/s"
+set grid ytics
+set yrange [0:*]
+plot for [i=2:5] "{out_dir}/chart.dat" using i:xtic(1)
+""")
+print(open(f"{out_dir}/latest.md").read())

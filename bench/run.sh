@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# lopache benchmark: wrk against the backend directly, lopache, nginx and
+# HAProxy in the same run, in alternating order, with repetitions, at 64 and
+# 256 connections, in two modes:
+#   free   - everything shares both cores; every proxy runs 2 workers/shards
+#   pinned - proxy and Redis on core 0, wrk and the backend on core 1; 1 worker
+# Reports req/s, ratios (median of per-repetition ratios), p50/p99, CPU time
+# per request of the proxy and of Redis, PSS, and memory per idle keep-alive
+# connection. Writes bench/results/latest.{md,csv,svg}.
+#
+# Usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only]
+#        (defaults 3, 5, 2000; --idle-only measures idle-connection memory only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --reps) REPS=$2; shift 2 ;;
+    --seconds) SECS=$2; shift 2 ;;
+    --idle) IDLE=$2; shift 2 ;;
+    --idle-only) IDLE_ONLY=1; shift ;;
+    *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N]" >&2; exit 2 ;;
+  esac
+done
+
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+missing=()
+for tool in wrk:wrk nginx:nginx-light haproxy:haproxy redis-server:redis-server gnuplot:gnuplot-nox python3:python3 taskset:util-linux; do
+  command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+cargo build --release --quiet
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+WORK=$(mktemp -d /tmp/lopache-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.2
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir -p bench/results
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+pss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup"))); done; echo $t; }
+children() { pgrep -P "$1" | tr '\n' ' '; }
+
+BACKEND=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port) NGINX=$(free_port) HAPROXY=$(free_port)
+echo "== backend nginx :$BACKEND, redis :$REDIS, lopache :$LOPACHE, nginx :$NGINX, haproxy :$HAPROXY"
+
+# Backend: nginx answering 5 bytes with keep-alive.
+cat > "$WORK/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
+events { worker_connections 16384; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$BACKEND reuseport; location / { return 200 "hello"; } } }
+CONF
+nginx -c "$WORK/backend.conf" & PIDS+=($!); BACKEND_PID=$!
+redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --logfile "$WORK/redis.log" & PIDS+=($!); REDIS_PID=$!
+wait_port "$BACKEND"; wait_port "$REDIS"
+redis-cli -p "$REDIS" rpush frontend:bench.local bench "http://127.0.0.1:$BACKEND" >/dev/null
+
+printf 'wrk.headers["Host"] = "bench.local"\n' > "$WORK/host.lua"
+RESULTS="$WORK/results.csv"
+echo "mode,conns,rep,peer,rps,p50_ms,p99_ms,proxy_us,redis_us,errors,pss_kb" > "$RESULTS"
+
+to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print v/1000; else if (v ~ /ms$/) print v+0; else if (v ~ /s$/) print v*1000; else print v }'; }
+
+start_proxies() { # $1 = workers, $2 = cpu list for proxies
+  local n=$1 cpus=$2
+  cat > "$WORK/lopache.toml" <<CONF
+driver = "redis://127.0.0.1:$REDIS"
+[server]
+workers = $n
+max_connections = 100000
+[http]
+port = $LOPACHE
+bind = ["127.0.0.1"]
+CONF
+  taskset -c "$cpus" ./target/release/lopache --config "$WORK/lopache.toml" 2>"$WORK/lopache.log" & PIDS+=($!); LOPACHE_PID=$!
+  cat > "$WORK/nginx.conf" <<CONF
+worker_processes $n; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
+worker_rlimit_nofile 18000;
+events { worker_connections 16000; }
+http { access_log off; keepalive_requests 1000000;
+  upstream b { server 127.0.0.1:$BACKEND; keepalive 512; }
+  server { listen 127.0.0.1:$NGINX reuseport;
+    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+  taskset -c "$cpus" nginx -c "$WORK/nginx.conf" & PIDS+=($!); NGINX_PID=$!
+  cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread $n
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind 127.0.0.1:$HAPROXY
+  default_backend b
+backend b
+  server s1 127.0.0.1:$BACKEND maxconn 10000
+CONF
+  taskset -c "$cpus" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & PIDS+=($!); HAPROXY_PID=$!
+  wait_port "$LOPACHE"; wait_port "$NGINX"; wait_port "$HAPROXY"
+  sleep 0.3
+}
+
+stop_proxies() {
+  kill "$LOPACHE_PID" "$NGINX_PID" "$HAPROXY_PID" 2>/dev/null || true
+  wait "$LOPACHE_PID" "$NGINX_PID" "$HAPROXY_PID" 2>/dev/null || true
+}
+
+# Processes whose CPU and memory count as "the proxy".
+proxy_pids() {
+  case $1 in
+    direct) echo "" ;;
+    lopache) echo "$LOPACHE_PID" ;;
+    nginx) echo "$NGINX_PID $(children "$NGINX_PID")" ;;
+    haproxy) echo "$HAPROXY_PID" ;;
+  esac
+}
+port_of() { case $1 in direct) echo "$BACKEND" ;; lopache) echo "$LOPACHE" ;; nginx) echo "$NGINX" ;; haproxy) echo "$HAPROXY" ;; esac; }
+
+run_one() { # mode conns rep peer wrk_cpus
+  local mode=$1 conns=$2 rep=$3 peer=$4 wcpus=$5
+  local pids; pids=$(proxy_pids "$peer")
+  local p0 r0 out
+  p0=$(ticks $pids); r0=$(ticks "$REDIS_PID")
+  out=$(taskset -c "$wcpus" wrk -t1 -c"$conns" -d"${SECS}s" --latency -s "$WORK/host.lua" "http://127.0.0.1:$(port_of "$peer")/")
+  local p1 r1; p1=$(ticks $pids); r1=$(ticks "$REDIS_PID")
+  local reqs rps p50 p99 errs pss
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+  p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+  errs=$(echo "$out" | awk '/Non-2xx/ {n += $4} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}')
+  pss=0; [ -n "$pids" ] && pss=$(pss_kb $pids)
+  local hz; hz=$(getconf CLK_TCK)
+  local proxy_us redis_us
+  proxy_us=$(awk -v t=$((p1 - p0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+  redis_us=$(awk -v t=$((r1 - r0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+  [ "$peer" = lopache ] || redis_us=0
+  echo "$mode,$conns,$rep,$peer,$rps,$p50,$p99,$proxy_us,$redis_us,$errs,$pss" >> "$RESULTS"
+  printf '  %-7s %4s conns rep %s: %9s req/s  p99 %6s ms  proxy %6s us/req  redis %5s us/req  errors %s\n' \
+    "$peer" "$conns" "$rep" "$rps" "$p99" "$proxy_us" "$redis_us" "$errs"
+}
+
+PEERS=(direct lopache nginx haproxy)
+MODES=(free pinned); [ "$IDLE_ONLY" = 1 ] && MODES=()
+for mode in "${MODES[@]}"; do
+  if [ "$mode" = free ]; then
+    workers=2; pcpus=0,1; wcpus=0,1
+    taskset -a -p -c 0,1 "$REDIS_PID" >/dev/null; taskset -a -p -c 0,1 "$BACKEND_PID" >/dev/null
+    for c in $(children "$BACKEND_PID"); do taskset -a -p -c 0,1 "$c" >/dev/null; done
+  else
+    workers=1; pcpus=0; wcpus=1
+    taskset -a -p -c 0 "$REDIS_PID" >/dev/null; taskset -a -p -c 1 "$BACKEND_PID" >/dev/null
+    for c in $(children "$BACKEND_PID"); do taskset -a -p -c 1 "$c" >/dev/null; done
+  fi
+  echo "== mode $mode ($workers worker(s))"
+  start_proxies "$workers" "$pcpus"
+  # Warm up pools and Redis connections.
+  for peer in "${PEERS[@]}"; do taskset -c "$wcpus" wrk -t1 -c64 -d1s -s "$WORK/host.lua" "http://127.0.0.1:$(port_of "$peer")/" >/dev/null; done
+  for conns in 64 256; do
+    for rep in $(seq "$REPS"); do
+      # Rotate the order each repetition so no peer always runs first.
+      for i in 0 1 2 3; do
+        peer=${PEERS[$(( (i + rep) % 4 ))]}
+        run_one "$mode" "$conns" "$rep" "$peer" "$wcpus"
+      done
+    done
+  done
+  stop_proxies
+done
+
+# Memory per idle keep-alive connection: open IDLE connections, one request
+# each, hold them, compare the proxy's PSS with its PSS before.
+echo "== idle keep-alive memory ($IDLE connections)"
+taskset -a -p -c 0,1 "$REDIS_PID" >/dev/null
+start_proxies 1 0,1
+IDLE_CSV="$WORK/idle.csv"; echo "peer,kb_per_conn" > "$IDLE_CSV"
+for peer in lopache nginx haproxy; do
+  pids=$(proxy_pids "$peer")
+  python3 - "$(port_of "$peer")" "$IDLE" "$WORK/hold-$peer" <<'PY' &
+import socket, sys, time, os
+port, n, flag = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+conns = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: bench.local\r\n\r\n")
+    conns.append(s)
+for s in conns:
+    got = b""
+    while not got.endswith(b"hello"):
+        chunk = s.recv(4096)
+        if not chunk:
+            sys.exit("closed")
+        got += chunk
+open(flag, "w").close()
+while os.path.exists(flag):
+    time.sleep(0.05)
+PY
+  holder=$!
+  # Baseline after a warm-up request on a connection that closes again.
+  curl -s -H 'Host: bench.local' "http://127.0.0.1:$(port_of "$peer")/" >/dev/null || true
+  before=$(pss_kb $pids)
+  for _ in $(seq 600); do [ -e "$WORK/hold-$peer" ] && break; sleep 0.1; done
+  sleep 1.5  # settle: allocators hand back what the burst freed
+  after=$(pss_kb $pids)
+  rm -f "$WORK/hold-$peer"; wait "$holder" || true
+  per=$(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN { printf "%.2f", (a - b) / n }')
+  echo "$peer,$per" >> "$IDLE_CSV"
+  printf '  %-7s %s KB per idle connection (PSS %s -> %s KB)\n' "$peer" "$per" "$before" "$after"
+done
+stop_proxies
+[ "$IDLE_ONLY" = 1 ] && exit 0
+
+STAMP="$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r), $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')"
+COMMAND="bench/run.sh --reps $REPS --seconds $SECS --idle $IDLE"
+python3 bench/report.py "$RESULTS" "$IDLE_CSV" "$STAMP" "$COMMAND" bench/results
+cp "$RESULTS" bench/results/latest.csv
+gnuplot bench/results/chart.gp
+echo "== wrote bench/results/latest.md, latest.csv, latest.svg"
