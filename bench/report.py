@@ -125,7 +125,7 @@ set title "Requests per second (median of repetitions), {stamp.split(',')[0]}"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
-set key autotitle columnhead top left
+set key autotitle columnhead outside right top
 set ylabel "req/s"
 set grid ytics
 set yrange [0:*]

@@ -1,10 +1,10 @@
 set terminal svg size 900,420 font "sans,12"
 set output "bench/results/latest.svg"
-set title "Requests per second (median of repetitions), 2026-11-22 05:29 UTC"
+set title "Requests per second (median of repetitions), 2026-11-22 05:40 UTC"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
-set key autotitle columnhead top left
+set key autotitle columnhead outside right top
 set ylabel "req/s"
 set grid ytics
 set yrange [0:*]
