@@ -24,4 +24,5 @@ pub mod proxy;
 pub mod redis;
 pub mod routing;
 pub mod runtime;
+pub mod tls;
 pub mod upstream;

@@ -60,6 +60,13 @@ impl Driver {
     }
 }
 
+/// A TLS listener and the rustls config every shard uses for it.
+#[derive(Debug, Clone)]
+pub struct HttpsListener {
+    pub addr: SocketAddr,
+    pub tls: std::sync::Arc<rustls::ServerConfig>,
+}
+
 /// The validated, frozen configuration shared (behind an `Arc`) by every shard.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -87,6 +94,7 @@ pub struct Config {
     pub websocket_idle_timeout: Option<Duration>,
     pub max_connections: usize,
     pub http_listeners: Vec<SocketAddr>,
+    pub https_listeners: Vec<HttpsListener>,
     pub limits: Limits,
     /// Keys that are valid but whose feature is not active yet, one warning each.
     pub warnings: Vec<String>,

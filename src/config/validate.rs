@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use super::raw::{BindSpec, RawCondition, RawConfig, DEFAULT_ACCESS_LOG};
 use super::routes::RouteTable;
+use super::HttpsListener;
 use super::{Config, ConfigError, Driver};
 use crate::http::error_page::ErrorPages;
 use crate::http::{Limits, HARD_MAX_HEADERS};
 use crate::redis::url::RedisUrl;
+use crate::tls::{load_certified_key, server_config, Preset, SniResolver};
 
 pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let main_driver = driver(&raw.driver.urls(), "driver")?;
@@ -42,15 +44,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
             "no listener: give at least one address",
         ));
     }
-    for (i, b) in raw.https.bind.iter().enumerate() {
-        bind_addr(b, raw.https.port, &format!("https.bind[{i}]"))?;
-    }
-    if !matches!(raw.https.preset.as_str(), "modern" | "intermediate") {
-        return Err(ConfigError::new(
-            "https.preset",
-            "expected \"modern\" or \"intermediate\"",
-        ));
-    }
+    let https_listeners = https(&raw, base, &http_listeners)?;
     if !raw.admin.bind.is_empty() && raw.admin.bind.parse::<SocketAddr>().is_err() {
         return Err(ConfigError::new(
             "admin.bind",
@@ -86,10 +80,71 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
             .then(|| Duration::from_secs(s.websocket_idle_timeout)),
         max_connections: s.max_connections as usize,
         http_listeners,
+        https_listeners,
         limits,
         warnings,
         raw,
     })
+}
+
+/// TLS listeners: each with its default certificate (its own `cert`/`key`,
+/// else the section's) and the certificates directory for SNI.
+fn https(
+    raw: &RawConfig,
+    base: &Path,
+    http: &[SocketAddr],
+) -> Result<Vec<HttpsListener>, ConfigError> {
+    let h = &raw.https;
+    let preset = Preset::parse(&h.preset).ok_or_else(|| {
+        ConfigError::new("https.preset", "expected \"modern\" or \"intermediate\"")
+    })?;
+    if h.bind.is_empty() {
+        return Ok(Vec::new());
+    }
+    let load = |cert: &str, key: &str, cert_key: &str, key_key: &str| match (
+        cert.is_empty(),
+        key.is_empty(),
+    ) {
+        (true, true) => Ok(None),
+        (false, false) => {
+            load_certified_key(&base.join(cert), &base.join(key), cert_key, key_key).map(Some)
+        }
+        (true, false) => Err(ConfigError::new(cert_key, format!("needed with {key_key}"))),
+        (false, true) => Err(ConfigError::new(key_key, format!("needed with {cert_key}"))),
+    };
+    let section_default = load(&h.cert, &h.key, "https.cert", "https.key")?;
+    let by_name = match h.certificates_dir.as_str() {
+        "" => SniResolver::default(),
+        dir => SniResolver::load_dir(&base.join(dir))?,
+    };
+    let mut out: Vec<HttpsListener> = Vec::new();
+    for (i, b) in h.bind.iter().enumerate() {
+        let key = format!("https.bind[{i}]");
+        let addr = bind_addr(b, h.port, &key)?;
+        // Port 0 asks for any free port: two of those never collide.
+        if addr.port() != 0 && (http.contains(&addr) || out.iter().any(|l| l.addr == addr)) {
+            return Err(ConfigError::new(key, format!("{addr} is listed twice")));
+        }
+        let own = match b {
+            BindSpec::Table(t) => load(
+                t.cert.as_deref().unwrap_or(""),
+                t.key.as_deref().unwrap_or(""),
+                &format!("{key}.cert"),
+                &format!("{key}.key"),
+            )?,
+            BindSpec::Address(_) => None,
+        };
+        let default = own.or_else(|| section_default.clone());
+        if default.is_none() && h.certificates_dir.is_empty() {
+            return Err(ConfigError::new(
+                "https.cert",
+                format!("{key} needs a certificate: set https.cert and https.key, or https.certificates_dir"),
+            ));
+        }
+        let tls = server_config(by_name.clone().with_default(default), preset)?;
+        out.push(HttpsListener { addr, tls });
+    }
+    Ok(out)
 }
 
 fn positive(v: u64, key: &str) -> Result<(), ConfigError> {
@@ -163,7 +218,7 @@ fn binds(
             }
         }
         let addr = bind_addr(b, default_port, &key)?;
-        if out.contains(&addr) {
+        if addr.port() != 0 && out.contains(&addr) {
             return Err(ConfigError::new(key, format!("{addr} is listed twice")));
         }
         out.push(addr);
@@ -242,7 +297,7 @@ fn inactive_warnings(raw: &RawConfig) -> Vec<String> {
             ));
         }
     };
-    note(!raw.https.bind.is_empty(), "https.bind");
+    note(raw.https.redis_certificates, "https.redis_certificates");
     note(!raw.admin.bind.is_empty(), "admin.bind");
 
     note(

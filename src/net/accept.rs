@@ -11,12 +11,20 @@ use monoio::net::TcpListener;
 
 use crate::proxy::session::{serve_client, ClientInfo};
 use crate::runtime::Shard;
-use crate::{log_error, log_warn};
+use crate::tls::HANDSHAKE_TIMEOUT;
+use crate::{log_debug, log_error, log_warn};
+use monoio_rustls::TlsAcceptor;
 
 /// Pause after EMFILE/ENFILE/ENOBUFS/ENOMEM before accepting again.
 const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, slots: Rc<Semaphore>) {
+/// `tls`: terminate TLS on this listener's connections.
+pub async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    slots: Rc<Semaphore>,
+) {
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut warned_resources = false;
     loop {
@@ -26,16 +34,41 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, slots: Rc<Sema
         match listener.accept().await {
             Ok((stream, peer)) => {
                 warned_resources = false;
-                let info = ClientInfo {
-                    peer,
-                    local_port,
-                    proto: "http",
-                };
+                let _ = stream.set_nodelay(true);
                 let shard = shard.clone();
-                monoio::spawn(async move {
-                    serve_client(shard, stream, info).await;
-                    drop(permit);
-                });
+                match &tls {
+                    None => {
+                        let info = ClientInfo {
+                            peer,
+                            local_port,
+                            proto: "http",
+                        };
+                        monoio::spawn(async move {
+                            serve_client(shard, stream, info).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        let info = ClientInfo {
+                            peer,
+                            local_port,
+                            proto: "https",
+                        };
+                        monoio::spawn(async move {
+                            // A failed or slow handshake (plaintext on the TLS
+                            // port, an unknown name) just closes the socket.
+                            match monoio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(tls_stream)) => serve_client(shard, tls_stream, info).await,
+                                Ok(Err(e)) => log_debug!("TLS handshake from {peer} failed: {e}"),
+                                Err(_) => log_debug!("TLS handshake from {peer} timed out"),
+                            }
+                            drop(permit);
+                        });
+                    }
+                }
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 if !warned_resources {

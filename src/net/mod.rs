@@ -3,3 +3,4 @@
 
 pub mod accept;
 pub mod listener;
+pub mod stream;

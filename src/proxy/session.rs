@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::net::TcpStream;
 
 use super::error::ProxyError;
 use super::forward::{forward, reply_error, Exchange, Next};
@@ -17,6 +16,7 @@ use super::tunnel;
 use crate::http::request::{parse_request, Method, RequestError, RequestHead};
 use crate::http::rewrite::{upstream_request, ClientSide};
 use crate::io::timed::{read_some, write_all};
+use crate::net::stream::ClientStream;
 use crate::routing::candidates::normalize_host;
 use crate::routing::rules::RequestFacts;
 use crate::runtime::Shard;
@@ -50,8 +50,7 @@ enum HeadRead {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve_client(shard: Rc<Shard>, stream: TcpStream, info: ClientInfo) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve_client<S: ClientStream>(shard: Rc<Shard>, stream: S, info: ClientInfo) {
     let mut client = Client {
         stream,
         buf: BytesMut::new(),
@@ -88,9 +87,9 @@ pub async fn serve_client(shard: Rc<Shard>, stream: TcpStream, info: ClientInfo)
 /// for readability (within the idle timeout), then gets a fresh head-sized
 /// buffer. An idle connection so costs only its task, and on the epoll driver
 /// this also saves the read that would fail with EAGAIN. False: close.
-async fn wait_idle(shard: &Shard, client: &mut Client<TcpStream>) -> bool {
+async fn wait_idle<S: ClientStream>(shard: &Shard, client: &mut Client<S>) -> bool {
     client.buf = BytesMut::new();
-    let ready = client.stream.readable(true);
+    let ready = client.stream.wait_readable();
     let ok = match shard.config.tcp_timeout {
         Some(limit) => matches!(monoio::time::timeout(limit, ready).await, Ok(Ok(()))),
         None => ready.await.is_ok(),
@@ -310,6 +309,7 @@ mod tests {
 #[cfg(test)]
 mod size_tests {
     use super::*;
+    use monoio::net::TcpStream;
     use std::sync::Arc;
 
     /// What an idle keep-alive connection costs is mostly its task's future;

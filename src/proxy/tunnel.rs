@@ -10,11 +10,12 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use monoio::io::Splitable;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split, Splitable};
 use monoio::net::TcpStream;
 
 use crate::io::relay::{copy_until_eof, splice_until_eof, Activity};
 use crate::log_debug;
+use crate::net::stream::ClientStream;
 use crate::runtime::{DriverKind, Shard};
 
 /// The upstream side of a switched connection.
@@ -42,40 +43,57 @@ enum End {
 
 /// Relays between `client` and the upgraded upstream until the tunnel ends.
 /// `client_leftover` holds client bytes that followed the handshake.
-pub async fn run(shard: &Shard, client: TcpStream, client_leftover: BytesMut, up: Upgraded) {
-    let activity = Activity::new();
+pub async fn run<S: ClientStream>(
+    shard: &Shard,
+    client: S,
+    client_leftover: BytesMut,
+    up: Upgraded,
+) {
+    let idle = shard.config.websocket_idle_timeout;
     // Splice needs io_uring's splice op and two plain TCP ends; otherwise copy.
-    let splice = DriverKind::probe() == DriverKind::IoUring;
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut up_read, mut up_write) = up.upstream.into_split();
-    log_debug!(
-        "tunnel opened via {}",
-        if splice { "splice" } else { "copy" }
-    );
-    let to_backend = async {
-        if splice {
-            splice_until_eof(&mut client_read, &mut up_write, client_leftover, &activity).await
-        } else {
-            copy_until_eof(&mut client_read, &mut up_write, client_leftover, &activity).await
+    let end = match client.into_plain_tcp() {
+        Ok(tcp) if DriverKind::probe() == DriverKind::IoUring => {
+            splice_tunnel(tcp, client_leftover, up, idle).await
         }
+        Ok(tcp) => copy_tunnel(tcp, client_leftover, up, idle).await,
+        Err(tls) => copy_tunnel(tls, client_leftover, up, idle).await,
     };
-    let to_client = async {
-        if splice {
-            splice_until_eof(&mut up_read, &mut client_write, up.leftover, &activity).await
-        } else {
-            copy_until_eof(&mut up_read, &mut client_write, up.leftover, &activity).await
-        }
-    };
-    let end = relay_both(
-        to_backend,
-        to_client,
-        shard.config.websocket_idle_timeout,
-        &activity,
-    )
-    .await;
     log_debug!("tunnel ended: {end:?}");
     // Dropping the halves closes both sockets; an in-flight op is cancelled
     // first, which is safe because nothing is reused afterwards.
+}
+
+async fn splice_tunnel(
+    client: TcpStream,
+    client_leftover: BytesMut,
+    up: Upgraded,
+    idle: Option<Duration>,
+) -> End {
+    log_debug!("tunnel opened via splice");
+    let activity = Activity::new();
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut up_read, mut up_write) = up.upstream.into_split();
+    let to_backend = splice_until_eof(&mut client_read, &mut up_write, client_leftover, &activity);
+    let to_client = splice_until_eof(&mut up_read, &mut client_write, up.leftover, &activity);
+    relay_both(to_backend, to_client, idle, &activity).await
+}
+
+async fn copy_tunnel<C>(
+    client: C,
+    client_leftover: BytesMut,
+    up: Upgraded,
+    idle: Option<Duration>,
+) -> End
+where
+    C: AsyncReadRent + AsyncWriteRent + Split,
+{
+    log_debug!("tunnel opened via copy");
+    let activity = Activity::new();
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut up_read, mut up_write) = up.upstream.into_split();
+    let to_backend = copy_until_eof(&mut client_read, &mut up_write, client_leftover, &activity);
+    let to_client = copy_until_eof(&mut up_read, &mut client_write, up.leftover, &activity);
+    relay_both(to_backend, to_client, idle, &activity).await
 }
 
 /// Drives both directions; ends when both finished, when either failed, or

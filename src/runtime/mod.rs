@@ -59,7 +59,14 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     signals::block_termination();
     let config = Arc::new(config);
     let driver = DriverKind::probe();
-    let (listeners, bound) = bind_all(&config.http_listeners, config.workers)?;
+    // HTTP addresses first, then HTTPS ones, each with its TLS config.
+    let mut addrs = config.http_listeners.clone();
+    let mut tls: Vec<Option<Arc<rustls::ServerConfig>>> = vec![None; addrs.len()];
+    for l in &config.https_listeners {
+        addrs.push(l.addr);
+        tls.push(Some(l.tls.clone()));
+    }
+    let (listeners, bound) = bind_all(&addrs, config.workers)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     if cores.is_empty() {
         log_warn!("cannot list CPU cores; shards will not be pinned");
@@ -76,6 +83,10 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         reason: format!("cannot start the signal thread: {e}"),
     })?;
     for (id, shard_listeners) in listeners.into_iter().enumerate() {
+        let shard_listeners: Vec<_> = shard_listeners
+            .into_iter()
+            .zip(tls.iter().cloned())
+            .collect();
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let cfg = config.clone();
         let tx = ready_tx.clone();
@@ -101,7 +112,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             Err(_) => return Err(RuntimeError::ShardDied(0)),
         }
     }
-    announce(&bound, config.workers, driver);
+    announce(&bound, &tls, config.workers, driver);
     for warning in &config.warnings {
         log_warn!("{warning}");
     }
@@ -118,8 +129,24 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
 }
 
 /// The readiness line (SPEC section 1), printed once every listener accepts.
-fn announce(bound: &[SocketAddr], shards: usize, driver: DriverKind) {
-    let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
+/// HTTPS addresses are written `https://addr`.
+fn announce(
+    bound: &[SocketAddr],
+    tls: &[Option<Arc<rustls::ServerConfig>>],
+    shards: usize,
+    driver: DriverKind,
+) {
+    let addrs: Vec<String> = bound
+        .iter()
+        .zip(tls)
+        .map(|(a, t)| {
+            if t.is_some() {
+                format!("https://{a}")
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
     eprintln!(
         "lopache {} listening on {} ({} shard{}, {})",
         env!("CARGO_PKG_VERSION"),

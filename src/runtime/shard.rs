@@ -91,7 +91,7 @@ impl Drop for ExitNotice {
 pub(super) fn run_shard(
     id: usize,
     config: Arc<Config>,
-    listeners: Vec<StdListener>,
+    listeners: Vec<(StdListener, Option<Arc<rustls::ServerConfig>>)>,
     core: Option<core_affinity::CoreId>,
     resolver_pool: monoio::blocking::DefaultThreadPool,
     ready: Ready,
@@ -116,10 +116,11 @@ pub(super) fn run_shard(
     runtime.block_on(async move {
         let slots = Rc::new(Semaphore::new(config.max_connections));
         let shard = Rc::new(Shard::new(id, config));
-        for listener in listeners {
+        for (listener, tls) in listeners {
             match TcpListener::from_std(listener) {
                 Ok(l) => {
-                    monoio::spawn(accept_loop(shard.clone(), l, slots.clone()));
+                    let acceptor = tls.map(monoio_rustls::TlsAcceptor::from);
+                    monoio::spawn(accept_loop(shard.clone(), l, acceptor, slots.clone()));
                 }
                 Err(e) => {
                     let _ = ready.send((id, Err(format!("cannot register listener: {e}"))));

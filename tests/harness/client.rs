@@ -27,15 +27,26 @@ impl HttpResponse {
     }
 }
 
-pub struct RawConn {
-    pub stream: TcpStream,
+/// A client connection over any byte stream (plain TCP or TLS).
+pub struct RawConn<S: Read + Write = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
-impl RawConn {
+impl RawConn<TcpStream> {
     pub fn connect(addr: SocketAddr) -> RawConn {
         let stream = TcpStream::connect(addr).expect("connect to lopache");
         stream.set_read_timeout(Some(WAIT)).unwrap();
+        RawConn::over(stream)
+    }
+
+    pub fn set_timeout(&self, d: Duration) {
+        self.stream.set_read_timeout(Some(d)).unwrap();
+    }
+}
+
+impl<S: Read + Write> RawConn<S> {
+    pub fn over(stream: S) -> RawConn<S> {
         RawConn {
             stream,
             buf: Vec::new(),
@@ -164,10 +175,6 @@ impl RawConn {
     /// Bytes already read past the last response head (e.g. the start of a body).
     pub fn take_buffered(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.buf)
-    }
-
-    pub fn set_timeout(&self, d: Duration) {
-        self.stream.set_read_timeout(Some(d)).unwrap();
     }
 }
 

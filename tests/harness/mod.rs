@@ -8,6 +8,7 @@ pub mod backend;
 pub mod client;
 pub mod proxy;
 pub mod redis;
+pub mod tls;
 pub mod ws;
 
 pub use backend::{Backend, Received, Reply};

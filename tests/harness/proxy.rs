@@ -11,7 +11,10 @@ use super::{TempDir, WAIT};
 
 pub struct Lopache {
     child: Child,
+    /// The first plain HTTP listener (the first HTTPS one if there is none).
     pub addr: SocketAddr,
+    /// The first HTTPS listener, if any.
+    pub https_addr: Option<SocketAddr>,
     stderr: Arc<Mutex<String>>,
     pub dir: TempDir,
 }
@@ -95,16 +98,29 @@ impl Lopache {
                         l.push('\n');
                     }
                     if let Some(rest) = line.split(" listening on ").nth(1) {
-                        let addr = rest.split([' ', ',']).next().unwrap_or("").to_string();
+                        let list = rest.split(" (").next().unwrap_or("").to_string();
                         if let Some(tx) = tx.take() {
-                            let _ = tx.send(addr);
+                            let _ = tx.send(list);
                         }
                     }
                 }
             });
         }
-        let addr = match rx.recv_timeout(WAIT) {
-            Ok(a) => a.parse().expect("readiness line address"),
+        let (addr, https_addr) = match rx.recv_timeout(WAIT) {
+            Ok(list) => {
+                let (mut plain, mut tls) = (None, None);
+                for item in list.split(", ") {
+                    match item.strip_prefix("https://") {
+                        Some(a) => {
+                            tls = tls.or(Some(a.parse::<SocketAddr>().expect("https address")))
+                        }
+                        None => {
+                            plain = plain.or(Some(item.parse::<SocketAddr>().expect("address")))
+                        }
+                    }
+                }
+                (plain.or(tls).expect("an address"), tls)
+            }
             Err(_) => {
                 let _ = child.kill();
                 panic!(
@@ -116,6 +132,7 @@ impl Lopache {
         Lopache {
             child,
             addr,
+            https_addr,
             stderr,
             dir,
         }

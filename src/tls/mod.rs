@@ -1,0 +1,117 @@
+//! TLS termination: certificates are read and checked when the config is
+//! loaded, and each HTTPS listener gets one `Arc<rustls::ServerConfig>` that
+//! every shard shares (built once, on the main thread). Crypto is rustls on
+//! the `ring` provider.
+//!
+//! Not here yet: certificates held in Redis (`https.redis_certificates`) and
+//! TLS towards `https://` backends.
+
+mod sni;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+use crate::config::ConfigError;
+pub use sni::SniResolver;
+
+/// How long a client may take to complete its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `https.preset`: which protocol versions are offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// TLS 1.3 only.
+    Modern,
+    /// TLS 1.2 and 1.3, forward-secret AEAD suites only (rustls' defaults).
+    Intermediate,
+}
+
+impl Preset {
+    pub fn parse(name: &str) -> Option<Preset> {
+        match name {
+            "modern" => Some(Preset::Modern),
+            "intermediate" => Some(Preset::Intermediate),
+            _ => None,
+        }
+    }
+
+    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static MODERN: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        static INTERMEDIATE: [&rustls::SupportedProtocolVersion; 2] =
+            [&rustls::version::TLS12, &rustls::version::TLS13];
+        match self {
+            Preset::Modern => &MODERN,
+            Preset::Intermediate => &INTERMEDIATE,
+        }
+    }
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads a PEM certificate chain and private key (PKCS#8, PKCS#1 or SEC1)
+/// and checks that they belong together. Errors name `cert_key` / `key_key`.
+pub fn load_certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+    cert_key: &str,
+    key_key: &str,
+) -> Result<Arc<CertifiedKey>, ConfigError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| {
+            ConfigError::new(
+                cert_key,
+                format!("cannot read {}: {e}", cert_path.display()),
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(ConfigError::new(
+            cert_key,
+            format!("{} holds no certificate", cert_path.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+        ConfigError::new(
+            key_key,
+            format!("cannot read a private key from {}: {e}", key_path.display()),
+        )
+    })?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| ConfigError::new(key_key, format!("unusable private key: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|_| {
+        ConfigError::new(
+            key_key,
+            format!("does not match the certificate in {cert_key}"),
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
+
+/// The shared server config for one listener.
+pub fn server_config(
+    resolver: SniResolver,
+    preset: Preset,
+) -> Result<Arc<ServerConfig>, ConfigError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(preset.versions())
+        .map_err(|e| ConfigError::new("https.preset", e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Resumption: stateless tickets (TLS 1.2 and 1.3) besides the default
+    // in-memory session cache.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()
+        .map_err(|e| ConfigError::new("https", format!("cannot create a session ticketer: {e}")))?;
+    Ok(Arc::new(config))
+}

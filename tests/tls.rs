@@ -1,0 +1,273 @@
+//! TLS termination through the real binary, with a CA and leaf certificates
+//! generated per test: HTTPS requests and keep-alive, SNI from a certificate
+//! directory (exact names, a wildcard, the default), presets, plaintext on
+//! the TLS port, wss://, and certificate errors at load time.
+
+mod harness;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use harness::tls::{connect, peer_cert, Pki};
+use harness::ws::WsEcho;
+use harness::{Backend, Lopache, Redis, Reply, TempDir};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::Message;
+
+const TLS12: &rustls::SupportedProtocolVersion = &rustls::version::TLS12;
+const TLS13: &rustls::SupportedProtocolVersion = &rustls::version::TLS13;
+
+/// lopache with an HTTP listener and an HTTPS one; `https` is the rest of
+/// the `[https]` table.
+fn start(redis: &Redis, https: &str) -> Lopache {
+    let cfg = format!(
+        "driver = {:?}\n[server]\nworkers = 2\n[http]\nport = 0\nbind = [\"127.0.0.1\"]\n\
+         [https]\nport = 0\nbind = [\"127.0.0.1\"]\n{https}",
+        redis.url()
+    );
+    Lopache::start_config(&cfg, &[])
+}
+
+fn echo_backend() -> Backend {
+    Backend::start(|r| {
+        Reply::ok(&format!(
+            "{} {} proto={} port={} body={}",
+            r.method,
+            r.target,
+            r.header("x-forwarded-proto").unwrap_or("-"),
+            r.header("x-forwarded-port").unwrap_or("-"),
+            r.body_len
+        ))
+    })
+}
+
+#[test]
+fn https_requests_keep_alive_and_forwarded_proto() {
+    let pki = Pki::new();
+    let dir = TempDir::new("tls");
+    pki.leaf(&["secure.example"]).write(dir.path(), "site");
+    let redis = Redis::start();
+    let backend = echo_backend();
+    redis.frontend("", "secure.example", "secure", &[backend.url()]);
+    let proxy = start(
+        &redis,
+        &format!(
+            "cert = {:?}\nkey = {:?}",
+            dir.path().join("site.crt"),
+            dir.path().join("site.key")
+        ),
+    );
+    let tls_addr = proxy.https_addr.expect("an https listener");
+    let mut conn =
+        connect(tls_addr, "secure.example", pki.client(&[TLS13, TLS12])).expect("handshake");
+    assert_eq!(conn.stream.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let port = tls_addr.port();
+    conn.send(b"GET /one HTTP/1.1\r\nHost: secure.example\r\n\r\n");
+    assert_eq!(
+        conn.read_response(false).text(),
+        format!("GET /one proto=https port={port} body=0")
+    );
+    conn.send(
+        b"POST /two HTTP/1.1\r\nHost: secure.example\r\nContent-Length: 11\r\n\r\nhello world",
+    );
+    assert_eq!(
+        conn.read_response(false).text(),
+        format!("POST /two proto=https port={port} body=11")
+    );
+    // Plain HTTP on the other listener says http.
+    let r = harness::get(proxy.addr, "secure.example", "/three");
+    assert!(
+        r.text().starts_with("GET /three proto=http port="),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn sni_picks_names_then_wildcard_then_default() {
+    let pki = Pki::new();
+    let certs = TempDir::new("certs");
+    let leaves: Vec<_> = ["a.example", "b.example", "c.example"]
+        .iter()
+        .map(|n| {
+            let leaf = pki.leaf(&[n]);
+            leaf.write(certs.path(), n);
+            (n.to_string(), leaf.der)
+        })
+        .collect();
+    let wildcard = pki.leaf(&["*.wild.example"]);
+    wildcard.write(certs.path(), "*.wild.example");
+    let default_dir = TempDir::new("default");
+    let default = pki.leaf(&["default.example"]);
+    default.write(default_dir.path(), "default");
+    let redis = Redis::start();
+    let proxy = start(
+        &redis,
+        &format!(
+            "certificates_dir = {:?}\ncert = {:?}\nkey = {:?}",
+            certs.path(),
+            default_dir.path().join("default.crt"),
+            default_dir.path().join("default.key")
+        ),
+    );
+    let addr = proxy.https_addr.unwrap();
+    let client = pki.client(&[TLS13, TLS12]);
+    for (name, der) in &leaves {
+        let conn = connect(addr, name, client.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(&peer_cert(&conn), der, "{name}");
+    }
+    let conn = connect(addr, "shop.wild.example", client.clone()).expect("wildcard");
+    assert_eq!(peer_cert(&conn), wildcard.der);
+    let conn = connect(addr, "default.example", client.clone()).expect("default");
+    assert_eq!(peer_cert(&conn), default.der);
+    // A name nothing covers gets the default certificate, which the client rejects.
+    assert!(connect(addr, "deep.shop.wild.example", client).is_err());
+}
+
+#[test]
+fn presets_choose_protocol_versions() {
+    let pki = Pki::new();
+    let dir = TempDir::new("tls");
+    pki.leaf(&["secure.example"]).write(dir.path(), "site");
+    let redis = Redis::start();
+    let files = format!(
+        "cert = {:?}\nkey = {:?}",
+        dir.path().join("site.crt"),
+        dir.path().join("site.key")
+    );
+    let modern = start(&redis, &format!("{files}\npreset = \"modern\""));
+    let intermediate = start(&redis, &files);
+    let tls12_only = pki.client(&[TLS12]);
+    assert!(connect(
+        modern.https_addr.unwrap(),
+        "secure.example",
+        tls12_only.clone()
+    )
+    .is_err());
+    assert!(connect(
+        modern.https_addr.unwrap(),
+        "secure.example",
+        pki.client(&[TLS13])
+    )
+    .is_ok());
+    let conn = connect(
+        intermediate.https_addr.unwrap(),
+        "secure.example",
+        tls12_only,
+    )
+    .expect("TLS 1.2");
+    assert_eq!(
+        conn.stream.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+}
+
+#[test]
+fn plaintext_on_the_tls_port_is_closed_promptly() {
+    let pki = Pki::new();
+    let dir = TempDir::new("tls");
+    pki.leaf(&["secure.example"]).write(dir.path(), "site");
+    let redis = Redis::start();
+    let proxy = start(
+        &redis,
+        &format!(
+            "cert = {:?}\nkey = {:?}",
+            dir.path().join("site.crt"),
+            dir.path().join("site.key")
+        ),
+    );
+    let mut conn = harness::RawConn::connect(proxy.https_addr.unwrap());
+    let started = Instant::now();
+    conn.send(b"GET / HTTP/1.1\r\nHost: secure.example\r\n\r\n");
+    let mut rest = Vec::new();
+    let _ = conn.stream.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(!String::from_utf8_lossy(&rest).contains("HTTP/1.1 200"));
+}
+
+#[test]
+fn wss_echo_through_the_proxy() {
+    let pki = Pki::new();
+    let dir = TempDir::new("tls");
+    pki.leaf(&["ws.example"]).write(dir.path(), "site");
+    let redis = Redis::start();
+    let echo = WsEcho::start();
+    redis.frontend("", "ws.example", "ws", &[echo.url()]);
+    let proxy = start(
+        &redis,
+        &format!(
+            "cert = {:?}\nkey = {:?}",
+            dir.path().join("site.crt"),
+            dir.path().join("site.key")
+        ),
+    );
+    let conn = connect(
+        proxy.https_addr.unwrap(),
+        "ws.example",
+        pki.client(&[TLS13, TLS12]),
+    )
+    .unwrap();
+    let request = "wss://ws.example/socket".into_client_request().unwrap();
+    let (mut ws, response) =
+        tungstenite::client::client_with_config(request, conn.stream, Some(harness::ws::config()))
+            .unwrap();
+    assert_eq!(response.status(), 101);
+    for size in [0usize, 125, 70_000] {
+        let msg: String = "w".repeat(size);
+        ws.send(Message::text(msg.clone())).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::text(msg));
+    }
+    ws.close(None).unwrap();
+}
+
+#[test]
+fn certificate_errors_name_the_key() {
+    let pki = Pki::new();
+    let dir = TempDir::new("tls");
+    let a = pki.leaf(&["a.example"]);
+    let b = pki.leaf(&["b.example"]);
+    a.write(dir.path(), "a");
+    b.write(dir.path(), "b");
+    let d = dir.path();
+    let cases = [
+        (
+            format!("cert = {:?}\nkey = {:?}", d.join("a.crt"), d.join("b.key")),
+            "https.key: does not match",
+        ),
+        (
+            format!(
+                "cert = {:?}\nkey = {:?}",
+                d.join("none.crt"),
+                d.join("a.key")
+            ),
+            "https.cert: cannot read",
+        ),
+        (
+            format!("cert = {:?}\nkey = {:?}", d.join("a.crt"), d.join("a.crt")),
+            "https.key: cannot read a private key",
+        ),
+        (
+            String::new(),
+            "https.cert: https.bind[0] needs a certificate",
+        ),
+    ];
+    for (https, want) in cases {
+        let path = d.join("c.toml");
+        std::fs::write(
+            &path,
+            format!("[https]\nport = 0\nbind = [\"127.0.0.1\"]\n{https}\n"),
+        )
+        .unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_lopache"))
+            .args(["--config", path.to_str().unwrap(), "--dry"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{https}: {stderr}");
+        assert!(stderr.contains(want), "want {want:?}, got {stderr}");
+    }
+}
