@@ -271,3 +271,61 @@ fn certificate_errors_name_the_key() {
         assert!(stderr.contains(want), "want {want:?}, got {stderr}");
     }
 }
+
+#[test]
+fn https_backends_are_verified() {
+    let pki = Pki::new();
+    let backend = harness::tls::TlsBackend::start(&pki.leaf(&["localhost"]), "secure backend");
+    let redis = Redis::start();
+    redis.frontend(
+        "",
+        "app.example",
+        "app",
+        &[format!("https://localhost:{}", backend.addr.port())],
+    );
+    let dir = TempDir::new("ca");
+    std::fs::write(dir.path().join("ca.pem"), &pki.ca_pem).unwrap();
+    let trusting = Lopache::start(
+        &redis.url(),
+        &format!("workers = 1\nbackend_ca = {:?}", dir.path().join("ca.pem")),
+    );
+    for _ in 0..3 {
+        let r = harness::get(trusting.addr, "app.example", "/");
+        assert_eq!((r.status, r.text().as_str()), (200, "secure backend"));
+        assert_eq!(
+            r.header("x-sni"),
+            Some("localhost"),
+            "SNI is the backend URL's host"
+        );
+    }
+    assert_eq!(
+        backend
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the TLS connection is pooled"
+    );
+    // Without the test CA the backend's certificate is untrusted: 502.
+    let untrusting = Lopache::start(&redis.url(), "retry_on_error = 0");
+    let r = harness::request(
+        untrusting.addr,
+        "GET / HTTP/1.1\r\nHost: app.example\r\nX-Debug: 1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (r.status, r.header("x-debug-error")),
+        (502, Some("connect-failed"))
+    );
+}
+
+#[test]
+fn unreadable_backend_ca_is_a_config_error() {
+    let dir = TempDir::new("ca");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[server]\nbackend_ca = \"/nonexistent/ca.pem\"\n").unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lopache"))
+        .args(["--config", path.to_str().unwrap(), "--dry"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("server.backend_ca: cannot read"));
+}

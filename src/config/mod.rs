@@ -95,6 +95,8 @@ pub struct Config {
     pub max_connections: usize,
     pub http_listeners: Vec<SocketAddr>,
     pub https_listeners: Vec<HttpsListener>,
+    /// How `https://` backends are verified.
+    pub backend_tls: std::sync::Arc<rustls::ClientConfig>,
     pub limits: Limits,
     /// Keys that are valid but whose feature is not active yet, one warning each.
     pub warnings: Vec<String>,

@@ -74,6 +74,8 @@ pub struct RawServer {
     pub dns_ttl: u64,
     /// Seconds a WebSocket tunnel may pass no byte before it is closed; 0 = never.
     pub websocket_idle_timeout: u64,
+    /// PEM file of extra CA certificates trusted for `https://` backends.
+    pub backend_ca: String,
 }
 
 impl Default for RawServer {
@@ -96,6 +98,7 @@ impl Default for RawServer {
             upstream_idle_timeout: 30,
             dns_ttl: 30,
             websocket_idle_timeout: 3600,
+            backend_ca: String::new(),
         }
     }
 }

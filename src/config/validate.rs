@@ -12,7 +12,7 @@ use super::{Config, ConfigError, Driver};
 use crate::http::error_page::ErrorPages;
 use crate::http::{Limits, HARD_MAX_HEADERS};
 use crate::redis::url::RedisUrl;
-use crate::tls::{load_certified_key, server_config, Preset, SniResolver};
+use crate::tls::{backend_client_config, load_certified_key, server_config, Preset, SniResolver};
 
 pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let main_driver = driver(&raw.driver.urls(), "driver")?;
@@ -45,6 +45,8 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         ));
     }
     let https_listeners = https(&raw, base, &http_listeners)?;
+    let backend_ca = (!s.backend_ca.is_empty()).then(|| base.join(&s.backend_ca));
+    let backend_tls = backend_client_config(backend_ca.as_deref())?;
     if !raw.admin.bind.is_empty() && raw.admin.bind.parse::<SocketAddr>().is_err() {
         return Err(ConfigError::new(
             "admin.bind",
@@ -81,6 +83,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         max_connections: s.max_connections as usize,
         http_listeners,
         https_listeners,
+        backend_tls,
         limits,
         warnings,
         raw,

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::net::TcpStream;
 
 use super::error::ProxyError;
 use super::session::Client;
@@ -25,7 +24,8 @@ use crate::routing::dead::{self, DeadMark};
 use crate::routing::rules::RequestFacts;
 use crate::routing::{choose_backend, choose_destination, find_frontend};
 use crate::runtime::Shard;
-use crate::upstream::pool::connect;
+use crate::upstream::pool::{connect, PoolKey};
+use crate::upstream::stream::UpstreamStream;
 use crate::upstream::{BackendUrl, Scheme};
 use crate::{log_debug, log_warn};
 
@@ -206,14 +206,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         retry,
     };
     let backend = match BackendUrl::parse(&target.url) {
-        Ok(b) if b.scheme == Scheme::Http => b,
-        Ok(_) => {
-            log_warn!(
-                "https backend {} is not supported yet; trying another",
-                target.url
-            );
-            return failed(ProxyError::BadBackendUrl, false, true);
-        }
+        Ok(b) => b,
         Err(e) => {
             log_warn!("{e}");
             return failed(ProxyError::BadBackendUrl, true, true);
@@ -230,9 +223,20 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     else {
         return failed(ProxyError::UpstreamTimeout, false, false);
     };
-    let (mut up, reused) = match shard.pool.take_idle(addr) {
+    let key = PoolKey {
+        addr,
+        tls_name: (backend.scheme == Scheme::Https).then(|| backend.host.clone()),
+    };
+    let (mut up, reused) = match shard.pool.take_idle(&key) {
         Some(s) => (s, true),
-        None => match connect(addr, cfg.connect_timeout).await {
+        None => match connect(
+            addr,
+            key.tls_name.as_deref(),
+            &shard.backend_tls,
+            cfg.connect_timeout,
+        )
+        .await
+        {
             Ok(s) => (s, false),
             Err(e) => {
                 log_debug!("connect to {addr} failed: {e}");
@@ -391,7 +395,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     // After an upgrade request that was refused, the backend's view of the
     // connection is uncertain: do not reuse it.
     if resp.reusable && cfg.http_keep_alive && ubuf.is_empty() && !exchange.upgrade {
-        shard.pool.put_idle(addr, up);
+        shard.pool.put_idle(key, up);
     }
     Attempt::Done(if client_keep {
         Next::KeepAlive
@@ -435,7 +439,7 @@ async fn switch_protocols<S: AsyncWriteRent>(
     client: &mut Client<S>,
     exchange: &Exchange,
     target: &Target<'_>,
-    up: TcpStream,
+    up: UpstreamStream,
     mut ubuf: BytesMut,
     resp: &ResponseHead,
 ) -> Attempt {
@@ -473,7 +477,7 @@ enum HeadFailure {
 
 async fn read_response_head(
     shard: &Shard,
-    up: &mut TcpStream,
+    up: &mut UpstreamStream,
     buf: &mut BytesMut,
     request_was_head: bool,
 ) -> Result<ResponseHead, HeadFailure> {

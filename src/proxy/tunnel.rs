@@ -17,10 +17,11 @@ use crate::io::relay::{copy_until_eof, splice_until_eof, Activity};
 use crate::log_debug;
 use crate::net::stream::ClientStream;
 use crate::runtime::{DriverKind, Shard};
+use crate::upstream::stream::UpstreamStream;
 
 /// The upstream side of a switched connection.
 pub struct Upgraded {
-    pub upstream: TcpStream,
+    pub upstream: UpstreamStream,
     /// Bytes the backend sent after its 101 head (its first frames).
     pub leftover: BytesMut,
 }
@@ -51,37 +52,57 @@ pub async fn run<S: ClientStream>(
 ) {
     let idle = shard.config.websocket_idle_timeout;
     // Splice needs io_uring's splice op and two plain TCP ends; otherwise copy.
-    let end = match client.into_plain_tcp() {
-        Ok(tcp) if DriverKind::probe() == DriverKind::IoUring => {
-            splice_tunnel(tcp, client_leftover, up, idle).await
+    let io_uring = DriverKind::probe() == DriverKind::IoUring;
+    let end = match (client.into_plain_tcp(), up.upstream.into_plain_tcp()) {
+        (Ok(client), Ok(upstream)) if io_uring => {
+            splice_tunnel(client, client_leftover, upstream, up.leftover, idle).await
         }
-        Ok(tcp) => copy_tunnel(tcp, client_leftover, up, idle).await,
-        Err(tls) => copy_tunnel(tls, client_leftover, up, idle).await,
+        (Ok(client), upstream) => {
+            copy_tunnel(client, client_leftover, plain(upstream), up.leftover, idle).await
+        }
+        (Err(client), upstream) => {
+            copy_tunnel(client, client_leftover, plain(upstream), up.leftover, idle).await
+        }
     };
     log_debug!("tunnel ended: {end:?}");
     // Dropping the halves closes both sockets; an in-flight op is cancelled
     // first, which is safe because nothing is reused afterwards.
 }
 
+/// Back to one type after trying to unwrap the plain socket.
+fn plain(upstream: Result<TcpStream, UpstreamStream>) -> UpstreamStream {
+    match upstream {
+        Ok(tcp) => UpstreamStream::Plain(tcp),
+        Err(tls) => tls,
+    }
+}
+
 async fn splice_tunnel(
     client: TcpStream,
     client_leftover: BytesMut,
-    up: Upgraded,
+    upstream: TcpStream,
+    upstream_leftover: BytesMut,
     idle: Option<Duration>,
 ) -> End {
     log_debug!("tunnel opened via splice");
     let activity = Activity::new();
     let (mut client_read, mut client_write) = client.into_split();
-    let (mut up_read, mut up_write) = up.upstream.into_split();
+    let (mut up_read, mut up_write) = upstream.into_split();
     let to_backend = splice_until_eof(&mut client_read, &mut up_write, client_leftover, &activity);
-    let to_client = splice_until_eof(&mut up_read, &mut client_write, up.leftover, &activity);
+    let to_client = splice_until_eof(
+        &mut up_read,
+        &mut client_write,
+        upstream_leftover,
+        &activity,
+    );
     relay_both(to_backend, to_client, idle, &activity).await
 }
 
 async fn copy_tunnel<C>(
     client: C,
     client_leftover: BytesMut,
-    up: Upgraded,
+    upstream: UpstreamStream,
+    upstream_leftover: BytesMut,
     idle: Option<Duration>,
 ) -> End
 where
@@ -90,9 +111,14 @@ where
     log_debug!("tunnel opened via copy");
     let activity = Activity::new();
     let (mut client_read, mut client_write) = client.into_split();
-    let (mut up_read, mut up_write) = up.upstream.into_split();
+    let (mut up_read, mut up_write) = upstream.into_split();
     let to_backend = copy_until_eof(&mut client_read, &mut up_write, client_leftover, &activity);
-    let to_client = copy_until_eof(&mut up_read, &mut client_write, up.leftover, &activity);
+    let to_client = copy_until_eof(
+        &mut up_read,
+        &mut client_write,
+        upstream_leftover,
+        &activity,
+    );
     relay_both(to_backend, to_client, idle, &activity).await
 }
 

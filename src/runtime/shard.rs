@@ -30,6 +30,8 @@ pub struct Shard {
     pub dead: DeadBackends,
     pub pool: UpstreamPool,
     pub dns: Resolver,
+    /// TLS for `https://` backends (verification per `config.backend_tls`).
+    pub backend_tls: monoio_rustls::TlsConnector,
 }
 
 impl Shard {
@@ -46,6 +48,7 @@ impl Shard {
             dead: DeadBackends::default(),
             pool: UpstreamPool::new(config.max_sockets, config.upstream_idle_timeout),
             dns: Resolver::new(config.dns_ttl),
+            backend_tls: monoio_rustls::TlsConnector::from(config.backend_tls.clone()),
             config,
         }
     }

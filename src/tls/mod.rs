@@ -3,8 +3,9 @@
 //! every shard shares (built once, on the main thread). Crypto is rustls on
 //! the `ring` provider.
 //!
-//! Not here yet: certificates held in Redis (`https.redis_certificates`) and
-//! TLS towards `https://` backends.
+//! `https://` backends are verified against the OS trust store plus
+//! `server.backend_ca`. Not here yet: certificates held in Redis
+//! (`https.redis_certificates`).
 
 mod sni;
 
@@ -96,6 +97,41 @@ pub fn load_certified_key(
         )
     })?;
     Ok(Arc::new(certified))
+}
+
+/// The client config for `https://` backends: the OS trust store (when one
+/// is installed) plus the PEM certificates in `backend_ca`, if given.
+pub fn backend_client_config(
+    backend_ca: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = backend_ca {
+        let key = "server.backend_ca";
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<_, _>>())
+            .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(ConfigError::new(
+                key,
+                format!("{} holds no certificate", path.display()),
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| ConfigError::new(key, format!("unusable CA certificate: {e}")))?;
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(Preset::Intermediate.versions())
+        .map_err(|e| ConfigError::new("server.backend_ca", e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// The shared server config for one listener.

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod dns;
 pub mod pool;
+pub mod stream;
 
 pub use backend::{BackendUrl, Scheme};
 pub use pool::UpstreamPool;

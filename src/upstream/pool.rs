@@ -12,14 +12,26 @@ use std::time::{Duration, Instant};
 
 use local_sync::semaphore::{OwnedSemaphorePermit, Semaphore};
 use monoio::net::TcpStream;
+use monoio_rustls::TlsConnector;
+use rustls::pki_types::ServerName;
+
+use super::stream::UpstreamStream;
 
 struct Idle {
-    stream: TcpStream,
+    stream: UpstreamStream,
     since: Instant,
 }
 
+/// Idle connections are reusable only for the same address and TLS name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub addr: SocketAddr,
+    /// The SNI name for `https://` backends; `None` for plain HTTP.
+    pub tls_name: Option<String>,
+}
+
 pub struct UpstreamPool {
-    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: RefCell<HashMap<PoolKey, Vec<Idle>>>,
     in_use: RefCell<HashMap<SocketAddr, Rc<Semaphore>>>,
     max_sockets: usize,
     idle_timeout: Duration,
@@ -55,12 +67,12 @@ impl UpstreamPool {
             .map(|permit| Slot { _permit: permit })
     }
 
-    /// An idle connection to `addr` that still looks alive, if any.
-    pub fn take_idle(&self, addr: SocketAddr) -> Option<TcpStream> {
+    /// An idle connection for `key` that still looks alive, if any.
+    pub fn take_idle(&self, key: &PoolKey) -> Option<UpstreamStream> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(key)?;
         while let Some(conn) = list.pop() {
-            if conn.since.elapsed() < self.idle_timeout && is_alive(&conn.stream) {
+            if conn.since.elapsed() < self.idle_timeout && is_alive(conn.stream.raw_fd()) {
                 return Some(conn.stream);
             }
         }
@@ -68,9 +80,9 @@ impl UpstreamPool {
     }
 
     /// Keeps `stream` for reuse, unless `max_sockets` idle ones are already kept.
-    pub fn put_idle(&self, addr: SocketAddr, stream: TcpStream) {
+    pub fn put_idle(&self, key: PoolKey, stream: UpstreamStream) {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(addr).or_default();
+        let list = idle.entry(key).or_default();
         let now = Instant::now();
         list.retain(|c| now.duration_since(c.since) < self.idle_timeout);
         if list.len() < self.max_sockets {
@@ -82,14 +94,14 @@ impl UpstreamPool {
 /// An idle HTTP connection must have nothing to read: a 0-byte peek means the
 /// backend closed it, bytes mean it sent something unsolicited, and only
 /// "would block" means it is still open and quiet.
-fn is_alive(stream: &TcpStream) -> bool {
+fn is_alive(fd: std::os::fd::RawFd) -> bool {
     let mut byte = 0u8;
     // SAFETY: recv on a valid, open fd owned by `stream`, into a 1-byte local
     // buffer; MSG_PEEK leaves the socket's data untouched and MSG_DONTWAIT
     // makes the call non-blocking whatever the fd's mode.
     let n = unsafe {
         libc::recv(
-            stream.as_raw_fd(),
+            fd,
             (&mut byte as *mut u8).cast(),
             1,
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
@@ -99,11 +111,29 @@ fn is_alive(stream: &TcpStream) -> bool {
 }
 
 /// Connects to `addr` within `timeout`, with Nagle off (heads and small
-/// bodies go out at once).
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let stream = monoio::time::timeout(timeout, TcpStream::connect_addr(addr))
+/// bodies go out at once), and for `https://` backends completes a verified
+/// TLS handshake with SNI `tls_name` within the same time.
+pub async fn connect(
+    addr: SocketAddr,
+    tls_name: Option<&str>,
+    connector: &TlsConnector,
+    timeout: Duration,
+) -> io::Result<UpstreamStream> {
+    let attempt = async {
+        let stream = TcpStream::connect_addr(addr).await?;
+        let _ = stream.set_nodelay(true);
+        let Some(name) = tls_name else {
+            return Ok(UpstreamStream::Plain(stream));
+        };
+        let server_name = ServerName::try_from(name.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: {e}")))?;
+        let fd = stream.as_raw_fd();
+        let tls = connector.connect(server_name, stream).await.map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("TLS to {name}: {e}"))
+        })?;
+        Ok(UpstreamStream::tls(tls, fd))
+    };
+    monoio::time::timeout(timeout, attempt)
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
 }

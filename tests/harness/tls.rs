@@ -14,6 +14,7 @@ use super::{RawConn, WAIT};
 pub struct Pki {
     ca: Issuer<'static, KeyPair>,
     pub ca_der: CertificateDer<'static>,
+    pub ca_pem: String,
 }
 
 /// A leaf certificate and key, PEM-encoded, with its DER for comparisons.
@@ -42,6 +43,7 @@ impl Pki {
         let cert = params.self_signed(&key).unwrap();
         Pki {
             ca_der: cert.der().clone(),
+            ca_pem: cert.pem(),
             ca: Issuer::new(params, key),
         }
     }
@@ -106,4 +108,65 @@ pub fn peer_cert(conn: &TlsConn) -> CertificateDer<'static> {
     conn.stream.conn.peer_certificates().expect("a certificate")[0]
         .clone()
         .into_owned()
+}
+
+/// An HTTPS backend: answers every request with 200, `body`, and an
+/// `x-sni` header naming the server name the client asked for. Counts
+/// accepted connections.
+pub struct TlsBackend {
+    pub addr: SocketAddr,
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TlsBackend {
+    pub fn start(leaf: &Leaf, body: &'static str) -> TlsBackend {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::PrivateKeyDer;
+        use std::io::{Read, Write};
+        let chain = vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(config).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, tcp);
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    loop {
+                        head.clear();
+                        while !head.ends_with(b"\r\n\r\n") {
+                            match tls.read(&mut byte) {
+                                Ok(1) => head.push(byte[0]),
+                                _ => return,
+                            }
+                        }
+                        let sni = tls.conn.server_name().unwrap_or("-").to_string();
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nx-sni: {sni}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if tls.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        TlsBackend { addr, connections }
+    }
 }
