@@ -329,3 +329,57 @@ fn unreadable_backend_ca_is_a_config_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("server.backend_ca: cannot read"));
 }
+
+#[test]
+fn certificates_from_redis_are_served_and_refreshed_within_the_ttl() {
+    let pki = Pki::new();
+    let redis = Redis::start();
+    let first = pki.leaf(&["redis.example"]);
+    redis.cmd(&[
+        "HSET",
+        "tls:redis.example",
+        "certificate",
+        &first.cert_pem,
+        "key",
+        &first.key_pem,
+    ]);
+    let wildcard = pki.leaf(&["*.wild.example"]);
+    redis.cmd(&[
+        "HSET",
+        "tls:*.wild.example",
+        "certificate",
+        &wildcard.cert_pem,
+        "key",
+        &wildcard.key_pem,
+    ]);
+    let app = Backend::named("from redis");
+    redis.frontend("", "redis.example", "app", &[app.url()]);
+    let proxy = start(
+        &redis,
+        "redis_certificates = true\nredis_certificates_ttl = 1",
+    );
+    let addr = proxy.https_addr.unwrap();
+    let client = pki.client(&[TLS13, TLS12]);
+    let mut conn = connect(addr, "redis.example", client.clone()).expect("certificate from Redis");
+    assert_eq!(peer_cert(&conn), first.der);
+    conn.send(b"GET / HTTP/1.1\r\nHost: redis.example\r\n\r\n");
+    assert_eq!(conn.read_response(false).text(), "from redis");
+    let conn = connect(addr, "shop.wild.example", client.clone()).expect("wildcard from Redis");
+    assert_eq!(peer_cert(&conn), wildcard.der);
+    // A name Redis does not hold, with no default certificate: refused.
+    assert!(connect(addr, "nobody.example", client.clone()).is_err());
+    // Replace the certificate in Redis: served once the TTL has passed.
+    let second = pki.leaf(&["redis.example"]);
+    redis.cmd(&[
+        "HSET",
+        "tls:redis.example",
+        "certificate",
+        &second.cert_pem,
+        "key",
+        &second.key_pem,
+    ]);
+    harness::wait_for("the new certificate", || {
+        let conn = connect(addr, "redis.example", client.clone()).ok()?;
+        (peer_cert(&conn) == second.der).then_some(())
+    });
+}

@@ -355,7 +355,12 @@ fn splice_on_io_uring_copy_on_epoll() {
     let mut client = ws::connect(proxy.addr, "ws.example");
     client.send(Message::text("which path")).unwrap();
     assert_eq!(client.read().unwrap(), Message::text("which path"));
-    let log = proxy.stderr();
+    // The line is logged before any byte is relayed, but reaches the
+    // harness through a pipe and a reader thread: wait for it.
+    let log = wait_for("the tunnel log line", || {
+        let log = proxy.stderr();
+        log.contains("tunnel opened via").then_some(log)
+    });
     let want = if log.contains(", io_uring)") {
         "tunnel opened via splice"
     } else {

@@ -65,6 +65,9 @@ impl Driver {
 pub struct HttpsListener {
     pub addr: SocketAddr,
     pub tls: std::sync::Arc<rustls::ServerConfig>,
+    /// The file certificates by name (to know when Redis must be asked).
+    pub names: crate::tls::SniResolver,
+    pub preset: crate::tls::Preset,
 }
 
 /// The validated, frozen configuration shared (behind an `Arc`) by every shard.
@@ -95,6 +98,8 @@ pub struct Config {
     pub max_connections: usize,
     pub http_listeners: Vec<SocketAddr>,
     pub https_listeners: Vec<HttpsListener>,
+    /// `https.redis_certificates`, and how long a shard caches a lookup.
+    pub redis_certificates: Option<Duration>,
     /// How `https://` backends are verified.
     pub backend_tls: std::sync::Arc<rustls::ClientConfig>,
     pub limits: Limits,

@@ -151,6 +151,8 @@ pub struct RawHttps {
     pub key: String,
     pub certificates_dir: String,
     pub redis_certificates: bool,
+    /// Seconds a shard keeps what it found in Redis for a name.
+    pub redis_certificates_ttl: u64,
     pub preset: String,
 }
 
@@ -163,6 +165,7 @@ impl Default for RawHttps {
             key: String::new(),
             certificates_dir: String::new(),
             redis_certificates: false,
+            redis_certificates_ttl: 30,
             preset: "intermediate".into(),
         }
     }

@@ -83,6 +83,10 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         max_connections: s.max_connections as usize,
         http_listeners,
         https_listeners,
+        redis_certificates: raw
+            .https
+            .redis_certificates
+            .then(|| Duration::from_secs(raw.https.redis_certificates_ttl)),
         backend_tls,
         limits,
         warnings,
@@ -138,14 +142,19 @@ fn https(
             BindSpec::Address(_) => None,
         };
         let default = own.or_else(|| section_default.clone());
-        if default.is_none() && h.certificates_dir.is_empty() {
+        if default.is_none() && h.certificates_dir.is_empty() && !h.redis_certificates {
             return Err(ConfigError::new(
                 "https.cert",
                 format!("{key} needs a certificate: set https.cert and https.key, or https.certificates_dir"),
             ));
         }
         let tls = server_config(by_name.clone().with_default(default), preset)?;
-        out.push(HttpsListener { addr, tls });
+        out.push(HttpsListener {
+            addr,
+            tls,
+            names: by_name.clone(),
+            preset,
+        });
     }
     Ok(out)
 }
@@ -300,7 +309,7 @@ fn inactive_warnings(raw: &RawConfig) -> Vec<String> {
             ));
         }
     };
-    note(raw.https.redis_certificates, "https.redis_certificates");
+
     note(!raw.admin.bind.is_empty(), "admin.bind");
 
     note(

@@ -11,6 +11,7 @@ use monoio::net::TcpListener;
 
 use crate::proxy::session::{serve_client, ClientInfo};
 use crate::runtime::Shard;
+use crate::tls::accept::TlsListener;
 use crate::tls::HANDSHAKE_TIMEOUT;
 use crate::{log_debug, log_error, log_warn};
 use monoio_rustls::TlsAcceptor;
@@ -22,7 +23,7 @@ const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 pub async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Rc<TlsListener>>,
     slots: Rc<Semaphore>,
 ) {
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -48,8 +49,8 @@ pub async fn accept_loop(
                             drop(permit);
                         });
                     }
-                    Some(acceptor) => {
-                        let acceptor = acceptor.clone();
+                    Some(tls) => {
+                        let tls = tls.clone();
                         let info = ClientInfo {
                             peer,
                             local_port,
@@ -58,8 +59,11 @@ pub async fn accept_loop(
                         monoio::spawn(async move {
                             // A failed or slow handshake (plaintext on the TLS
                             // port, an unknown name) just closes the socket.
-                            match monoio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                                .await
+                            match monoio::time::timeout(
+                                HANDSHAKE_TIMEOUT,
+                                handshake(&shard, stream, &tls),
+                            )
+                            .await
                             {
                                 Ok(Ok(tls_stream)) => serve_client(shard, tls_stream, info).await,
                                 Ok(Err(e)) => log_debug!("TLS handshake from {peer} failed: {e}"),
@@ -84,6 +88,23 @@ pub async fn accept_loop(
             }
         }
     }
+}
+
+/// With certificates in Redis, the name must be seen before the config is
+/// chosen; otherwise monoio-rustls runs the whole handshake on the
+/// listener's config.
+async fn handshake(
+    shard: &Shard,
+    stream: monoio::net::TcpStream,
+    tls: &TlsListener,
+) -> std::io::Result<monoio_rustls::ServerTlsStream<monoio::net::TcpStream>> {
+    if tls.from_redis {
+        return crate::tls::accept::accept(shard, stream, tls).await;
+    }
+    TlsAcceptor::from(tls.config.clone())
+        .accept(stream)
+        .await
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 
 fn is_resource_exhaustion(e: &std::io::Error) -> bool {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 pub use shard::Shard;
 use signals::Stop;
 
-use crate::config::Config;
+use crate::config::{Config, HttpsListener};
 use crate::net::listener::{bind_all, BindError};
 use crate::{log_info, log_warn};
 
@@ -61,10 +61,10 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     let driver = DriverKind::probe();
     // HTTP addresses first, then HTTPS ones, each with its TLS config.
     let mut addrs = config.http_listeners.clone();
-    let mut tls: Vec<Option<Arc<rustls::ServerConfig>>> = vec![None; addrs.len()];
+    let mut tls: Vec<Option<HttpsListener>> = vec![None; addrs.len()];
     for l in &config.https_listeners {
         addrs.push(l.addr);
-        tls.push(Some(l.tls.clone()));
+        tls.push(Some(l.clone()));
     }
     let (listeners, bound) = bind_all(&addrs, config.workers)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -132,7 +132,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
 /// HTTPS addresses are written `https://addr`.
 fn announce(
     bound: &[SocketAddr],
-    tls: &[Option<Arc<rustls::ServerConfig>>],
+    tls: &[Option<HttpsListener>],
     shards: usize,
     driver: DriverKind,
 ) {

@@ -11,12 +11,13 @@ use local_sync::semaphore::Semaphore;
 use monoio::net::TcpListener;
 
 use super::signals::Stop;
-use crate::config::Config;
+use crate::config::{Config, HttpsListener};
 use crate::log_warn;
 use crate::net::accept::accept_loop;
 use crate::observe::log;
 use crate::redis::RedisClient;
 use crate::routing::dead::DeadBackends;
+use crate::tls::accept::TlsListener;
 use crate::upstream::dns::Resolver;
 use crate::upstream::UpstreamPool;
 
@@ -32,6 +33,8 @@ pub struct Shard {
     pub dns: Resolver,
     /// TLS for `https://` backends (verification per `config.backend_tls`).
     pub backend_tls: monoio_rustls::TlsConnector,
+    /// Certificates found in Redis, by SNI name.
+    pub tls_certs: crate::tls::redis_certs::RedisCertCache,
 }
 
 impl Shard {
@@ -49,6 +52,9 @@ impl Shard {
             pool: UpstreamPool::new(config.max_sockets, config.upstream_idle_timeout),
             dns: Resolver::new(config.dns_ttl),
             backend_tls: monoio_rustls::TlsConnector::from(config.backend_tls.clone()),
+            tls_certs: crate::tls::redis_certs::RedisCertCache::new(
+                config.redis_certificates.unwrap_or_default(),
+            ),
             config,
         }
     }
@@ -94,7 +100,7 @@ impl Drop for ExitNotice {
 pub(super) fn run_shard(
     id: usize,
     config: Arc<Config>,
-    listeners: Vec<(StdListener, Option<Arc<rustls::ServerConfig>>)>,
+    listeners: Vec<(StdListener, Option<HttpsListener>)>,
     core: Option<core_affinity::CoreId>,
     resolver_pool: monoio::blocking::DefaultThreadPool,
     ready: Ready,
@@ -122,8 +128,16 @@ pub(super) fn run_shard(
         for (listener, tls) in listeners {
             match TcpListener::from_std(listener) {
                 Ok(l) => {
-                    let acceptor = tls.map(monoio_rustls::TlsAcceptor::from);
-                    monoio::spawn(accept_loop(shard.clone(), l, acceptor, slots.clone()));
+                    let from_redis = shard.config.redis_certificates.is_some();
+                    let tls = tls.map(|h| {
+                        Rc::new(TlsListener {
+                            config: h.tls,
+                            names: h.names,
+                            preset: h.preset,
+                            from_redis,
+                        })
+                    });
+                    monoio::spawn(accept_loop(shard.clone(), l, tls, slots.clone()));
                 }
                 Err(e) => {
                     let _ = ready.send((id, Err(format!("cannot register listener: {e}"))));

@@ -7,6 +7,8 @@
 //! `server.backend_ca`. Not here yet: certificates held in Redis
 //! (`https.redis_certificates`).
 
+pub mod accept;
+pub mod redis_certs;
 mod sni;
 
 use std::path::Path;
@@ -65,37 +67,52 @@ pub fn load_certified_key(
     cert_key: &str,
     key_key: &str,
 ) -> Result<Arc<CertifiedKey>, ConfigError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| {
-            ConfigError::new(
-                cert_key,
-                format!("cannot read {}: {e}", cert_path.display()),
-            )
-        })?;
-    if chain.is_empty() {
-        return Err(ConfigError::new(
+    let cert_pem = std::fs::read(cert_path).map_err(|e| {
+        ConfigError::new(
             cert_key,
-            format!("{} holds no certificate", cert_path.display()),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+            format!("cannot read {}: {e}", cert_path.display()),
+        )
+    })?;
+    let key_pem = std::fs::read(key_path).map_err(|e| {
         ConfigError::new(
             key_key,
             format!("cannot read a private key from {}: {e}", key_path.display()),
         )
     })?;
+    certified_key_from_pem(&cert_pem, &key_pem).map_err(|(part, message)| match part {
+        PemPart::Cert => ConfigError::new(cert_key, format!("{}: {message}", cert_path.display())),
+        PemPart::Key => ConfigError::new(key_key, format!("{message} ({cert_key})")),
+    })
+}
+
+/// Which half of a certificate/key pair a problem is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PemPart {
+    Cert,
+    Key,
+}
+
+/// A certificate chain and its private key from PEM bytes, checked to match.
+pub fn certified_key_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<CertifiedKey>, (PemPart, String)> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| (PemPart::Cert, format!("invalid PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err((PemPart::Cert, "holds no certificate".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| (PemPart::Key, format!("cannot read a private key: {e}")))?;
     let signing = provider()
         .key_provider
         .load_private_key(key)
-        .map_err(|e| ConfigError::new(key_key, format!("unusable private key: {e}")))?;
+        .map_err(|e| (PemPart::Key, format!("unusable private key: {e}")))?;
     let certified = CertifiedKey::new(chain, signing);
-    certified.keys_match().map_err(|_| {
-        ConfigError::new(
-            key_key,
-            format!("does not match the certificate in {cert_key}"),
-        )
-    })?;
+    certified
+        .keys_match()
+        .map_err(|_| (PemPart::Key, "does not match the certificate".to_string()))?;
     Ok(Arc::new(certified))
 }
 

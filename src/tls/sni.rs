@@ -63,6 +63,11 @@ impl SniResolver {
         Ok(resolver)
     }
 
+    /// A certificate file is named exactly `name` (lowercase).
+    pub fn has_exact(&self, name: &str) -> bool {
+        self.exact.contains_key(name)
+    }
+
     /// The certificate for `server_name` (already lowercase or not).
     pub fn lookup(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let found = server_name.and_then(|name| {

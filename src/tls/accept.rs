@@ -1,0 +1,133 @@
+//! The TLS handshake when certificates may come from Redis: read the
+//! ClientHello first (rustls' `Acceptor`), pick the server config for its
+//! name (files, then Redis, then the listener's default), then drive the rest
+//! of the handshake here and hand the connection to monoio-rustls.
+
+use std::io;
+use std::sync::Arc;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use monoio_rustls::ServerTlsStream;
+use rustls::server::Acceptor;
+use rustls::{ServerConfig, ServerConnection};
+
+use super::{Preset, SniResolver};
+use crate::runtime::Shard;
+
+/// What a TLS listener needs to choose a certificate per handshake.
+pub struct TlsListener {
+    /// The listener's config: files by name, then its default certificate.
+    pub config: Arc<ServerConfig>,
+    /// The file certificates by name, to know when Redis must be asked.
+    pub names: SniResolver,
+    pub preset: Preset,
+    /// `https.redis_certificates`.
+    pub from_redis: bool,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+async fn read_some(tcp: &mut TcpStream, buf: Vec<u8>) -> io::Result<(usize, Vec<u8>)> {
+    let (res, buf) = tcp.read(buf).await;
+    let n = res?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "closed during the handshake",
+        ));
+    }
+    Ok((n, buf))
+}
+
+async fn flush(tcp: &mut TcpStream, conn: &mut ServerConnection) -> io::Result<()> {
+    while conn.wants_write() {
+        let mut out = Vec::new();
+        conn.write_tls(&mut out)?;
+        let (res, _) = tcp.write_all(out).await;
+        res?;
+    }
+    Ok(())
+}
+
+/// Completes a handshake, choosing the certificate after seeing the name.
+pub async fn accept(
+    shard: &Shard,
+    mut tcp: TcpStream,
+    listener: &TlsListener,
+) -> io::Result<ServerTlsStream<TcpStream>> {
+    let mut acceptor = Acceptor::default();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let accepted = loop {
+        let (n, b) = read_some(&mut tcp, buf).await?;
+        buf = b;
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            acceptor.read_tls(&mut input)?;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => break accepted,
+            Ok(None) => continue,
+            Err((e, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = tcp.write_all(out).await;
+                return Err(invalid(e));
+            }
+        }
+    };
+    let name = accepted
+        .client_hello()
+        .server_name()
+        .map(str::to_ascii_lowercase);
+    let config = choose_config(shard, listener, name.as_deref()).await;
+    let mut conn = match accepted.into_connection(config) {
+        Ok(c) => c,
+        Err((e, mut alert)) => {
+            let mut out = Vec::new();
+            let _ = alert.write_all(&mut out);
+            let _ = tcp.write_all(out).await;
+            return Err(invalid(e));
+        }
+    };
+    // The rest of the handshake: write what rustls has, read what it wants.
+    loop {
+        flush(&mut tcp, &mut conn).await?;
+        if !conn.is_handshaking() {
+            break;
+        }
+        let (n, b) = read_some(&mut tcp, buf).await?;
+        buf = b;
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            conn.read_tls(&mut input)?;
+            if let Err(e) = conn.process_new_packets() {
+                let _ = flush(&mut tcp, &mut conn).await;
+                return Err(invalid(e));
+            }
+        }
+    }
+    Ok(ServerTlsStream::new(tcp, conn))
+}
+
+/// Files by exact name first; then Redis (exact, then wildcard); then the
+/// listener's config, which covers wildcard files and the default.
+async fn choose_config(
+    shard: &Shard,
+    listener: &TlsListener,
+    name: Option<&str>,
+) -> Arc<ServerConfig> {
+    if let (Some(name), true) = (name, listener.from_redis) {
+        if !listener.names.has_exact(name) {
+            let redis = &shard.redis[shard.config.routing.default.read];
+            if let Some(config) = shard.tls_certs.lookup(redis, name, listener.preset).await {
+                return config;
+            }
+        }
+    }
+    listener.config.clone()
+}
