@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# WebSocket echo through lopache vs direct vs nginx: CONNS tunnels each send a
+# message and wait for its echo in a loop. Prints messages/s, p50 and p99 (ms)
+# and the ratios. Usage: bench/websocket.sh [SECONDS] [CONNS] [SIZE]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-5} CONNS=${2:-64} SIZE=${3:-128}
+for tool in nginx redis-server python3; do command -v "$tool" >/dev/null || { echo "missing $tool"; exit 1; }; done
+cargo build --release --quiet
+cargo build --release --quiet --example ws_bench
+WORK=$(mktemp -d /tmp/lopache-ws.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; exit 1; }
+ECHO=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port) NGINX=$(free_port)
+./target/release/examples/ws_bench serve "$ECHO" & PIDS+=($!)
+redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --logfile "$WORK/redis.log" & PIDS+=($!)
+wait_port "$ECHO"; wait_port "$REDIS"
+redis-cli -p "$REDIS" rpush frontend:ws.local ws "http://127.0.0.1:$ECHO" >/dev/null
+printf 'driver = "redis://127.0.0.1:%s"\n[server]\nworkers = 2\n[http]\nport = %s\nbind = ["127.0.0.1"]\n' "$REDIS" "$LOPACHE" > "$WORK/lopache.toml"
+./target/release/lopache --config "$WORK/lopache.toml" 2>"$WORK/lopache.log" & PIDS+=($!)
+cat > "$WORK/nginx.conf" <<CONF
+worker_processes 2; daemon off; pid $WORK/n.pid; error_log $WORK/n.err;
+events { worker_connections 4096; }
+http { access_log off;
+  server { listen 127.0.0.1:$NGINX;
+    location / { proxy_pass http://127.0.0.1:$ECHO; proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade; proxy_set_header Connection "upgrade"; proxy_read_timeout 3600s; } } }
+CONF
+nginx -c "$WORK/nginx.conf" & PIDS+=($!)
+wait_port "$LOPACHE"; wait_port "$NGINX"
+declare -A RES
+for peer in direct:$ECHO lopache:$LOPACHE nginx:$NGINX; do
+  name=${peer%%:*} port=${peer#*:}
+  RES[$name]=$(./target/release/examples/ws_bench load "127.0.0.1:$port" ws.local "$CONNS" "$SECS" "$SIZE")
+done
+printf '%-8s %12s %9s %9s\n' peer "messages/s" "p50 ms" "p99 ms"
+for name in direct lopache nginx; do
+  read -r rate p50 p99 <<< "${RES[$name]}"
+  printf '%-8s %12s %9s %9s\n' "$name" "$rate" "$p50" "$p99"
+done
+read -r l _ lp99 <<< "${RES[lopache]}"; read -r d _ _ <<< "${RES[direct]}"; read -r n _ np99 <<< "${RES[nginx]}"
+awk -v l="$l" -v d="$d" -v n="$n" -v lp="$lp99" -v np="$np99" \
+  'BEGIN { printf "lopache: %.2f x direct, %.2f x nginx; p99 %.2f x nginx\n", l / d, l / n, lp / np }'
+echo "($CONNS tunnels, $SIZE-byte messages, ${SECS}s each, $(date -u '+%Y-%m-%d'))"
