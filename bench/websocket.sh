@@ -9,11 +9,7 @@ for tool in nginx redis-server python3; do command -v "$tool" >/dev/null || { ec
 cargo build --release --quiet
 cargo build --release --quiet --example ws_bench
 WORK=$(mktemp -d /tmp/lopache-ws.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; exit 1; }
+source bench/common.sh
 ECHO=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port) NGINX=$(free_port)
 ./target/release/examples/ws_bench serve "$ECHO" & PIDS+=($!)
 redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --logfile "$WORK/redis.log" & PIDS+=($!)

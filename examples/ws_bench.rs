@@ -16,7 +16,9 @@ fn serve(port: u16) {
     for stream in listener.incoming().flatten() {
         std::thread::spawn(move || {
             let _ = stream.set_nodelay(true);
-            let Ok(mut ws) = tungstenite::accept(stream) else { return };
+            let Ok(mut ws) = tungstenite::accept(stream) else {
+                return;
+            };
             while let Ok(m) = ws.read() {
                 if (m.is_text() || m.is_binary()) && ws.send(m).is_err() {
                     return;
@@ -51,10 +53,19 @@ fn load(addr: &str, vhost: &str, conns: usize, secs: u64, size: usize) {
             })
         })
         .collect();
-    let mut all: Vec<Duration> = threads.into_iter().flat_map(|t| t.join().expect("client thread")).collect();
+    let mut all: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("client thread"))
+        .collect();
     all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
-    println!("{:.0} {:.3} {:.3}", all.len() as f64 / secs as f64, pct(0.50), pct(0.99));
+    let pct =
+        |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+    println!(
+        "{:.0} {:.3} {:.3}",
+        all.len() as f64 / secs as f64,
+        pct(0.50),
+        pct(0.99)
+    );
 }
 
 fn main() {

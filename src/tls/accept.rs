@@ -54,6 +54,18 @@ async fn flush(tcp: &mut TcpStream, conn: &mut ServerConnection) -> io::Result<(
     Ok(())
 }
 
+/// Sends rustls' alert for a refused handshake; returns the error to report.
+async fn refuse(
+    tcp: &mut TcpStream,
+    mut alert: rustls::server::AcceptedAlert,
+    e: rustls::Error,
+) -> io::Error {
+    let mut out = Vec::new();
+    let _ = alert.write_all(&mut out);
+    let _ = tcp.write_all(out).await;
+    invalid(e)
+}
+
 /// Completes a handshake, choosing the certificate after seeing the name.
 pub async fn accept(
     shard: &Shard,
@@ -72,12 +84,7 @@ pub async fn accept(
         match acceptor.accept() {
             Ok(Some(accepted)) => break accepted,
             Ok(None) => continue,
-            Err((e, mut alert)) => {
-                let mut out = Vec::new();
-                let _ = alert.write_all(&mut out);
-                let _ = tcp.write_all(out).await;
-                return Err(invalid(e));
-            }
+            Err((e, alert)) => return Err(refuse(&mut tcp, alert, e).await),
         }
     };
     let name = accepted
@@ -87,12 +94,7 @@ pub async fn accept(
     let config = choose_config(shard, listener, name.as_deref()).await;
     let mut conn = match accepted.into_connection(config) {
         Ok(c) => c,
-        Err((e, mut alert)) => {
-            let mut out = Vec::new();
-            let _ = alert.write_all(&mut out);
-            let _ = tcp.write_all(out).await;
-            return Err(invalid(e));
-        }
+        Err((e, alert)) => return Err(refuse(&mut tcp, alert, e).await),
     };
     // The rest of the handshake: write what rustls has, read what it wants.
     loop {
