@@ -93,6 +93,8 @@ pub struct Config {
     pub redis_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     pub dns_ttl: Duration,
+    /// How long a drain waits for connections to finish.
+    pub drain_timeout: Duration,
     /// Tunnel idle timeout; `None` = never.
     pub websocket_idle_timeout: Option<Duration>,
     pub max_connections: usize,

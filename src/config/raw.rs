@@ -76,6 +76,8 @@ pub struct RawServer {
     pub websocket_idle_timeout: u64,
     /// PEM file of extra CA certificates trusted for `https://` backends.
     pub backend_ca: String,
+    /// Seconds SIGTERM/SIGINT wait for requests and tunnels to finish.
+    pub drain_timeout: u64,
 }
 
 impl Default for RawServer {
@@ -99,6 +101,7 @@ impl Default for RawServer {
             dns_ttl: 30,
             websocket_idle_timeout: 3600,
             backend_ca: String::new(),
+            drain_timeout: 30,
         }
     }
 }

@@ -78,6 +78,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         redis_timeout: Duration::from_millis(s.redis_timeout_ms),
         upstream_idle_timeout: Duration::from_secs(s.upstream_idle_timeout),
         dns_ttl: Duration::from_secs(s.dns_ttl),
+        drain_timeout: Duration::from_secs(s.drain_timeout),
         websocket_idle_timeout: (s.websocket_idle_timeout > 0)
             .then(|| Duration::from_secs(s.websocket_idle_timeout)),
         max_connections: s.max_connections as usize,

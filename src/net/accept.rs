@@ -29,10 +29,20 @@ pub async fn accept_loop(
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut warned_resources = false;
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
+        // A drain stops the loop wherever it waits; returning drops (and so
+        // closes) the listener, so new connections are refused at once.
+        let permit = monoio::select! {
+            permit = slots.clone().acquire_owned() => permit,
+            _ = shard.drain.started() => return,
+        };
+        let Ok(permit) = permit else {
             return;
         };
-        match listener.accept().await {
+        let accepted = monoio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shard.drain.started() => return,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 warned_resources = false;
                 let _ = stream.set_nodelay(true);

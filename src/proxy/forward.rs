@@ -348,7 +348,9 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     } else {
         ClientFraming::AsIs
     };
+    // While draining, every response closes its connection.
     let client_keep = exchange.keep_alive
+        && !shard.drain.is_draining()
         && exchange.body_consumed
         && resp.body != BodyKind::UntilClose
         && framing == ClientFraming::AsIs;
@@ -563,7 +565,7 @@ pub(super) async fn reply_error<S: AsyncWriteRent>(
     error: ProxyError,
     target: Option<&Target<'_>>,
 ) -> Next {
-    let keep = exchange.keep_alive && exchange.body_consumed;
+    let keep = exchange.keep_alive && exchange.body_consumed && !shard.drain.is_draining();
     let mut extra = Vec::new();
     if exchange.x_debug {
         push_header(&mut extra, "x-debug-error", error.tag());

@@ -89,10 +89,20 @@ pub async fn serve_client<S: ClientStream>(shard: Rc<Shard>, stream: S, info: Cl
 /// this also saves the read that would fail with EAGAIN. False: close.
 async fn wait_idle<S: ClientStream>(shard: &Shard, client: &mut Client<S>) -> bool {
     client.buf = BytesMut::new();
-    let ready = client.stream.wait_readable();
-    let ok = match shard.config.tcp_timeout {
-        Some(limit) => matches!(monoio::time::timeout(limit, ready).await, Ok(Ok(()))),
-        None => ready.await.is_ok(),
+    if shard.drain.is_draining() {
+        return false;
+    }
+    let readable = async {
+        let ready = client.stream.wait_readable();
+        match shard.config.tcp_timeout {
+            Some(limit) => matches!(monoio::time::timeout(limit, ready).await, Ok(Ok(()))),
+            None => ready.await.is_ok(),
+        }
+    };
+    // An idle connection closes as soon as the shard drains.
+    let ok = monoio::select! {
+        ok = readable => ok,
+        _ = shard.drain.started() => false,
     };
     client.buf.reserve(HEAD_BUFFER);
     ok
@@ -108,13 +118,23 @@ async fn read_head<S: AsyncReadRent>(shard: &Shard, client: &mut Client<S>) -> H
                 Err(e) => return HeadRead::Refused(e),
             }
         }
-        match read_some(
+        // Until a request's first byte arrives, a drain ends the wait (the
+        // readiness wait before can be a stale "readable" on epoll).
+        let idle = client.buf.is_empty();
+        let read = read_some(
             &mut client.stream,
             &mut client.buf,
             shard.config.tcp_timeout,
-        )
-        .await
-        {
+        );
+        let got = if idle {
+            monoio::select! {
+                got = read => got,
+                _ = shard.drain.started() => return HeadRead::Closed,
+            }
+        } else {
+            read.await
+        };
+        match got {
             Ok(0) | Err(_) => return HeadRead::Closed,
             Ok(_) => {}
         }
@@ -237,7 +257,7 @@ async fn reply_ping<S: AsyncWriteRent>(
     client: &mut Client<S>,
     exchange: &Exchange,
 ) -> Next {
-    let keep = exchange.keep_alive && exchange.body.is_empty();
+    let keep = exchange.keep_alive && exchange.body.is_empty() && !shard.drain.is_draining();
     let head: &'static [u8] = match (keep, exchange.method == Method::Head) {
         (true, false) => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok",
         (false, false) => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",

@@ -2,6 +2,7 @@
 //! pinned shard thread per worker, and announce readiness when all of them
 //! accept. Only `Arc<Config>` and a readiness message cross threads.
 
+mod drain;
 mod shard;
 mod signals;
 
@@ -75,6 +76,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     // lookups that are cached per shard.
     let resolver_pool = monoio::blocking::DefaultThreadPool::new(2);
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Each shard thread reports here when it ends, however it ends; so does
     // the signal thread when SIGTERM or SIGINT arrives.
     let (exit_tx, exit_rx) = mpsc::channel::<Stop>();
@@ -92,11 +94,12 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         let tx = ready_tx.clone();
         let pool = resolver_pool.clone();
         let exit = shard::ExitNotice::new(id, exit_tx.clone());
+        let flag = draining.clone();
         std::thread::Builder::new()
             .name(format!("lopache-shard-{id}"))
             .spawn(move || {
                 let _exit = exit;
-                shard::run_shard(id, cfg, shard_listeners, core, pool, tx)
+                shard::run_shard(id, cfg, shard_listeners, core, pool, tx, flag)
             })
             .map_err(|e| RuntimeError::ShardStart {
                 shard: id,
@@ -121,11 +124,50 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     match exit_rx.recv() {
         Ok(Stop::ShardDied(id)) => Err(RuntimeError::ShardDied(id)),
         Ok(Stop::Signal(sig)) => {
-            log_info!("signal {sig} received, exiting");
+            drain_all(
+                &draining,
+                &exit_rx,
+                config.workers,
+                config.drain_timeout,
+                sig,
+            );
             Ok(())
         }
         Err(_) => Ok(()),
     }
+}
+
+/// Asks every shard to drain and waits until all have ended, or until
+/// `limit` has passed (what is still open then is cut by the exit).
+fn drain_all(
+    flag: &std::sync::atomic::AtomicBool,
+    exits: &mpsc::Receiver<Stop>,
+    shards: usize,
+    limit: std::time::Duration,
+    signal: i32,
+) {
+    log_info!(
+        "signal {signal} received: draining (up to {}s)",
+        limit.as_secs()
+    );
+    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + limit;
+    let mut ended = 0;
+    while ended < shards {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match exits.recv_timeout(left) {
+            Ok(Stop::ShardDied(_)) => ended += 1,
+            Ok(Stop::Signal(_)) => {}
+            Err(_) => {
+                log_warn!(
+                    "drain deadline reached with {} shard(s) still busy; exiting",
+                    shards - ended
+                );
+                return;
+            }
+        }
+    }
+    log_info!("drained, exiting");
 }
 
 /// The readiness line (SPEC section 1), printed once every listener accepts.

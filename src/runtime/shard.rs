@@ -10,6 +10,7 @@ use std::sync::Arc;
 use local_sync::semaphore::Semaphore;
 use monoio::net::TcpListener;
 
+use super::drain::{self, Drain};
 use super::signals::Stop;
 use crate::config::{Config, HttpsListener};
 use crate::log_warn;
@@ -20,6 +21,7 @@ use crate::routing::dead::DeadBackends;
 use crate::tls::accept::TlsListener;
 use crate::upstream::dns::Resolver;
 use crate::upstream::UpstreamPool;
+use std::sync::atomic::AtomicBool;
 
 /// Everything a connection task on this shard may use.
 pub struct Shard {
@@ -35,6 +37,8 @@ pub struct Shard {
     pub backend_tls: monoio_rustls::TlsConnector,
     /// Certificates found in Redis, by SNI name.
     pub tls_certs: crate::tls::redis_certs::RedisCertCache,
+    /// Fires once, when the shard starts draining.
+    pub drain: Drain,
 }
 
 impl Shard {
@@ -55,6 +59,7 @@ impl Shard {
             tls_certs: crate::tls::redis_certs::RedisCertCache::new(
                 config.redis_certificates.unwrap_or_default(),
             ),
+            drain: Drain::default(),
             config,
         }
     }
@@ -104,6 +109,7 @@ pub(super) fn run_shard(
     core: Option<core_affinity::CoreId>,
     resolver_pool: monoio::blocking::DefaultThreadPool,
     ready: Ready,
+    draining: Arc<AtomicBool>,
 ) {
     log::set_shard(id);
     if let Some(core) = core {
@@ -146,6 +152,9 @@ pub(super) fn run_shard(
             }
         }
         let _ = ready.send((id, Ok(())));
-        return_freed_memory().await;
+        monoio::spawn(return_freed_memory());
+        // Runs until a drain has finished: then the shard's thread ends.
+        let max = shard.config.max_connections;
+        drain::watch(draining, &shard.drain, || max - slots.available_permits()).await;
     });
 }

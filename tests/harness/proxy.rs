@@ -162,14 +162,24 @@ impl Lopache {
             .expect("VmHWM")
     }
 
-    /// Sends `signal` and waits (bounded) for the exit status.
-    pub fn signal_and_wait(&mut self, signal: &str) -> std::process::ExitStatus {
+    /// Sends `signal` (e.g. "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
         let ok = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &self.pid().to_string()])
             .status()
             .expect("run kill");
         assert!(ok.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         super::wait_for("lopache to exit", || self.child.try_wait().ok().flatten())
+    }
+
+    /// Sends `signal` and waits (bounded) for the exit status.
+    pub fn signal_and_wait(&mut self, signal: &str) -> std::process::ExitStatus {
+        self.signal(signal);
+        self.wait_exit()
     }
 
     pub fn fd_count(&self) -> usize {
