@@ -69,6 +69,7 @@ start_proxies() { # $1 = workers, $2 = cpu list for proxies
   cat > "$WORK/lopache.toml" <<CONF
 driver = "redis://127.0.0.1:$REDIS"
 [server]
+access_log = "none"  # the peers log nothing either
 workers = $n
 max_connections = 100000
 [http]

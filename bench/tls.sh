@@ -31,6 +31,7 @@ redis-cli -p "$REDIS" rpush frontend:bench.local bench "http://127.0.0.1:$BACKEN
 cat > "$WORK/lopache.toml" <<CONF
 driver = "redis://127.0.0.1:$REDIS"
 [server]
+access_log = "none"  # the peers log nothing either
 workers = 2
 [http]
 bind = []

@@ -15,7 +15,7 @@ ECHO=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port) NGINX=$(free_port)
 redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --logfile "$WORK/redis.log" & PIDS+=($!)
 wait_port "$ECHO"; wait_port "$REDIS"
 redis-cli -p "$REDIS" rpush frontend:ws.local ws "http://127.0.0.1:$ECHO" >/dev/null
-printf 'driver = "redis://127.0.0.1:%s"\n[server]\nworkers = 2\n[http]\nport = %s\nbind = ["127.0.0.1"]\n' "$REDIS" "$LOPACHE" > "$WORK/lopache.toml"
+printf 'driver = "redis://127.0.0.1:%s"\n[server]\naccess_log = "none"\nworkers = 2\n[http]\nport = %s\nbind = ["127.0.0.1"]\n' "$REDIS" "$LOPACHE" > "$WORK/lopache.toml"
 ./target/release/lopache --config "$WORK/lopache.toml" 2>"$WORK/lopache.log" & PIDS+=($!)
 cat > "$WORK/nginx.conf" <<CONF
 worker_processes 2; daemon off; pid $WORK/n.pid; error_log $WORK/n.err;

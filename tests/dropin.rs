@@ -113,7 +113,7 @@ fn lopache_config_with_routes_behaves_like_its_toml_equivalent() {
     let url = format!("redis://127.0.0.1:{}", redis.port);
     let json = format!(
         r#"{{
-    "server": {{"workers": 2, "retryOnError": 3, "staticDir": null}},
+    "server": {{"workers": 2, "retryOnError": 3, "staticDir": null, "accessLog": null}},
     "http": {{"port": 0, "bind": ["127.0.0.1"]}},
     "routes": [{{
         "condition": {{"and": {{"conditions": [
@@ -152,7 +152,7 @@ fn earlier_rollout_block_is_a_segment_route() {
     redis.frontend("v2:", "app.example", "app", &[new.url()]);
     let url = format!("redis://127.0.0.1:{}", redis.port);
     let json = format!(
-        r#"{{"http": {{"port": 0, "bind": ["127.0.0.1"]}}, "driver": "{url}",
+        r#"{{"http": {{"port": 0, "bind": ["127.0.0.1"]}}, "driver": "{url}", "server": {{"accessLog": null}},
             "rollout": {{"cookie": "sid", "driver": "{url}#v2:", "maxSegmentId": 99}}}}"#
     );
     let (from_json, _, _) = both_forms(&json);

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
-use super::raw::{BindSpec, RawCondition, RawConfig, DEFAULT_ACCESS_LOG};
+use super::raw::{BindSpec, RawCondition, RawConfig};
 use super::routes::RouteTable;
 use super::HttpsListener;
 use super::{Config, ConfigError, Driver};
@@ -312,11 +312,6 @@ fn inactive_warnings(raw: &RawConfig) -> Vec<String> {
     };
 
     note(!raw.admin.bind.is_empty(), "admin.bind");
-
-    note(
-        raw.server.access_log != DEFAULT_ACCESS_LOG,
-        "server.access_log",
-    );
     note(!raw.user.is_empty() || !raw.group.is_empty(), "user/group");
     w
 }

@@ -53,6 +53,14 @@ pub(super) struct Exchange {
     pub started: Instant,
     /// When the current attempt's backend connection was ready.
     pub backend_started: Option<Instant>,
+    /// Access log facts, captured only when the shard logs.
+    pub log: Option<Box<LogFields>>,
+    /// The status sent to the client (0: none yet).
+    pub status: u16,
+    /// Body bytes sent to the client.
+    pub bytes: u64,
+    /// The frontend's identifier (for the access log).
+    pub identifier: Option<String>,
     /// The request body has been read from the client completely.
     pub body_consumed: bool,
 }
@@ -69,6 +77,10 @@ impl Exchange {
             upgrade: head.upgrade_websocket,
             started,
             backend_started: None,
+            log: None,
+            status: 0,
+            bytes: 0,
+            identifier: None,
             body_consumed: head.body.is_empty(),
         }
     }
@@ -77,6 +89,15 @@ impl Exchange {
     fn replayable(&self) -> bool {
         self.method.is_idempotent() && self.body.is_empty()
     }
+}
+
+/// What the access log needs from the request head, copied before the head
+/// leaves the buffer.
+pub(super) struct LogFields {
+    pub started: std::time::SystemTime,
+    pub request_line: Vec<u8>,
+    pub referer: Vec<u8>,
+    pub user_agent: Vec<u8>,
 }
 
 /// The backend chosen for one attempt.
@@ -160,6 +181,9 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
             return reply_error(shard, client, exchange, error, last.as_ref()).await;
         };
         tried.push(index);
+        if exchange.log.is_some() {
+            exchange.identifier = Some(frontend.identifier.clone());
+        }
         let target = Target {
             destination,
             frontend_key: frontend.key,
@@ -327,6 +351,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
                 if !(exchange.upgrade && r.upgrade_websocket) {
                     return failed(ProxyError::BadUpstreamResponse, false, false);
                 }
+                exchange.status = 101;
                 return switch_protocols(shard, client, exchange, target, up, ubuf, &r).await;
             }
             Ok(r) => break r,
@@ -372,6 +397,8 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
             return failed(ProxyError::BadUpstreamResponse, false, false);
         }
     }
+    exchange.status = resp.status;
+    exchange.bytes = response_body.written;
     if write_all(&mut client.stream, out, cfg.tcp_timeout)
         .await
         .is_err()
@@ -382,10 +409,11 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         read: Some(cfg.response_timeout),
         write: cfg.tcp_timeout,
     };
-    match response_body
+    let relayed = response_body
         .run(&mut up, &mut ubuf, &mut client.stream, deadlines)
-        .await
-    {
+        .await;
+    exchange.bytes = response_body.written;
+    match relayed {
         Ok(_) => {}
         Err(RelayError::Write(_)) => return Attempt::Done(Next::Close),
         Err(e) => {
@@ -566,6 +594,13 @@ pub(super) async fn reply_error<S: AsyncWriteRent>(
     target: Option<&Target<'_>>,
 ) -> Next {
     let keep = exchange.keep_alive && exchange.body_consumed && !shard.drain.is_draining();
+    let head_only = exchange.method == Method::Head;
+    exchange.status = error.status();
+    exchange.bytes = if head_only {
+        0
+    } else {
+        shard.config.error_pages.body(error.status()).len() as u64
+    };
     let mut extra = Vec::new();
     if exchange.x_debug {
         push_header(&mut extra, "x-debug-error", error.tag());

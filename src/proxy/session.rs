@@ -11,12 +11,13 @@ use bytes::{Buf, BytesMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::error::ProxyError;
-use super::forward::{forward, reply_error, Exchange, Next};
+use super::forward::{forward, reply_error, Exchange, LogFields, Next};
 use super::tunnel;
 use crate::http::request::{parse_request, Method, RequestError, RequestHead};
 use crate::http::rewrite::{upstream_request, ClientSide};
 use crate::io::timed::{read_some, write_all};
 use crate::net::stream::ClientStream;
+use crate::observe::access_log::Record;
 use crate::routing::candidates::normalize_host;
 use crate::routing::rules::RequestFacts;
 use crate::runtime::Shard;
@@ -214,13 +215,64 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
         shard.config.http_keep_alive,
         &mut up_head,
     );
+    if shard.access_log.is_some() {
+        exchange.log = Some(Box::new(log_fields(&client.buf[..head.len], &head)));
+    }
     let facts = if shard.config.routing.routes.is_empty() {
         RequestFacts::default()
     } else {
         request_facts(&client.buf[..head.len], &head)
     };
     client.buf.advance(head.len);
-    forward(shard, client, &mut exchange, up_head, host, facts).await
+    let next = forward(shard, client, &mut exchange, up_head, host, facts).await;
+    log_exchange(shard, info, &exchange);
+    next
+}
+
+/// Copies what the access log needs out of the head.
+fn log_fields(head_bytes: &[u8], head: &RequestHead) -> LogFields {
+    let mut request_line = Vec::with_capacity(64);
+    request_line.extend_from_slice(head.method_bytes(head_bytes));
+    request_line.push(b' ');
+    request_line.extend_from_slice(head.target(head_bytes));
+    request_line.push(b' ');
+    request_line.extend_from_slice(head.version.as_str().as_bytes());
+    LogFields {
+        started: std::time::SystemTime::now(),
+        request_line,
+        referer: head
+            .header(head_bytes, "referer")
+            .unwrap_or_default()
+            .to_vec(),
+        user_agent: head
+            .header(head_bytes, "user-agent")
+            .unwrap_or_default()
+            .to_vec(),
+    }
+}
+
+/// One access log line for a request that reached routing.
+fn log_exchange(shard: &Shard, info: &ClientInfo, exchange: &Exchange) {
+    let (Some(log), Some(fields)) = (&shard.access_log, &exchange.log) else {
+        return;
+    };
+    if exchange.status == 0 {
+        return;
+    }
+    log.record(&Record {
+        peer: info.peer.ip(),
+        started: fields.started,
+        request_line: &fields.request_line,
+        status: exchange.status,
+        bytes: exchange.bytes,
+        referer: &fields.referer,
+        user_agent: &fields.user_agent,
+        identifier: exchange.identifier.as_deref().unwrap_or(""),
+        total: exchange.started.elapsed(),
+        backend: exchange
+            .backend_started
+            .map_or(Duration::ZERO, |t| t.elapsed()),
+    });
 }
 
 /// What route conditions look at: the path (no query, no scheme or

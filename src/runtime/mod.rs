@@ -25,6 +25,11 @@ pub enum RuntimeError {
     ShardStart { shard: usize, reason: String },
     #[error("shard {0} stopped unexpectedly")]
     ShardDied(usize),
+    #[error("server.access_log: cannot open {path}: {source}")]
+    AccessLog {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Which monoio driver the shards run on.
@@ -80,9 +85,16 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     // Each shard thread reports here when it ends, however it ends; so does
     // the signal thread when SIGTERM or SIGINT arrives.
     let (exit_tx, exit_rx) = mpsc::channel::<Stop>();
-    signals::spawn_waiter(exit_tx.clone()).map_err(|e| RuntimeError::ShardStart {
-        shard: 0,
-        reason: format!("cannot start the signal thread: {e}"),
+    let access_log = crate::observe::access_log::start_writer(&config.raw.server.access_log)
+        .map_err(|source| RuntimeError::AccessLog {
+            path: config.raw.server.access_log.clone(),
+            source,
+        })?;
+    signals::spawn_waiter(exit_tx.clone(), access_log.clone()).map_err(|e| {
+        RuntimeError::ShardStart {
+            shard: 0,
+            reason: format!("cannot start the signal thread: {e}"),
+        }
     })?;
     for (id, shard_listeners) in listeners.into_iter().enumerate() {
         let shard_listeners: Vec<_> = shard_listeners
@@ -95,11 +107,21 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         let pool = resolver_pool.clone();
         let exit = shard::ExitNotice::new(id, exit_tx.clone());
         let flag = draining.clone();
+        let log = access_log.clone();
         std::thread::Builder::new()
             .name(format!("lopache-shard-{id}"))
             .spawn(move || {
                 let _exit = exit;
-                shard::run_shard(id, cfg, shard_listeners, core, pool, tx, flag)
+                shard::run_shard(shard::ShardSetup {
+                    id,
+                    config: cfg,
+                    listeners: shard_listeners,
+                    core,
+                    resolver_pool: pool,
+                    ready: tx,
+                    draining: flag,
+                    access_log: log,
+                })
             })
             .map_err(|e| RuntimeError::ShardStart {
                 shard: id,

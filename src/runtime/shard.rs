@@ -22,6 +22,9 @@ use crate::tls::accept::TlsListener;
 use crate::upstream::dns::Resolver;
 use crate::upstream::UpstreamPool;
 use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::SyncSender;
+
+use crate::observe::access_log::{self, AccessLog};
 
 /// Everything a connection task on this shard may use.
 pub struct Shard {
@@ -39,6 +42,8 @@ pub struct Shard {
     pub tls_certs: crate::tls::redis_certs::RedisCertCache,
     /// Fires once, when the shard starts draining.
     pub drain: Drain,
+    /// This shard's access log buffer, unless `server.access_log = "none"`.
+    pub access_log: Option<AccessLog>,
 }
 
 impl Shard {
@@ -60,12 +65,23 @@ impl Shard {
                 config.redis_certificates.unwrap_or_default(),
             ),
             drain: Drain::default(),
+            access_log: None,
             config,
         }
     }
 }
 
 type Ready = Sender<(usize, Result<(), String>)>;
+
+/// Hands buffered access log lines to the writer thread regularly.
+async fn flush_access_log(shard: Rc<Shard>) {
+    loop {
+        monoio::time::sleep(access_log::FLUSH_INTERVAL).await;
+        if let Some(log) = &shard.access_log {
+            log.flush();
+        }
+    }
+}
 
 /// How often a shard asks the allocator to return freed pages.
 const MEMORY_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -101,16 +117,32 @@ impl Drop for ExitNotice {
     }
 }
 
+/// What the main thread hands a shard thread.
+pub(super) struct ShardSetup {
+    pub id: usize,
+    pub config: Arc<Config>,
+    /// Listeners in address order, each with its TLS settings if HTTPS.
+    pub listeners: Vec<(StdListener, Option<HttpsListener>)>,
+    pub core: Option<core_affinity::CoreId>,
+    pub resolver_pool: monoio::blocking::DefaultThreadPool,
+    pub ready: Ready,
+    /// Raised by the main thread to start a drain.
+    pub draining: Arc<AtomicBool>,
+    pub access_log: Option<SyncSender<access_log::Message>>,
+}
+
 /// Thread body: pin, build the runtime, start accepting, report readiness.
-pub(super) fn run_shard(
-    id: usize,
-    config: Arc<Config>,
-    listeners: Vec<(StdListener, Option<HttpsListener>)>,
-    core: Option<core_affinity::CoreId>,
-    resolver_pool: monoio::blocking::DefaultThreadPool,
-    ready: Ready,
-    draining: Arc<AtomicBool>,
-) {
+pub(super) fn run_shard(setup: ShardSetup) {
+    let ShardSetup {
+        id,
+        config,
+        listeners,
+        core,
+        resolver_pool,
+        ready,
+        draining,
+        access_log,
+    } = setup;
     log::set_shard(id);
     if let Some(core) = core {
         if !core_affinity::set_for_current(core) {
@@ -130,7 +162,9 @@ pub(super) fn run_shard(
     };
     runtime.block_on(async move {
         let slots = Rc::new(Semaphore::new(config.max_connections));
-        let shard = Rc::new(Shard::new(id, config));
+        let mut shard = Shard::new(id, config);
+        shard.access_log = access_log.map(AccessLog::new);
+        let shard = Rc::new(shard);
         for (listener, tls) in listeners {
             match TcpListener::from_std(listener) {
                 Ok(l) => {
@@ -153,8 +187,14 @@ pub(super) fn run_shard(
         }
         let _ = ready.send((id, Ok(())));
         monoio::spawn(return_freed_memory());
+        if shard.access_log.is_some() {
+            monoio::spawn(flush_access_log(shard.clone()));
+        }
         // Runs until a drain has finished: then the shard's thread ends.
         let max = shard.config.max_connections;
         drain::watch(draining, &shard.drain, || max - slots.available_permits()).await;
+        if let Some(log) = &shard.access_log {
+            log.flush();
+        }
     });
 }

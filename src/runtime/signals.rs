@@ -4,7 +4,9 @@
 //! in-flight requests before exiting arrives with the operations work; for
 //! now a signal ends the process with status 0.
 
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Sender, SyncSender};
+
+use crate::observe::access_log;
 
 /// Why the main thread stops waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +23,12 @@ fn termination_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         set
     }
 }
 
-/// Blocks SIGTERM and SIGINT for this thread and every thread it starts later.
+/// Blocks SIGTERM, SIGINT and SIGUSR1 for this thread and every thread it starts later.
 pub fn block_termination() {
     let set = termination_set();
     // SAFETY: pthread_sigmask with a valid, initialised set and a null old-set
@@ -35,17 +38,28 @@ pub fn block_termination() {
     }
 }
 
-/// Starts the thread that waits for SIGTERM/SIGINT and reports the first one.
-pub fn spawn_waiter(tx: Sender<Stop>) -> std::io::Result<()> {
+/// Starts the thread that takes SIGTERM/SIGINT (reported to the main thread)
+/// and SIGUSR1 (the access log is reopened).
+pub fn spawn_waiter(
+    tx: Sender<Stop>,
+    access_log: Option<SyncSender<access_log::Message>>,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("lopache-signals".into())
-        .spawn(move || {
+        .spawn(move || loop {
             let set = termination_set();
             let mut sig: libc::c_int = 0;
             // SAFETY: sigwait reads the initialised set and writes the received
             // signal number into a local; the signals are blocked in all threads.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                let _ = tx.send(Stop::Signal(sig));
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                return;
+            }
+            if sig == libc::SIGUSR1 {
+                if let Some(log) = &access_log {
+                    let _ = log.send(access_log::Message::Reopen);
+                }
+            } else if tx.send(Stop::Signal(sig)).is_err() {
+                return;
             }
         })?;
     Ok(())

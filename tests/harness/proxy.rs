@@ -29,6 +29,21 @@ pub fn config(driver: &str, server: &str) -> String {
     format!("driver = {driver}\n[server]\n{workers}{server}\n[http]\nport = 0\nbind = [\"127.0.0.1\"]\n")
 }
 
+/// Tests do not write to /var/log unless they ask for an access log: a TOML
+/// config that does not mention one gets `access_log = "none"`.
+fn without_access_log(text: &str, file: &str) -> String {
+    if !file.ends_with(".toml") || text.contains("access_log") {
+        return text.to_string();
+    }
+    match text.find("[server]\n") {
+        Some(i) => {
+            let at = i + "[server]\n".len();
+            format!("{}access_log = \"none\"\n{}", &text[..at], &text[at..])
+        }
+        None => format!("{text}\n[server]\naccess_log = \"none\"\n"),
+    }
+}
+
 impl Lopache {
     /// Starts with one Redis URL and extra `[server]` lines.
     pub fn start(redis_url: &str, server: &str) -> Lopache {
@@ -64,7 +79,7 @@ impl Lopache {
     ) -> Lopache {
         let dir = TempDir::new("lopache");
         let path = dir.path().join(file);
-        std::fs::write(&path, config_text).unwrap();
+        std::fs::write(&path, without_access_log(config_text, file)).unwrap();
         let binary = env!("CARGO_BIN_EXE_lopache");
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
