@@ -119,15 +119,11 @@ fn empty_config_is_valid() {
 #[test]
 fn inactive_keys_are_warned_about() {
     let dir = TempDir::new("cli");
-    std::fs::write(
-        dir.path().join("config.toml"),
-        "[admin]\nbind = \"127.0.0.1:9090\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("config.toml"), "user = \"nobody\"\n").unwrap();
     let o = lopache(&["--dry"], dir.path(), &[]);
     assert!(o.status.success());
     assert!(
-        stderr(&o).contains("admin.bind is set but not active yet"),
+        stderr(&o).contains("user/group is set but not active yet"),
         "{}",
         stderr(&o)
     );

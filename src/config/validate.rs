@@ -310,8 +310,6 @@ fn inactive_warnings(raw: &RawConfig) -> Vec<String> {
             ));
         }
     };
-
-    note(!raw.admin.bind.is_empty(), "admin.bind");
     note(!raw.user.is_empty() || !raw.group.is_empty(), "user/group");
     w
 }

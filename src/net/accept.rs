@@ -9,6 +9,7 @@ use std::time::Duration;
 use local_sync::semaphore::Semaphore;
 use monoio::net::TcpListener;
 
+use crate::observe::metrics;
 use crate::proxy::session::{serve_client, ClientInfo};
 use crate::runtime::Shard;
 use crate::tls::accept::TlsListener;
@@ -47,6 +48,7 @@ pub async fn accept_loop(
                 warned_resources = false;
                 let _ = stream.set_nodelay(true);
                 let shard = shard.clone();
+                metrics::add(&shard.metrics.connections, 1);
                 match &tls {
                     None => {
                         let info = ClientInfo {
@@ -55,7 +57,8 @@ pub async fn accept_loop(
                             proto: "http",
                         };
                         monoio::spawn(async move {
-                            serve_client(shard, stream, info).await;
+                            serve_client(shard.clone(), stream, info).await;
+                            metrics::sub(&shard.metrics.connections, 1);
                             drop(permit);
                         });
                     }
@@ -75,10 +78,20 @@ pub async fn accept_loop(
                             )
                             .await
                             {
-                                Ok(Ok(tls_stream)) => serve_client(shard, tls_stream, info).await,
-                                Ok(Err(e)) => log_debug!("TLS handshake from {peer} failed: {e}"),
-                                Err(_) => log_debug!("TLS handshake from {peer} timed out"),
+                                Ok(Ok(tls_stream)) => {
+                                    metrics::add(&shard.metrics.tls_handshakes, 1);
+                                    serve_client(shard.clone(), tls_stream, info).await
+                                }
+                                Ok(Err(e)) => {
+                                    metrics::add(&shard.metrics.tls_failures, 1);
+                                    log_debug!("TLS handshake from {peer} failed: {e}")
+                                }
+                                Err(_) => {
+                                    metrics::add(&shard.metrics.tls_failures, 1);
+                                    log_debug!("TLS handshake from {peer} timed out")
+                                }
                             }
+                            metrics::sub(&shard.metrics.connections, 1);
                             drop(permit);
                         });
                     }

@@ -1,5 +1,7 @@
-//! Observability: operator-facing log lines (the access log and metrics
-//! arrive with the operations issue).
+//! Observability: operator log lines, the access log, per-shard metrics and
+//! the admin endpoint that serves them.
 
 pub mod access_log;
+pub mod admin;
 pub mod log;
+pub mod metrics;

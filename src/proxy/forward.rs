@@ -20,6 +20,7 @@ use crate::http::rewrite::{client_response, ClientFraming};
 use crate::http::{BodyKind, Version};
 use crate::io::pump::{BodyRelay, ChunkedMode, Deadlines, RelayError};
 use crate::io::timed::{read_some, write_all, IoFailure};
+use crate::observe::metrics;
 use crate::routing::dead::{self, DeadMark};
 use crate::routing::rules::RequestFacts;
 use crate::routing::{choose_backend, choose_destination, find_frontend};
@@ -134,6 +135,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
             Ok(chosen) => chosen,
             Err(e) => {
                 log_debug!("route conditions for {host} failed: {e}");
+                metrics::add(&shard.metrics.redis_errors, 1);
                 return reply_error(
                     shard,
                     client,
@@ -162,6 +164,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
             }
             Err(e) => {
                 log_debug!("lookup for {host} failed: {e}");
+                metrics::add(&shard.metrics.redis_errors, 1);
                 return reply_error(
                     shard,
                     client,
@@ -205,6 +208,9 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
                 }
                 failures += 1;
                 let may_retry = retry && failures <= cfg.retry_on_error;
+                if may_retry {
+                    metrics::add(&shard.metrics.retries, 1);
+                }
                 last = Some(target);
                 if !may_retry {
                     return reply_error(shard, client, exchange, error, last.as_ref()).await;
@@ -552,6 +558,7 @@ fn mark_backend_dead(shard: &Shard, host: &str, target: &Target) {
         index: target.index,
         count: target.count,
     };
+    metrics::add(&shard.metrics.dead_marks, 1);
     monoio::spawn(dead::publish(
         shard.redis[target.destination.write].clone(),
         target.destination.prefix.clone(),

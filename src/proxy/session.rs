@@ -18,6 +18,7 @@ use crate::http::rewrite::{upstream_request, ClientSide};
 use crate::io::timed::{read_some, write_all};
 use crate::net::stream::ClientStream;
 use crate::observe::access_log::Record;
+use crate::observe::metrics;
 use crate::routing::candidates::normalize_host;
 use crate::routing::rules::RequestFacts;
 use crate::runtime::Shard;
@@ -78,7 +79,10 @@ pub async fn serve_client<S: ClientStream>(shard: Rc<Shard>, stream: S, info: Cl
             Next::CloseLinger => return Box::pin(linger_close(&mut client)).await,
             Next::Tunnel(upgraded) => {
                 let Client { stream, buf } = client;
-                return Box::pin(tunnel::run(&shard, stream, buf, *upgraded)).await;
+                metrics::add(&shard.metrics.tunnels, 1);
+                Box::pin(tunnel::run(&shard, stream, buf, *upgraded)).await;
+                metrics::sub(&shard.metrics.tunnels, 1);
+                return;
             }
         }
     }
@@ -225,6 +229,11 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
     };
     client.buf.advance(head.len);
     let next = forward(shard, client, &mut exchange, up_head, host, facts).await;
+    if exchange.status != 0 {
+        shard
+            .metrics
+            .request(exchange.status, exchange.started.elapsed());
+    }
     log_exchange(shard, info, &exchange);
     next
 }

@@ -25,6 +25,11 @@ pub enum RuntimeError {
     ShardStart { shard: usize, reason: String },
     #[error("shard {0} stopped unexpectedly")]
     ShardDied(usize),
+    #[error("admin.bind: cannot listen on {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server.access_log: cannot open {path}: {source}")]
     AccessLog {
         path: String,
@@ -82,6 +87,15 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     let resolver_pool = monoio::blocking::DefaultThreadPool::new(2);
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let metrics: Vec<Arc<crate::observe::metrics::ShardMetrics>> =
+        (0..config.workers).map(|_| Arc::default()).collect();
+    let admin = match config.raw.admin.bind.parse::<SocketAddr>() {
+        Ok(addr) => Some(
+            crate::observe::admin::start(addr, metrics.clone(), draining.clone())
+                .map_err(|source| RuntimeError::Admin { addr, source })?,
+        ),
+        Err(_) => None,
+    };
     // Each shard thread reports here when it ends, however it ends; so does
     // the signal thread when SIGTERM or SIGINT arrives.
     let (exit_tx, exit_rx) = mpsc::channel::<Stop>();
@@ -108,6 +122,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         let exit = shard::ExitNotice::new(id, exit_tx.clone());
         let flag = draining.clone();
         let log = access_log.clone();
+        let shard_metrics = metrics[id].clone();
         std::thread::Builder::new()
             .name(format!("lopache-shard-{id}"))
             .spawn(move || {
@@ -121,6 +136,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
                     ready: tx,
                     draining: flag,
                     access_log: log,
+                    metrics: shard_metrics,
                 })
             })
             .map_err(|e| RuntimeError::ShardStart {
@@ -137,7 +153,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             Err(_) => return Err(RuntimeError::ShardDied(0)),
         }
     }
-    announce(&bound, &tls, config.workers, driver);
+    announce(&bound, &tls, admin, config.workers, driver);
     for warning in &config.warnings {
         log_warn!("{warning}");
     }
@@ -197,10 +213,11 @@ fn drain_all(
 fn announce(
     bound: &[SocketAddr],
     tls: &[Option<HttpsListener>],
+    admin: Option<SocketAddr>,
     shards: usize,
     driver: DriverKind,
 ) {
-    let addrs: Vec<String> = bound
+    let mut addrs: Vec<String> = bound
         .iter()
         .zip(tls)
         .map(|(a, t)| {
@@ -211,6 +228,8 @@ fn announce(
             }
         })
         .collect();
+    // The admin address is written `admin://addr`.
+    addrs.extend(admin.map(|a| format!("admin://{a}")));
     eprintln!(
         "lopache {} listening on {} ({} shard{}, {})",
         env!("CARGO_PKG_VERSION"),

@@ -25,6 +25,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::SyncSender;
 
 use crate::observe::access_log::{self, AccessLog};
+use crate::observe::metrics::ShardMetrics;
 
 /// Everything a connection task on this shard may use.
 pub struct Shard {
@@ -44,6 +45,8 @@ pub struct Shard {
     pub drain: Drain,
     /// This shard's access log buffer, unless `server.access_log = "none"`.
     pub access_log: Option<AccessLog>,
+    /// This shard's counters, read by the admin endpoint.
+    pub metrics: Arc<ShardMetrics>,
 }
 
 impl Shard {
@@ -66,6 +69,7 @@ impl Shard {
             ),
             drain: Drain::default(),
             access_log: None,
+            metrics: Arc::default(),
             config,
         }
     }
@@ -79,6 +83,10 @@ async fn flush_access_log(shard: Rc<Shard>) {
         monoio::time::sleep(access_log::FLUSH_INTERVAL).await;
         if let Some(log) = &shard.access_log {
             log.flush();
+            shard
+                .metrics
+                .access_log_dropped
+                .store(log.dropped.get(), std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -129,6 +137,7 @@ pub(super) struct ShardSetup {
     /// Raised by the main thread to start a drain.
     pub draining: Arc<AtomicBool>,
     pub access_log: Option<SyncSender<access_log::Message>>,
+    pub metrics: Arc<ShardMetrics>,
 }
 
 /// Thread body: pin, build the runtime, start accepting, report readiness.
@@ -142,6 +151,7 @@ pub(super) fn run_shard(setup: ShardSetup) {
         ready,
         draining,
         access_log,
+        metrics,
     } = setup;
     log::set_shard(id);
     if let Some(core) = core {
@@ -164,6 +174,7 @@ pub(super) fn run_shard(setup: ShardSetup) {
         let slots = Rc::new(Semaphore::new(config.max_connections));
         let mut shard = Shard::new(id, config);
         shard.access_log = access_log.map(AccessLog::new);
+        shard.metrics = metrics;
         let shard = Rc::new(shard);
         for (listener, tls) in listeners {
             match TcpListener::from_std(listener) {

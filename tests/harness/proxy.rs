@@ -15,6 +15,8 @@ pub struct Lopache {
     pub addr: SocketAddr,
     /// The first HTTPS listener, if any.
     pub https_addr: Option<SocketAddr>,
+    /// The admin endpoint, if configured.
+    pub admin_addr: Option<SocketAddr>,
     stderr: Arc<Mutex<String>>,
     pub dir: TempDir,
 }
@@ -121,20 +123,19 @@ impl Lopache {
                 }
             });
         }
-        let (addr, https_addr) = match rx.recv_timeout(WAIT) {
+        let (addr, https_addr, admin_addr) = match rx.recv_timeout(WAIT) {
             Ok(list) => {
-                let (mut plain, mut tls) = (None, None);
+                let (mut plain, mut tls, mut admin) = (None, None, None);
                 for item in list.split(", ") {
-                    match item.strip_prefix("https://") {
-                        Some(a) => {
-                            tls = tls.or(Some(a.parse::<SocketAddr>().expect("https address")))
-                        }
-                        None => {
-                            plain = plain.or(Some(item.parse::<SocketAddr>().expect("address")))
-                        }
+                    if let Some(a) = item.strip_prefix("https://") {
+                        tls = tls.or(Some(a.parse::<SocketAddr>().expect("https address")));
+                    } else if let Some(a) = item.strip_prefix("admin://") {
+                        admin = Some(a.parse::<SocketAddr>().expect("admin address"));
+                    } else {
+                        plain = plain.or(Some(item.parse::<SocketAddr>().expect("address")));
                     }
                 }
-                (plain.or(tls).expect("an address"), tls)
+                (plain.or(tls).expect("an address"), tls, admin)
             }
             Err(_) => {
                 let _ = child.kill();
@@ -148,6 +149,7 @@ impl Lopache {
             child,
             addr,
             https_addr,
+            admin_addr,
             stderr,
             dir,
         }

@@ -1,0 +1,192 @@
+//! Metrics: per-shard counters, each touched only by its own shard (relaxed
+//! atomics on the shard's own cache lines, so the admin thread can read them
+//! without locks), summed per shard into Prometheus text on scrape.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the request latency histogram.
+pub const LATENCY_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+];
+
+#[derive(Default)]
+pub struct ShardMetrics {
+    /// Requests that reached routing, by status class 1xx..5xx.
+    pub requests: [AtomicU64; 5],
+    /// Client connections open now.
+    pub connections: AtomicU64,
+    /// WebSocket tunnels open now.
+    pub tunnels: AtomicU64,
+    pub dead_marks: AtomicU64,
+    pub retries: AtomicU64,
+    pub redis_errors: AtomicU64,
+    pub tls_handshakes: AtomicU64,
+    pub tls_failures: AtomicU64,
+    pub access_log_dropped: AtomicU64,
+    /// Cumulative counts per latency bucket, then +Inf.
+    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_us: AtomicU64,
+}
+
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
+}
+
+pub fn sub(counter: &AtomicU64, n: u64) {
+    counter.fetch_sub(n, Relaxed);
+}
+
+impl ShardMetrics {
+    /// Counts one routed request with its final status and total time.
+    pub fn request(&self, status: u16, total: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        add(&self.requests[class], 1);
+        let secs = total.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        add(&self.latency[bucket], 1);
+        add(&self.latency_sum_us, total.as_micros() as u64);
+    }
+}
+
+/// The Prometheus text exposition of every shard's counters.
+pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
+    let mut out = String::new();
+    let series = |out: &mut String,
+                  name: &str,
+                  kind: &str,
+                  help: &str,
+                  value: &dyn Fn(&ShardMetrics) -> u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (i, m) in shards.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", value(m));
+        }
+    };
+    let _ = writeln!(
+        out,
+        "# HELP lopache_requests_total Requests that reached routing, by status class.\n# TYPE lopache_requests_total counter"
+    );
+    for (i, m) in shards.iter().enumerate() {
+        for (c, n) in m.requests.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "lopache_requests_total{{shard=\"{i}\",class=\"{}xx\"}} {}",
+                c + 1,
+                n.load(Relaxed)
+            );
+        }
+    }
+    series(
+        &mut out,
+        "lopache_client_connections",
+        "gauge",
+        "Client connections open.",
+        &|m| m.connections.load(Relaxed),
+    );
+    series(
+        &mut out,
+        "lopache_tunnels",
+        "gauge",
+        "WebSocket tunnels open.",
+        &|m| m.tunnels.load(Relaxed),
+    );
+    series(
+        &mut out,
+        "lopache_dead_marks_total",
+        "counter",
+        "Backends marked dead.",
+        &|m| m.dead_marks.load(Relaxed),
+    );
+    series(
+        &mut out,
+        "lopache_retries_total",
+        "counter",
+        "Requests retried on another backend.",
+        &|m| m.retries.load(Relaxed),
+    );
+    series(
+        &mut out,
+        "lopache_redis_errors_total",
+        "counter",
+        "Route lookups Redis did not answer.",
+        &|m| m.redis_errors.load(Relaxed),
+    );
+    series(
+        &mut out,
+        "lopache_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed.",
+        &|m| m.tls_handshakes.load(Relaxed),
+    );
+    series(
+        &mut out,
+        "lopache_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes failed or timed out.",
+        &|m| m.tls_failures.load(Relaxed),
+    );
+    series(
+        &mut out,
+        "lopache_access_log_dropped_total",
+        "counter",
+        "Access log lines dropped.",
+        &|m| m.access_log_dropped.load(Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP lopache_request_seconds Time from request head to the end of the answer.\n# TYPE lopache_request_seconds histogram"
+    );
+    for (i, m) in shards.iter().enumerate() {
+        let mut cumulative = 0;
+        for (b, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += m.latency[b].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "lopache_request_seconds_bucket{{shard=\"{i}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += m.latency[LATENCY_BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "lopache_request_seconds_bucket{{shard=\"{i}\",le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "lopache_request_seconds_sum{{shard=\"{i}\"}} {}",
+            m.latency_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "lopache_request_seconds_count{{shard=\"{i}\"}} {cumulative}"
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn render_sums_classes_and_buckets() {
+        let m = Arc::new(ShardMetrics::default());
+        m.request(200, Duration::from_micros(300));
+        m.request(404, Duration::from_millis(3));
+        m.request(502, Duration::from_secs(9));
+        add(&m.connections, 2);
+        let text = render(&[m]);
+        assert!(text.contains("lopache_requests_total{shard=\"0\",class=\"2xx\"} 1"));
+        assert!(text.contains("lopache_requests_total{shard=\"0\",class=\"4xx\"} 1"));
+        assert!(text.contains("lopache_requests_total{shard=\"0\",class=\"5xx\"} 1"));
+        assert!(text.contains("lopache_client_connections{shard=\"0\"} 2"));
+        assert!(text.contains("lopache_request_seconds_bucket{shard=\"0\",le=\"0.0005\"} 1"));
+        assert!(text.contains("lopache_request_seconds_bucket{shard=\"0\",le=\"0.005\"} 2"));
+        assert!(text.contains("lopache_request_seconds_bucket{shard=\"0\",le=\"+Inf\"} 3"));
+        assert!(text.contains("lopache_request_seconds_count{shard=\"0\"} 3"));
+    }
+}
