@@ -133,18 +133,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
     let (destination, mut prefetched) =
         match choose_destination(&cfg.routing, &shard.redis, &facts, &host).await {
             Ok(chosen) => chosen,
-            Err(e) => {
-                log_debug!("route conditions for {host} failed: {e}");
-                metrics::add(&shard.metrics.redis_errors, 1);
-                return reply_error(
-                    shard,
-                    client,
-                    exchange,
-                    ProxyError::RoutingUnavailable,
-                    None,
-                )
-                .await;
-            }
+            Err(e) => return routing_unavailable(shard, client, exchange, &host, e, None).await,
         };
     let mut tried: Vec<usize> = Vec::new();
     let mut failures = 0u32;
@@ -163,16 +152,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
                     .await
             }
             Err(e) => {
-                log_debug!("lookup for {host} failed: {e}");
-                metrics::add(&shard.metrics.redis_errors, 1);
-                return reply_error(
-                    shard,
-                    client,
-                    exchange,
-                    ProxyError::RoutingUnavailable,
-                    last.as_ref(),
-                )
-                .await;
+                return routing_unavailable(shard, client, exchange, &host, e, last.as_ref()).await;
             }
         };
         let Some(index) = choose_backend(&frontend, &host, &shard.dead, &tried) else {
@@ -218,6 +198,27 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
             }
         }
     }
+}
+
+/// Redis could not answer a lookup: counted, logged, 503.
+async fn routing_unavailable<S: AsyncWriteRent>(
+    shard: &Shard,
+    client: &mut Client<S>,
+    exchange: &mut Exchange,
+    host: &str,
+    error: crate::routing::RouteError,
+    target: Option<&Target<'_>>,
+) -> Next {
+    log_debug!("routing {host} failed: {error}");
+    metrics::add(&shard.metrics.redis_errors, 1);
+    reply_error(
+        shard,
+        client,
+        exchange,
+        ProxyError::RoutingUnavailable,
+        target,
+    )
+    .await
 }
 
 /// One try against one backend.

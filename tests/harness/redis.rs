@@ -43,22 +43,7 @@ impl Redis {
         // A port picked this way can be taken in between; retry on a new one.
         for attempt in 0..5 {
             let port = if attempt == 0 { port } else { free_port() };
-            let mut cmd = Command::new("redis-server");
-            cmd.args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            let mut cmd = self.command(port);
             let mut child = cmd
                 .spawn()
                 .expect("redis-server must be installed (scripts/test.sh installs it)");
@@ -84,21 +69,8 @@ impl Redis {
         panic!("could not start redis-server");
     }
 
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops the server (as an outage would).
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it again on the same port.
-    pub fn restart(&mut self) {
-        let port = self.port;
+    /// redis-server on `port`, in this server's directory, with its extra arguments.
+    fn command(&self, port: u16) -> Command {
         let mut cmd = Command::new("redis-server");
         cmd.args([
             "--port",
@@ -115,6 +87,25 @@ impl Redis {
         .args(&self.extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+        cmd
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (as an outage would).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        let port = self.port;
+        let mut cmd = self.command(port);
         self.child = Some(cmd.spawn().expect("restart redis"));
         wait_for("redis restart", || answers_ping(port).then_some(()));
     }
