@@ -28,6 +28,19 @@ fn start(redis: &Redis, https: &str) -> Lopache {
     Lopache::start_config(&cfg, &[])
 }
 
+/// A certificate for `name` written to a fresh directory, and the `[https]`
+/// lines serving it as the default certificate. Keep the directory alive.
+fn site_files(pki: &Pki, name: &str) -> (TempDir, String) {
+    let dir = TempDir::new("tls");
+    pki.leaf(&[name]).write(dir.path(), "site");
+    let lines = format!(
+        "cert = {:?}\nkey = {:?}",
+        dir.path().join("site.crt"),
+        dir.path().join("site.key")
+    );
+    (dir, lines)
+}
+
 fn echo_backend() -> Backend {
     Backend::start(|r| {
         Reply::ok(&format!(
@@ -44,19 +57,11 @@ fn echo_backend() -> Backend {
 #[test]
 fn https_requests_keep_alive_and_forwarded_proto() {
     let pki = Pki::new();
-    let dir = TempDir::new("tls");
-    pki.leaf(&["secure.example"]).write(dir.path(), "site");
+    let (_dir, files) = site_files(&pki, "secure.example");
     let redis = Redis::start();
     let backend = echo_backend();
     redis.frontend("", "secure.example", "secure", &[backend.url()]);
-    let proxy = start(
-        &redis,
-        &format!(
-            "cert = {:?}\nkey = {:?}",
-            dir.path().join("site.crt"),
-            dir.path().join("site.key")
-        ),
-    );
+    let proxy = start(&redis, &files);
     let tls_addr = proxy.https_addr.expect("an https listener");
     let mut conn =
         connect(tls_addr, "secure.example", pki.client(&[TLS13, TLS12])).expect("handshake");
@@ -127,14 +132,8 @@ fn sni_picks_names_then_wildcard_then_default() {
 #[test]
 fn presets_choose_protocol_versions() {
     let pki = Pki::new();
-    let dir = TempDir::new("tls");
-    pki.leaf(&["secure.example"]).write(dir.path(), "site");
+    let (_dir, files) = site_files(&pki, "secure.example");
     let redis = Redis::start();
-    let files = format!(
-        "cert = {:?}\nkey = {:?}",
-        dir.path().join("site.crt"),
-        dir.path().join("site.key")
-    );
     let modern = start(&redis, &format!("{files}\npreset = \"modern\""));
     let intermediate = start(&redis, &files);
     let tls12_only = pki.client(&[TLS12]);
@@ -165,17 +164,9 @@ fn presets_choose_protocol_versions() {
 #[test]
 fn plaintext_on_the_tls_port_is_closed_promptly() {
     let pki = Pki::new();
-    let dir = TempDir::new("tls");
-    pki.leaf(&["secure.example"]).write(dir.path(), "site");
+    let (_dir, files) = site_files(&pki, "secure.example");
     let redis = Redis::start();
-    let proxy = start(
-        &redis,
-        &format!(
-            "cert = {:?}\nkey = {:?}",
-            dir.path().join("site.crt"),
-            dir.path().join("site.key")
-        ),
-    );
+    let proxy = start(&redis, &files);
     let mut conn = harness::RawConn::connect(proxy.https_addr.unwrap());
     let started = Instant::now();
     conn.send(b"GET / HTTP/1.1\r\nHost: secure.example\r\n\r\n");
@@ -192,19 +183,11 @@ fn plaintext_on_the_tls_port_is_closed_promptly() {
 #[test]
 fn wss_echo_through_the_proxy() {
     let pki = Pki::new();
-    let dir = TempDir::new("tls");
-    pki.leaf(&["ws.example"]).write(dir.path(), "site");
+    let (_dir, files) = site_files(&pki, "ws.example");
     let redis = Redis::start();
     let echo = WsEcho::start();
     redis.frontend("", "ws.example", "ws", &[echo.url()]);
-    let proxy = start(
-        &redis,
-        &format!(
-            "cert = {:?}\nkey = {:?}",
-            dir.path().join("site.crt"),
-            dir.path().join("site.key")
-        ),
-    );
+    let proxy = start(&redis, &files);
     let conn = connect(
         proxy.https_addr.unwrap(),
         "ws.example",
