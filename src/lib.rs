@@ -11,13 +11,17 @@
 //!   -> keep-alive loop | close
 //! ```
 //!
-//! `main` validates the config and starts one pinned thread per shard
-//! (`runtime`); each shard owns a monoio runtime (io_uring, or epoll as a
-//! fallback) and everything on its hot path, so no locks are taken per request.
+//! `main` validates the config and runs the master (`master`): it owns the
+//! listening sockets and supervises one worker process, replaced without
+//! closing a socket on reload, upgrade, crash or memory bloat. The worker
+//! (`runtime`) starts one pinned thread per shard; each shard owns a monoio
+//! runtime (io_uring, or epoll as a fallback) and everything on its hot path,
+//! so no locks are taken per request.
 
 pub mod config;
 pub mod http;
 pub mod io;
+pub mod master;
 pub mod net;
 pub mod observe;
 pub mod proxy;

@@ -15,11 +15,16 @@ const USAGE: &str = "usage: lopache [--config PATH] [--dry] [--version] [--help]
   --version      print the version and exit
   --help         print this help and exit
 
+signals: HUP reload the config, USR2 upgrade to the binary on disk,
+         USR1 reopen the access log, TERM/INT/QUIT drain and stop
+
 exit codes: 0 clean shutdown, 1 runtime failure, 2 config or usage error";
 
 struct Args {
     config: Option<PathBuf>,
     dry: bool,
+    /// Internal: this process is a worker started by the master.
+    worker: bool,
 }
 
 enum Parsed {
@@ -31,6 +36,7 @@ fn parse_args() -> Parsed {
     let mut args = Args {
         config: None,
         dry: false,
+        worker: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -44,6 +50,7 @@ fn parse_args() -> Parsed {
                 return Parsed::Exit(ExitCode::SUCCESS);
             }
             "--dry" => args.dry = true,
+            "--worker" => args.worker = true,
             "--config" | "-c" => match it.next() {
                 Some(p) => args.config = Some(PathBuf::from(p)),
                 None => return usage_error("--config needs a path"),
@@ -71,7 +78,12 @@ fn main() -> ExitCode {
     let path = args
         .config
         .unwrap_or_else(|| lopache::config::default_path(flavor.as_deref()));
-    let config = match lopache::config::load(&path) {
+    if args.worker {
+        return run_worker(&path);
+    }
+    let loaded = lopache::config::read(&path)
+        .and_then(|text| lopache::config::from_text(&path, &text).map(|c| (c, text)));
+    let (config, text) = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("lopache: config error: {e}");
@@ -86,7 +98,34 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     lopache::observe::log::set_debug(config.debug);
-    match lopache::runtime::run(config) {
+    lopache::master::run(path, config, text)
+}
+
+/// A worker: the config text and sockets come from the master.
+fn run_worker(path: &std::path::Path) -> ExitCode {
+    let (text, ready) = match lopache::master::worker_inputs() {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            eprintln!("lopache: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match lopache::config::from_text(path, &text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lopache: config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sockets = match lopache::net::sockets::Sockets::inherit() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lopache: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    lopache::observe::log::set_debug(config.debug);
+    match lopache::runtime::run(config, sockets, ready) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lopache: error: {e}");

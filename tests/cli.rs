@@ -117,16 +117,20 @@ fn empty_config_is_valid() {
 }
 
 #[test]
-fn inactive_keys_are_warned_about() {
+fn user_and_group_must_exist() {
     let dir = TempDir::new("cli");
-    std::fs::write(dir.path().join("config.toml"), "user = \"nobody\"\n").unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "user = \"nobody\"\n").unwrap();
     let o = lopache(&["--dry"], dir.path(), &[]);
-    assert!(o.status.success());
-    assert!(
-        stderr(&o).contains("user/group is set but not active yet"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(&path, "user = \"no-such-user-x\"\n").unwrap();
+    let o = lopache(&["--dry"], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("user: no such user"), "{}", stderr(&o));
+    std::fs::write(&path, "user = \"nobody\"\ngroup = \"no-such-group-x\"\n").unwrap();
+    let o = lopache(&["--dry"], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("group: no such group"), "{}", stderr(&o));
 }
 
 #[test]

@@ -105,7 +105,11 @@ pub struct Config {
     /// How `https://` backends are verified.
     pub backend_tls: std::sync::Arc<rustls::ClientConfig>,
     pub limits: Limits,
-    /// Keys that are valid but whose feature is not active yet, one warning each.
+    /// `user`/`group` resolved to ids: the worker drops to them after binding.
+    pub run_as: Option<crate::runtime::privileges::RunAs>,
+    /// `server.memory_limit_mb` in bytes; `None` = no memory guard.
+    pub memory_limit: Option<u64>,
+    /// Keys of the drop-in JSON config that are not implemented, one warning each.
     pub warnings: Vec<String>,
 }
 
@@ -120,13 +124,24 @@ pub fn default_path(flavor: Option<&str>) -> PathBuf {
 
 /// Reads and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+    from_text(path, &read(path)?)
+}
+
+/// The text of the config file at `path` (the master reads it once and hands
+/// the same text to every worker it starts).
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))
+}
+
+/// Validates `text` as the file at `path` would be: JSON when the name ends
+/// in `.json`, TOML otherwise, relative paths resolved against its directory.
+pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let base = path.parent().unwrap_or(Path::new("."));
     if path.extension().is_some_and(|e| e == "json") {
-        return from_json(&text, base);
+        return from_json(text, base);
     }
-    from_toml(&text, base)
+    from_toml(text, base)
 }
 
 /// Parses and validates TOML text; relative paths in it resolve against `base`.

@@ -78,6 +78,8 @@ pub struct RawServer {
     pub backend_ca: String,
     /// Seconds SIGTERM/SIGINT wait for requests and tunnels to finish.
     pub drain_timeout: u64,
+    /// Worker RSS in MiB above which a fresh worker takes over; 0 = off.
+    pub memory_limit_mb: u64,
 }
 
 impl Default for RawServer {
@@ -102,6 +104,7 @@ impl Default for RawServer {
             websocket_idle_timeout: 3600,
             backend_ca: String::new(),
             drain_timeout: 30,
+            memory_limit_mb: 0,
         }
     }
 }

@@ -60,7 +60,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         driver(&spec.urls(), key)
     })?;
 
-    let warnings = inactive_warnings(&raw);
+    let run_as = crate::runtime::privileges::resolve(&raw.user, &raw.group)?;
     Ok(Config {
         driver: main_driver,
         routing,
@@ -90,7 +90,9 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
             .then(|| Duration::from_secs(raw.https.redis_certificates_ttl)),
         backend_tls,
         limits,
-        warnings,
+        run_as,
+        memory_limit: (s.memory_limit_mb > 0).then(|| s.memory_limit_mb.saturating_mul(1 << 20)),
+        warnings: Vec::new(),
         raw,
     })
 }
@@ -298,20 +300,6 @@ fn condition(c: &RawCondition, key: &str) -> Result<(), ConfigError> {
         }
         _ => Ok(()),
     }
-}
-
-/// One warning per key whose feature has not landed yet (set to a non-default value).
-fn inactive_warnings(raw: &RawConfig) -> Vec<String> {
-    let mut w = Vec::new();
-    let mut note = |active: bool, key: &str| {
-        if active {
-            w.push(format!(
-                "{key} is set but not active yet in this version; it is ignored"
-            ));
-        }
-    };
-    note(!raw.user.is_empty() || !raw.group.is_empty(), "user/group");
-    w
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use local_sync::semaphore::Semaphore;
+use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
 use crate::observe::metrics;
@@ -31,7 +32,8 @@ pub async fn accept_loop(
     let mut warned_resources = false;
     loop {
         // A drain stops the loop wherever it waits; returning drops (and so
-        // closes) the listener, so new connections are refused at once.
+        // closes) this shard's copy of the listener. The socket itself lives
+        // on in the master and the next worker, or closes with the master.
         let permit = monoio::select! {
             permit = slots.clone().acquire_owned() => permit,
             _ = shard.drain.started() => return,
@@ -39,10 +41,25 @@ pub async fn accept_loop(
         let Ok(permit) = permit else {
             return;
         };
-        let accepted = monoio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shard.drain.started() => return,
+        let canceller = Canceller::new();
+        let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
+        let drained = monoio::select! {
+            accepted = &mut accept => Some(accepted),
+            _ = shard.drain.started() => None,
         };
+        // On a drain the accept is cancelled and then awaited: a connection
+        // the kernel handed to it in the meantime (the listening socket is
+        // shared with the next worker) is served, not dropped unanswered.
+        let (accepted, last) = match drained {
+            Some(accepted) => (accepted, false),
+            None => {
+                let _ = canceller.cancel();
+                (accept.await, true)
+            }
+        };
+        if last && accepted.is_err() {
+            return;
+        }
         match accepted {
             Ok((stream, peer)) => {
                 warned_resources = false;
@@ -109,6 +126,9 @@ pub async fn accept_loop(
                 log_error!("accept: {e}");
                 monoio::time::sleep(RESOURCE_BACKOFF).await;
             }
+        }
+        if last {
+            return;
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Binding: for each configured address, one SO_REUSEPORT socket per shard so
 //! the kernel spreads connections across shards. Sockets are bound on the main
-//! thread (so port 0 resolves to one port for every shard, and failures stop
-//! startup before any shard runs) and handed to the shards.
+//! thread of the master process (so port 0 resolves to one port for every
+//! shard, and failures stop startup before any worker runs) and handed down.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -51,38 +51,36 @@ fn ensure_free(addr: SocketAddr) -> Result<(), BindError> {
     }
 }
 
-/// Binds every address once per shard. Returns, per shard, its listeners in
-/// address order, and the actual addresses (port 0 resolved).
-pub fn bind_all(
-    addrs: &[SocketAddr],
-    shards: usize,
-) -> Result<(Vec<Vec<TcpListener>>, Vec<SocketAddr>), BindError> {
-    let mut per_shard: Vec<Vec<TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
-    let mut bound = Vec::with_capacity(addrs.len());
-    for &addr in addrs {
-        if addr.port() != 0 {
-            ensure_free(addr)?;
-        }
-        let first = reuseport_socket(addr).map_err(|source| BindError::Io { addr, source })?;
-        let actual = first
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .ok_or_else(|| BindError::Io {
-                addr,
-                source: io::Error::other("no local address"),
-            })?;
-        bound.push(actual);
-        per_shard[0].push(first.into());
-        for shard in per_shard.iter_mut().skip(1) {
-            let s = reuseport_socket(actual).map_err(|source| BindError::Io {
-                addr: actual,
-                source,
-            })?;
-            shard.push(s.into());
-        }
+/// Binds `count` SO_REUSEPORT sockets to `addr` and returns them with the
+/// address they got (port 0 resolved once, shared by the whole group).
+/// `joining`: the group already exists in this process, so the address is
+/// known to be ours and the probe for other processes is skipped.
+pub fn bind_group(
+    addr: SocketAddr,
+    count: usize,
+    joining: bool,
+) -> Result<(Vec<TcpListener>, SocketAddr), BindError> {
+    if addr.port() != 0 && !joining {
+        ensure_free(addr)?;
     }
-    Ok((per_shard, bound))
+    let first = reuseport_socket(addr).map_err(|source| BindError::Io { addr, source })?;
+    let actual = first
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| BindError::Io {
+            addr,
+            source: io::Error::other("no local address"),
+        })?;
+    let mut group: Vec<TcpListener> = vec![first.into()];
+    for _ in 1..count {
+        let s = reuseport_socket(actual).map_err(|source| BindError::Io {
+            addr: actual,
+            source,
+        })?;
+        group.push(s.into());
+    }
+    Ok((group, actual))
 }
 
 #[cfg(test)]
@@ -91,13 +89,16 @@ mod tests {
 
     #[test]
     fn port_zero_is_shared_by_all_shards_and_busy_ports_are_refused() {
-        let (per_shard, bound) = bind_all(&["127.0.0.1:0".parse().unwrap()], 3).unwrap();
-        assert_eq!(per_shard.len(), 3);
-        for l in per_shard.iter().flatten() {
-            assert_eq!(l.local_addr().unwrap(), bound[0]);
+        let (group, bound) = bind_group("127.0.0.1:0".parse().unwrap(), 3, false).unwrap();
+        assert_eq!(group.len(), 3);
+        for l in &group {
+            assert_eq!(l.local_addr().unwrap(), bound);
         }
         let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let busy = other.local_addr().unwrap();
-        assert!(matches!(bind_all(&[busy], 1), Err(BindError::InUse { .. })));
+        assert!(matches!(
+            bind_group(busy, 1, false),
+            Err(BindError::InUse { .. })
+        ));
     }
 }

@@ -3,4 +3,5 @@
 
 pub mod accept;
 pub mod listener;
+pub mod sockets;
 pub mod stream;

@@ -1,9 +1,11 @@
 //! The admin endpoint on `[admin] bind`: `GET /metrics` (Prometheus text)
 //! and `GET /healthz` (200 while serving, 503 while draining). It runs on its
-//! own thread with blocking IO, away from the shards; scrapes are rare.
+//! own thread with blocking IO, away from the shards; scrapes are rare. The
+//! listening socket comes from the master and is shared with the next worker
+//! during a handover: this one stops accepting as soon as it is told to.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,24 +15,55 @@ use crate::log_warn;
 
 const MAX_HEAD: usize = 8 * 1024;
 
-/// Binds `addr` now (so a busy address fails the start) and serves on a thread.
+/// How often the accept loop looks at its stop flag.
+const STOP_POLL_MS: libc::c_int = 200;
+
+/// Serves `listener` on a thread until `stop` is raised.
 pub fn start(
-    addr: SocketAddr,
+    listener: TcpListener,
     shards: Vec<Arc<ShardMetrics>>,
     draining: Arc<AtomicBool>,
-) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let bound = listener.local_addr()?;
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    // Non-blocking, so the loop can notice `stop` between connections (the
+    // flag is shared with the other worker's copy; both set it alike).
+    listener.set_nonblocking(true)?;
     std::thread::Builder::new()
         .name("lopache-admin".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream, &shards, &draining) {
-                    log_warn!("admin request failed: {e}");
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let answered = stream
+                            .set_nonblocking(false)
+                            .and_then(|()| answer(stream, &shards, &draining));
+                        if let Err(e) = answered {
+                            log_warn!("admin request failed: {e}");
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        wait_readable(&listener)
+                    }
+                    Err(e) => {
+                        log_warn!("admin accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                 }
             }
         })?;
-    Ok(bound)
+    Ok(())
+}
+
+/// Waits until a connection may be pending, at most `STOP_POLL_MS`.
+fn wait_readable(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one pollfd that lives across the call.
+    unsafe { libc::poll(&mut pfd, 1, STOP_POLL_MS) };
 }
 
 fn answer(

@@ -1,4 +1,5 @@
-//! Operator log lines on stderr: `lopache[shard 1]: warn: ...`. These are for
+//! Operator log lines on stderr: `lopache[shard 1]: warn: ...`,
+//! `lopache[master]: info: ...`. These are for
 //! events (startup, Redis outages, dead backends), never one per request, so a
 //! synchronous write to stderr is acceptable here.
 
@@ -6,8 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
+/// What a thread's log lines are tagged with.
+#[derive(Clone, Copy)]
+enum Tag {
+    Process,
+    Master,
+    Shard(usize),
+}
+
 thread_local! {
-    static SHARD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    static TAG: std::cell::Cell<Tag> = const { std::cell::Cell::new(Tag::Process) };
 }
 
 /// Turns debug lines on or off (from `server.debug`).
@@ -21,14 +30,20 @@ pub fn debug_enabled() -> bool {
 
 /// Tags this thread's log lines with its shard number.
 pub fn set_shard(id: usize) {
-    SHARD.with(|s| s.set(Some(id)));
+    TAG.with(|t| t.set(Tag::Shard(id)));
+}
+
+/// Tags this thread's log lines as the master process's.
+pub fn set_master() {
+    TAG.with(|t| t.set(Tag::Master));
 }
 
 #[doc(hidden)]
 pub fn emit(level: &str, args: std::fmt::Arguments<'_>) {
-    match SHARD.with(|s| s.get()) {
-        Some(id) => eprintln!("lopache[shard {id}]: {level}: {args}"),
-        None => eprintln!("lopache: {level}: {args}"),
+    match TAG.with(|t| t.get()) {
+        Tag::Shard(id) => eprintln!("lopache[shard {id}]: {level}: {args}"),
+        Tag::Master => eprintln!("lopache[master]: {level}: {args}"),
+        Tag::Process => eprintln!("lopache: {level}: {args}"),
     }
 }
 

@@ -94,9 +94,6 @@ pub async fn serve_client<S: ClientStream>(shard: Rc<Shard>, stream: S, info: Cl
 /// this also saves the read that would fail with EAGAIN. False: close.
 async fn wait_idle<S: ClientStream>(shard: &Shard, client: &mut Client<S>) -> bool {
     client.buf = BytesMut::new();
-    if shard.drain.is_draining() {
-        return false;
-    }
     let readable = async {
         let ready = client.stream.wait_readable();
         match shard.config.tcp_timeout {
@@ -104,10 +101,10 @@ async fn wait_idle<S: ClientStream>(shard: &Shard, client: &mut Client<S>) -> bo
             None => ready.await.is_ok(),
         }
     };
-    // An idle connection closes as soon as the shard drains.
+    // An idle connection closes shortly after the shard drains.
     let ok = monoio::select! {
         ok = readable => ok,
-        _ = shard.drain.started() => false,
+        _ = shard.drain.idle_expired() => false,
     };
     client.buf.reserve(HEAD_BUFFER);
     ok
@@ -123,8 +120,9 @@ async fn read_head<S: AsyncReadRent>(shard: &Shard, client: &mut Client<S>) -> H
                 Err(e) => return HeadRead::Refused(e),
             }
         }
-        // Until a request's first byte arrives, a drain ends the wait (the
-        // readiness wait before can be a stale "readable" on epoll).
+        // Until a request's first byte arrives, a drain ends the wait after
+        // its grace (the readiness wait before can be a stale "readable" on
+        // epoll).
         let idle = client.buf.is_empty();
         let read = read_some(
             &mut client.stream,
@@ -134,7 +132,7 @@ async fn read_head<S: AsyncReadRent>(shard: &Shard, client: &mut Client<S>) -> H
         let got = if idle {
             monoio::select! {
                 got = read => got,
-                _ = shard.drain.started() => return HeadRead::Closed,
+                _ = shard.drain.idle_expired() => return HeadRead::Closed,
             }
         } else {
             read.await

@@ -1,8 +1,10 @@
-//! Startup: probe the io_uring driver once, bind every listener, start one
-//! pinned shard thread per worker, and announce readiness when all of them
-//! accept. Only `Arc<Config>` and a readiness message cross threads.
+//! The worker process: probe the io_uring driver once, take the listening
+//! sockets the master handed down, drop privileges, start one pinned shard
+//! thread per core, and announce readiness when all of them accept. Only
+//! `Arc<Config>` and control messages cross threads.
 
 mod drain;
+pub mod privileges;
 mod shard;
 mod signals;
 
@@ -14,22 +16,24 @@ pub use shard::Shard;
 use signals::Stop;
 
 use crate::config::{Config, HttpsListener};
-use crate::net::listener::{bind_all, BindError};
+use crate::net::sockets::{keys_for, Kind, Sockets};
 use crate::{log_info, log_warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("{0}")]
-    Bind(#[from] BindError),
     #[error("shard {shard} failed to start: {reason}")]
     ShardStart { shard: usize, reason: String },
     #[error("shard {0} stopped unexpectedly")]
     ShardDied(usize),
-    #[error("admin.bind: cannot listen on {addr}: {source}")]
+    #[error("admin.bind: cannot serve on {addr}: {source}")]
     Admin {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("the master passed no socket for {0}")]
+    MissingSocket(String),
+    #[error("cannot drop privileges to user/group: {0}")]
+    Privileges(std::io::Error),
     #[error("server.access_log: cannot open {path}: {source}")]
     AccessLog {
         path: String,
@@ -63,21 +67,53 @@ impl DriverKind {
     }
 }
 
-/// Runs the proxy until a shard stops; returns only on failure.
-pub fn run(config: Config) -> Result<(), RuntimeError> {
+/// Runs the shards on `sockets` until a signal has drained them (Ok) or a
+/// shard stops (Err). `ready` is written to once every shard accepts.
+pub fn run(
+    config: Config,
+    mut sockets: Sockets,
+    ready: Option<std::fs::File>,
+) -> Result<(), RuntimeError> {
     // Before any thread exists, so that every thread inherits the mask and
-    // only the signal thread ever takes SIGTERM/SIGINT.
+    // only the signal thread ever takes the signals.
     signals::block_termination();
     let config = Arc::new(config);
     let driver = DriverKind::probe();
-    // HTTP addresses first, then HTTPS ones, each with its TLS config.
-    let mut addrs = config.http_listeners.clone();
-    let mut tls: Vec<Option<HttpsListener>> = vec![None; addrs.len()];
-    for l in &config.https_listeners {
-        addrs.push(l.addr);
-        tls.push(Some(l.clone()));
+    // HTTP addresses first, then HTTPS ones, each with its TLS config; each
+    // shard takes every n-th socket of a group (a group can be larger than
+    // the shard count after a reload lowered it).
+    let mut listeners: Vec<Vec<(std::net::TcpListener, Option<HttpsListener>)>> =
+        (0..config.workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    let mut tls: Vec<Option<HttpsListener>> = Vec::new();
+    let mut admin_listener = None;
+    for key in keys_for(&config) {
+        let group = sockets
+            .take(key)
+            .ok_or_else(|| RuntimeError::MissingSocket(key.to_string()))?;
+        let https = match key.kind {
+            Kind::Admin => {
+                admin_listener = group.into_iter().next();
+                continue;
+            }
+            Kind::Http => None,
+            Kind::Https => config
+                .https_listeners
+                .iter()
+                .find(|l| l.addr == key.addr)
+                .cloned(),
+        };
+        bound.push(
+            group
+                .first()
+                .and_then(|l| l.local_addr().ok())
+                .unwrap_or(key.addr),
+        );
+        tls.push(https.clone());
+        for (i, listener) in group.into_iter().enumerate() {
+            listeners[i % config.workers].push((listener, https.clone()));
+        }
     }
-    let (listeners, bound) = bind_all(&addrs, config.workers)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     if cores.is_empty() {
         log_warn!("cannot list CPU cores; shards will not be pinned");
@@ -89,12 +125,25 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let metrics: Vec<Arc<crate::observe::metrics::ShardMetrics>> =
         (0..config.workers).map(|_| Arc::default()).collect();
-    let admin = match config.raw.admin.bind.parse::<SocketAddr>() {
-        Ok(addr) => Some(
-            crate::observe::admin::start(addr, metrics.clone(), draining.clone())
-                .map_err(|source| RuntimeError::Admin { addr, source })?,
-        ),
-        Err(_) => None,
+    // Set on a handover drain: the admin endpoint stops answering, so
+    // scrapes and health checks reach the worker taking over.
+    let admin_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin = match admin_listener {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(|source| RuntimeError::Admin {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })?;
+            crate::observe::admin::start(
+                listener,
+                metrics.clone(),
+                draining.clone(),
+                admin_stop.clone(),
+            )
+            .map_err(|source| RuntimeError::Admin { addr, source })?;
+            Some(addr)
+        }
+        None => None,
     };
     // Each shard thread reports here when it ends, however it ends; so does
     // the signal thread when SIGTERM or SIGINT arrives.
@@ -104,6 +153,18 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             path: config.raw.server.access_log.clone(),
             source,
         })?;
+    // Files are open and sockets held: nothing below needs root.
+    match config.run_as {
+        Some(run_as) if privileges::is_root() => {
+            privileges::drop_to(run_as).map_err(RuntimeError::Privileges)?
+        }
+        Some(_) => log_warn!("user/group set but not started as root: keeping this account"),
+        None if privileges::is_root() => log_warn!(
+            "running as root with no `user` set: a compromise of this process \
+             would own the machine; set user (and group) to drop privileges after binding"
+        ),
+        None => {}
+    }
     signals::spawn_waiter(exit_tx.clone(), access_log.clone()).map_err(|e| {
         RuntimeError::ShardStart {
             shard: 0,
@@ -111,10 +172,6 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         }
     })?;
     for (id, shard_listeners) in listeners.into_iter().enumerate() {
-        let shard_listeners: Vec<_> = shard_listeners
-            .into_iter()
-            .zip(tls.iter().cloned())
-            .collect();
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let cfg = config.clone();
         let tx = ready_tx.clone();
@@ -157,11 +214,19 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     for warning in &config.warnings {
         log_warn!("{warning}");
     }
+    if let Some(mut ready) = ready {
+        // The master waits for this byte before it retires the old worker.
+        use std::io::Write;
+        let _ = ready.write_all(b"1");
+    }
     // Shards run until the process ends; one stopping is a failure (a
     // supervisor restarts the process). A termination signal is a clean stop.
     match exit_rx.recv() {
         Ok(Stop::ShardDied(id)) => Err(RuntimeError::ShardDied(id)),
         Ok(Stop::Signal(sig)) => {
+            if sig == libc::SIGQUIT {
+                admin_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             drain_all(
                 &draining,
                 &exit_rx,
@@ -184,8 +249,13 @@ fn drain_all(
     limit: std::time::Duration,
     signal: i32,
 ) {
+    let why = if signal == libc::SIGQUIT {
+        "handing over to a new worker"
+    } else {
+        "shutting down"
+    };
     log_info!(
-        "signal {signal} received: draining (up to {}s)",
+        "signal {signal} received, {why}: draining (up to {}s)",
         limit.as_secs()
     );
     flag.store(true, std::sync::atomic::Ordering::Relaxed);

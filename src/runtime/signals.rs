@@ -1,8 +1,9 @@
-//! Termination signals. SIGTERM and SIGINT are blocked in every thread (the
-//! mask is set before shards start, so they inherit it) and taken by one
-//! thread with `sigwait`, which reports them to the main thread. Draining
-//! in-flight requests before exiting arrives with the operations work; for
-//! now a signal ends the process with status 0.
+//! The worker's signals, blocked in every thread (the mask is set before
+//! shards start, so they inherit it) and taken by one thread with `sigwait`:
+//! SIGTERM/SIGINT (the service stops) and SIGQUIT (the master hands over to
+//! a new worker) start a drain; SIGUSR1 reopens the access log; SIGHUP and
+//! SIGUSR2 are for the master and ignored here, so `pkill -HUP lopache`
+//! reaching the worker too does no harm.
 
 use std::sync::mpsc::{Sender, SyncSender};
 
@@ -23,12 +24,15 @@ fn termination_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGQUIT);
         libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
         set
     }
 }
 
-/// Blocks SIGTERM, SIGINT and SIGUSR1 for this thread and every thread it starts later.
+/// Blocks the worker's signals for this thread and every thread it starts later.
 pub fn block_termination() {
     let set = termination_set();
     // SAFETY: pthread_sigmask with a valid, initialised set and a null old-set
@@ -38,8 +42,8 @@ pub fn block_termination() {
     }
 }
 
-/// Starts the thread that takes SIGTERM/SIGINT (reported to the main thread)
-/// and SIGUSR1 (the access log is reopened).
+/// Starts the thread that takes SIGTERM/SIGINT/SIGQUIT (reported to the main
+/// thread) and SIGUSR1 (the access log is reopened).
 pub fn spawn_waiter(
     tx: Sender<Stop>,
     access_log: Option<SyncSender<access_log::Message>>,
@@ -54,12 +58,18 @@ pub fn spawn_waiter(
             if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
                 return;
             }
-            if sig == libc::SIGUSR1 {
-                if let Some(log) = &access_log {
-                    let _ = log.send(access_log::Message::Reopen);
+            match sig {
+                libc::SIGUSR1 => {
+                    if let Some(log) = &access_log {
+                        let _ = log.send(access_log::Message::Reopen);
+                    }
                 }
-            } else if tx.send(Stop::Signal(sig)).is_err() {
-                return;
+                libc::SIGHUP | libc::SIGUSR2 => {}
+                _ => {
+                    if tx.send(Stop::Signal(sig)).is_err() {
+                        return;
+                    }
+                }
             }
         })?;
     Ok(())

@@ -36,6 +36,15 @@ pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Sends `signal` (e.g. "TERM") to `pid` with kill(1).
+pub fn send_signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill -{signal} {pid} failed");
+}
+
 /// A fresh temporary directory removed on drop.
 pub struct TempDir(pub std::path::PathBuf);
 

@@ -1,5 +1,6 @@
 //! The real lopache binary, started on an ephemeral port with a config built
-//! by the test; ready when its readiness line names the bound address.
+//! by the test; ready when its readiness line names the bound address. The
+//! process started is the master; `worker_pid` finds the worker serving.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -155,22 +156,53 @@ impl Lopache {
         }
     }
 
+    /// The master's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The pid of the worker serving now: the last one the master reported
+    /// as serving (waiting, bounded, for the first report).
+    pub fn worker_pid(&self) -> u32 {
+        super::wait_for("the master to report a serving worker", || {
+            self.serving_pids().last().copied()
+        })
+    }
+
+    /// Every worker the master has reported serving, oldest first.
+    pub fn serving_pids(&self) -> Vec<u32> {
+        self.stderr()
+            .lines()
+            .filter(|l| l.starts_with("lopache[master]"))
+            .filter_map(|l| l.split("worker ").nth(1))
+            .filter_map(|rest| rest.strip_suffix_serving())
+            .collect()
+    }
+
+    /// Waits (bounded) until `needle` has appeared `count` times in stderr.
+    pub fn wait_for_log(&self, needle: &str, count: usize) {
+        super::wait_for(&format!("{count} log line(s) with {needle:?}"), || {
+            (self.stderr().matches(needle).count() >= count).then_some(())
+        })
     }
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// Still running?
+    /// Still running, with the worker it started with: the master is up,
+    /// that worker is alive and was never replaced.
     pub fn alive(&mut self) -> bool {
+        let worker = self.worker_pid();
         matches!(self.child.try_wait(), Ok(None))
+            && std::path::Path::new(&format!("/proc/{worker}")).exists()
+            && self.serving_pids().len() == 1
     }
 
-    /// Peak resident set size so far, in KiB (`VmHWM`).
+    /// The worker's peak resident set size so far, in KiB (`VmHWM`).
     pub fn peak_rss_kb(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.worker_pid())).unwrap();
         status
             .lines()
             .find(|l| l.starts_with("VmHWM:"))
@@ -179,13 +211,9 @@ impl Lopache {
             .expect("VmHWM")
     }
 
-    /// Sends `signal` (e.g. "TERM") to the process.
+    /// Sends `signal` (e.g. "TERM") to the master.
     pub fn signal(&self, signal: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(ok.success());
+        super::send_signal(self.pid(), signal);
     }
 
     /// Waits (bounded) for the process to exit.
@@ -199,8 +227,9 @@ impl Lopache {
         self.wait_exit()
     }
 
+    /// Open descriptors of the worker.
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+        std::fs::read_dir(format!("/proc/{}/fd", self.worker_pid()))
             .map(|d| d.count())
             .unwrap_or(0)
     }
@@ -208,7 +237,27 @@ impl Lopache {
 
 impl Drop for Lopache {
     fn drop(&mut self) {
+        // The master first, so that it restarts nothing; then its workers,
+        // which would otherwise drain for up to server.drain_timeout.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for pid in self.serving_pids() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// `"1234 serving (start)"` -> 1234.
+trait ServingLine {
+    fn strip_suffix_serving(&self) -> Option<u32>;
+}
+
+impl ServingLine for &str {
+    fn strip_suffix_serving(&self) -> Option<u32> {
+        let (pid, rest) = self.split_once(' ')?;
+        rest.starts_with("serving").then(|| pid.parse().ok())?
     }
 }

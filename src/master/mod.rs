@@ -1,0 +1,619 @@
+//! The master process (the nginx/HAProxy model): it binds and owns every
+//! listening socket and keeps one worker process serving on them. The worker
+//! is replaced, without a socket ever closing, on SIGHUP (reload: the config
+//! is validated first), SIGUSR2 (binary upgrade: the master re-executes the
+//! binary on disk in place, keeping its pid, sockets and workers), a crash
+//! (restarted at once, with back-off when it keeps crashing) and when its RSS
+//! passes `server.memory_limit_mb`. A new worker takes over only once it
+//! reports that every shard accepts; then the old one drains.
+//! Single-threaded on purpose: it forks, and waits on one `poll`.
+
+mod signals;
+mod worker;
+
+use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::net::sockets::{Sockets, SOCKETS_ENV};
+use crate::{log_error, log_info, log_warn};
+use signals::{send, SignalFd};
+use worker::{describe_status, exit_code, Worker};
+
+pub use worker::worker_inputs;
+
+/// Names the workers a re-executed master inherits: `serving=12;draining=10,11`.
+pub const WORKERS_ENV: &str = "LOPACHE_WORKERS";
+
+/// A worker that dies younger than this counts towards a crash loop.
+const MIN_UPTIME: Duration = Duration::from_secs(2);
+/// First and last pause before restarting a crash-looping worker.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A new worker must report readiness within this, or it is killed.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the memory guard reads the worker's RSS.
+const MEMORY_CHECK: Duration = Duration::from_secs(1);
+/// Grace after `server.drain_timeout` before a draining worker is killed
+/// (it enforces the timeout itself; this catches a hung one).
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a new worker is being started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    Start,
+    Reload,
+    Upgrade,
+    Restart,
+    Memory,
+}
+
+impl Why {
+    fn name(self) -> &'static str {
+        match self {
+            Why::Start => "start",
+            Why::Reload => "reload",
+            Why::Upgrade => "upgrade",
+            Why::Restart => "restart",
+            Why::Memory => "memory limit",
+        }
+    }
+}
+
+/// A worker that has not reported readiness yet, with the config it runs.
+struct Pending {
+    worker: Worker,
+    config: Config,
+    text: String,
+    why: Why,
+}
+
+/// A worker told to drain, and when it must be gone.
+struct Draining {
+    worker: Worker,
+    deadline: Instant,
+}
+
+struct Master {
+    config_path: PathBuf,
+    /// The binary on disk, re-executed on upgrade.
+    exe: PathBuf,
+    argv0: OsString,
+    args: Vec<OsString>,
+    /// What the serving worker runs (or will run after a restart).
+    config: Config,
+    text: String,
+    sockets: Sockets,
+    serving: Option<Worker>,
+    pending: Option<Pending>,
+    draining: Vec<Draining>,
+    /// A SIGHUP arrived while a worker was starting.
+    reload_queued: bool,
+    /// Crashes in a row of workers younger than `MIN_UPTIME`.
+    crashes: u32,
+    /// When to start a replacement worker (after a crash).
+    restart_at: Option<Instant>,
+    next_memory_check: Instant,
+    /// Set on SIGTERM/SIGINT/SIGQUIT.
+    stopping: bool,
+    /// No worker has served yet: a failing first worker ends the master.
+    first_start: bool,
+}
+
+/// Runs the master until it is stopped; returns the process exit code.
+/// `config` and `text` are the validated config and its file's text.
+pub fn run(config_path: PathBuf, config: Config, text: String) -> ExitCode {
+    crate::observe::log::set_master();
+    let signals = match SignalFd::open() {
+        Ok(s) => s,
+        Err(e) => {
+            log_error!("cannot set up signal handling: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut sockets = match Sockets::inherit() {
+        Ok(s) => s,
+        Err(e) => {
+            log_error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let adopted = adopted_workers(&sockets);
+    // Single-threaded here: changing our own environment is safe.
+    std::env::remove_var(SOCKETS_ENV);
+    std::env::remove_var(WORKERS_ENV);
+    if let Err(e) = sockets.bind_for(&config) {
+        log_error!("{e}");
+        return ExitCode::from(1);
+    }
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_else(|| "lopache".into());
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(&argv0));
+    let mut master = Master {
+        config_path,
+        exe,
+        argv0,
+        args: args.collect(),
+        config,
+        text,
+        sockets,
+        serving: None,
+        pending: None,
+        draining: Vec::new(),
+        reload_queued: false,
+        crashes: 0,
+        restart_at: None,
+        next_memory_check: Instant::now() + MEMORY_CHECK,
+        stopping: false,
+        first_start: true,
+    };
+    let why = match adopted {
+        Some((serving, draining)) => {
+            // The binary upgrade continues in the new image: the old serving
+            // worker hands over once the new one is ready.
+            master.first_start = false;
+            let holding = master.sockets.counts();
+            master.serving = serving.map(|pid| Worker::adopted(pid, holding.clone()));
+            let deadline = Instant::now() + master.config.drain_timeout + KILL_GRACE;
+            master.draining = draining
+                .into_iter()
+                .map(|pid| Draining {
+                    worker: Worker::adopted(pid, holding.clone()),
+                    deadline,
+                })
+                .collect();
+            Why::Upgrade
+        }
+        None => Why::Start,
+    };
+    let config = master.config.clone();
+    let text = master.text.clone();
+    if let Err(code) = master.start_worker(config, text, why) {
+        return code;
+    }
+    master.run_loop(&signals)
+}
+
+/// Workers named by a previous image of this master: (serving, draining).
+fn adopted_workers(sockets: &Sockets) -> Option<(Option<i32>, Vec<i32>)> {
+    let value = std::env::var(WORKERS_ENV).ok()?;
+    if sockets.raw_fds().is_empty() {
+        return None;
+    }
+    let mut serving = None;
+    let mut draining = Vec::new();
+    for part in value.split(';') {
+        match part.split_once('=') {
+            Some(("serving", pid)) => serving = pid.parse().ok(),
+            Some(("draining", pids)) => {
+                draining.extend(pids.split(',').filter_map(|p| p.parse::<i32>().ok()))
+            }
+            _ => {}
+        }
+    }
+    Some((serving, draining))
+}
+
+impl Master {
+    fn run_loop(&mut self, signals: &SignalFd) -> ExitCode {
+        loop {
+            let mut fds = vec![libc::pollfd {
+                fd: signals.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            if let Some(ready) = self.pending.as_ref().and_then(|p| p.worker.ready.as_ref()) {
+                fds.push(libc::pollfd {
+                    fd: ready.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            let timeout = self.next_timer().saturating_duration_since(Instant::now());
+            // SAFETY: poll reads and writes the local pollfd array it is given.
+            unsafe {
+                libc::poll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    timeout.as_millis().min(1000) as libc::c_int,
+                )
+            };
+            for sig in signals.drain() {
+                self.on_signal(sig);
+            }
+            if fds.len() > 1 && fds[1].revents != 0 {
+                self.check_ready();
+            }
+            for (pid, status) in worker::reap() {
+                if let Err(code) = self.on_exit(pid, status) {
+                    return code;
+                }
+            }
+            self.on_timers();
+            if self.stopping
+                && self.serving.is_none()
+                && self.pending.is_none()
+                && self.draining.is_empty()
+            {
+                log_info!("all workers have exited");
+                return ExitCode::SUCCESS;
+            }
+        }
+    }
+
+    /// The earliest moment something is due.
+    fn next_timer(&self) -> Instant {
+        let mut next = self.next_memory_check;
+        if let Some(at) = self.restart_at {
+            next = next.min(at);
+        }
+        if let Some(p) = &self.pending {
+            next = next.min(p.worker.started + READY_TIMEOUT);
+        }
+        for d in &self.draining {
+            next = next.min(d.deadline);
+        }
+        next
+    }
+
+    fn on_signal(&mut self, sig: libc::c_int) {
+        match sig {
+            libc::SIGHUP if !self.stopping => {
+                if self.pending.is_some() {
+                    self.reload_queued = true;
+                } else {
+                    self.reload(Why::Reload);
+                }
+            }
+            libc::SIGUSR2 if !self.stopping => self.upgrade(),
+            libc::SIGUSR1 => {
+                for pid in self.worker_pids() {
+                    send(pid, libc::SIGUSR1);
+                }
+            }
+            libc::SIGTERM | libc::SIGINT | libc::SIGQUIT if !self.stopping => self.stop(sig),
+            _ => {}
+        }
+    }
+
+    fn worker_pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self.draining.iter().map(|d| d.worker.pid).collect();
+        pids.extend(self.serving.as_ref().map(|w| w.pid));
+        pids.extend(self.pending.as_ref().map(|p| p.worker.pid));
+        pids
+    }
+
+    /// Stops: listeners close at once (new connections are refused), every
+    /// worker drains; the loop ends when the last has exited.
+    fn stop(&mut self, sig: libc::c_int) {
+        log_info!("signal {sig} received: stopping; workers drain");
+        self.stopping = true;
+        self.restart_at = None;
+        self.sockets.close_all();
+        let deadline = Instant::now() + self.config.drain_timeout + KILL_GRACE;
+        for pid in self.worker_pids() {
+            send(pid, libc::SIGTERM);
+        }
+        for d in &mut self.draining {
+            d.deadline = d.deadline.min(deadline);
+        }
+        if let Some(w) = self.serving.take() {
+            self.draining.push(Draining {
+                worker: w,
+                deadline,
+            });
+        }
+        if let Some(p) = self.pending.take() {
+            self.draining.push(Draining {
+                worker: p.worker,
+                deadline,
+            });
+        }
+    }
+
+    /// SIGHUP (and the memory guard): re-read and validate the config; start
+    /// a worker on it. A bad file changes nothing.
+    fn reload(&mut self, why: Why) {
+        let loaded = crate::config::read(&self.config_path)
+            .and_then(|text| crate::config::from_text(&self.config_path, &text).map(|c| (c, text)));
+        match loaded {
+            Ok((config, text)) => {
+                log_info!("{}: config valid, starting a new worker", why.name());
+                let _ = self.start_worker(config, text, why);
+            }
+            Err(e) => log_error!(
+                "{}: {} is invalid, still serving the previous config: {e}",
+                why.name(),
+                self.config_path.display()
+            ),
+        }
+    }
+
+    /// Binds what `config` adds and starts a worker on it. Err only for the
+    /// first worker of a fresh start (the process then exits with the code).
+    fn start_worker(&mut self, config: Config, text: String, why: Why) -> Result<(), ExitCode> {
+        let started = self.sockets.bind_for(&config).and_then(|()| {
+            worker::spawn(
+                Path::new("/proc/self/exe"),
+                &self.argv0,
+                &self.config_path,
+                &text,
+                &self.sockets,
+            )
+            .map_err(|e| crate::net::listener::BindError::Io {
+                addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                source: e,
+            })
+        });
+        match started {
+            Ok(w) => {
+                self.pending = Some(Pending {
+                    worker: w,
+                    config,
+                    text,
+                    why,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                log_error!("{}: cannot start a worker: {e}", why.name());
+                self.forget_unused_sockets();
+                if self.first_start {
+                    return Err(ExitCode::from(1));
+                }
+                if self.serving.is_none() {
+                    self.schedule_restart(Duration::ZERO);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// After a failed start: close sockets only a failed config wanted.
+    fn forget_unused_sockets(&mut self) {
+        if let Some(w) = &self.serving {
+            self.sockets.retain(&w.holding);
+        }
+    }
+
+    fn check_ready(&mut self) {
+        let Some(p) = &mut self.pending else { return };
+        match p.worker.read_ready() {
+            Ok(true) => self.promote(),
+            Ok(false) => {}
+            // It failed before serving; its exit is handled when it is reaped.
+            Err(_) => p.worker.ready = None,
+        }
+    }
+
+    /// The pending worker is serving: it replaces the old one, which drains.
+    fn promote(&mut self) {
+        let Some(p) = self.pending.take() else { return };
+        let Pending {
+            worker,
+            config,
+            text,
+            why,
+        } = p;
+        let pid = worker.pid;
+        match self.serving.replace(worker) {
+            Some(old) => {
+                send(old.pid, libc::SIGQUIT);
+                log_info!(
+                    "worker {pid} serving ({}); worker {} draining",
+                    why.name(),
+                    old.pid
+                );
+                self.draining.push(Draining {
+                    worker: old,
+                    deadline: Instant::now() + self.config.drain_timeout + KILL_GRACE,
+                });
+            }
+            None => log_info!("worker {pid} serving ({})", why.name()),
+        }
+        // Addresses the new config dropped close now (the old worker stops
+        // accepting as it drains).
+        if let Some(w) = &self.serving {
+            self.sockets.retain(&w.holding);
+        }
+        self.config = config;
+        self.text = text;
+        self.first_start = false;
+        if self.reload_queued {
+            self.reload_queued = false;
+            self.reload(Why::Reload);
+        }
+    }
+
+    fn on_exit(&mut self, pid: i32, status: libc::c_int) -> Result<(), ExitCode> {
+        let how = describe_status(status);
+        if self.pending.as_ref().is_some_and(|p| p.worker.pid == pid) {
+            let p = self.pending.take().expect("checked above");
+            if self.first_start {
+                log_error!("worker {pid} {how} before serving");
+                return Err(ExitCode::from(exit_code(status)));
+            }
+            match &self.serving {
+                Some(w) => log_error!(
+                    "{}: new worker {pid} {how} before serving; worker {} keeps serving",
+                    p.why.name(),
+                    w.pid
+                ),
+                None => log_error!("{}: new worker {pid} {how} before serving", p.why.name()),
+            }
+            self.forget_unused_sockets();
+            if self.serving.is_none() && !self.stopping {
+                self.schedule_restart(p.worker.started.elapsed());
+            }
+            return Ok(());
+        }
+        if self.serving.as_ref().is_some_and(|w| w.pid == pid) {
+            let w = self.serving.take().expect("checked above");
+            log_error!("worker {pid} {how}; starting a new one");
+            if self.pending.is_none() {
+                self.schedule_restart(w.started.elapsed());
+            }
+            return Ok(());
+        }
+        if let Some(at) = self.draining.iter().position(|d| d.worker.pid == pid) {
+            self.draining.remove(at);
+            log_info!("worker {pid} finished draining ({how})");
+        }
+        Ok(())
+    }
+
+    /// Plans the start of a replacement: at once after a worker that ran
+    /// for a while, with a doubling pause while they keep dying young.
+    fn schedule_restart(&mut self, lived: Duration) {
+        if lived >= MIN_UPTIME {
+            self.crashes = 0;
+        } else {
+            self.crashes += 1;
+        }
+        let pause = match self.crashes {
+            0 | 1 => Duration::ZERO,
+            n => (BACKOFF_START * 2u32.saturating_pow(n - 2)).min(BACKOFF_MAX),
+        };
+        if !pause.is_zero() {
+            log_warn!(
+                "workers keep dying young ({} in a row): next start in {} ms",
+                self.crashes,
+                pause.as_millis()
+            );
+        }
+        self.restart_at = Some(Instant::now() + pause);
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        if self.restart_at.is_some_and(|at| at <= now) && !self.stopping {
+            self.restart_at = None;
+            if self.serving.is_none() && self.pending.is_none() {
+                let (config, text) = (self.config.clone(), self.text.clone());
+                let _ = self.start_worker(config, text, Why::Restart);
+            }
+        }
+        if let Some(p) = &self.pending {
+            if p.worker.started.elapsed() >= READY_TIMEOUT {
+                log_error!(
+                    "{}: new worker {} not ready after {} s; killing it",
+                    p.why.name(),
+                    p.worker.pid,
+                    READY_TIMEOUT.as_secs()
+                );
+                send(p.worker.pid, libc::SIGKILL);
+            }
+        }
+        for d in &self.draining {
+            if d.deadline <= now {
+                log_warn!("worker {} still draining past its deadline; killing it", d.worker.pid);
+                send(d.worker.pid, libc::SIGKILL);
+            }
+        }
+        if now >= self.next_memory_check {
+            self.next_memory_check = now + MEMORY_CHECK;
+            self.check_memory();
+        }
+    }
+
+    /// Hipache's memory monitor: a worker over `server.memory_limit_mb` is
+    /// replaced like on reload (same config), and the old one drains.
+    fn check_memory(&mut self) {
+        let (Some(limit), Some(w)) = (self.config.memory_limit, &self.serving) else {
+            return;
+        };
+        if self.pending.is_some() || self.stopping || w.started.elapsed() < MIN_UPTIME {
+            return;
+        }
+        let Some(rss) = w.rss_bytes() else { return };
+        if rss > limit {
+            log_warn!(
+                "worker {} uses {} MiB, over server.memory_limit_mb = {}: replacing it",
+                w.pid,
+                rss >> 20,
+                limit >> 20
+            );
+            let (config, text) = (self.config.clone(), self.text.clone());
+            let _ = self.start_worker(config, text, Why::Memory);
+        }
+    }
+
+    /// SIGUSR2: re-execute the binary on disk as this same process, keeping
+    /// the sockets and the workers; the new image starts a worker from the
+    /// new binary and retires the old one. The new binary must first accept
+    /// the config (`--dry`), so a broken upgrade leaves everything running.
+    fn upgrade(&mut self) {
+        if self.pending.is_some() {
+            log_warn!("upgrade: a new worker is still starting; send SIGUSR2 again once it serves");
+            return;
+        }
+        let checked = Command::new(&self.exe)
+            .arg("--dry")
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        match checked {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                log_error!(
+                    "upgrade: {} --dry refused the config ({s}); keeping this binary",
+                    self.exe.display()
+                );
+                return;
+            }
+            Err(e) => {
+                log_error!("upgrade: cannot run {}: {e}; keeping this binary", self.exe.display());
+                return;
+            }
+        }
+        let mut workers = String::new();
+        if let Some(w) = &self.serving {
+            workers.push_str(&format!("serving={}", w.pid));
+        }
+        let draining: Vec<String> = self.draining.iter().map(|d| d.worker.pid.to_string()).collect();
+        workers.push_str(&format!(";draining={}", draining.join(",")));
+        log_info!("upgrade: re-executing {}", self.exe.display());
+        let fds = self.sockets.raw_fds();
+        crate::net::sockets::set_cloexec(&fds, false);
+        // Single-threaded: setting our own environment is safe.
+        std::env::set_var(SOCKETS_ENV, self.sockets.encode());
+        std::env::set_var(WORKERS_ENV, workers);
+        let err = exec(&self.exe, &self.argv0, &self.args);
+        // Only reached when exec failed: carry on as before.
+        std::env::remove_var(SOCKETS_ENV);
+        std::env::remove_var(WORKERS_ENV);
+        crate::net::sockets::set_cloexec(&fds, true);
+        log_error!("upgrade: cannot execute {}: {err}", self.exe.display());
+    }
+}
+
+/// Replaces this process image, returning only on failure. Plain execv
+/// rather than std's `exec`, which would unblock every signal first: a
+/// SIGHUP arriving in between would then kill the master instead of
+/// waiting, still pending, for the new image's signalfd.
+fn exec(exe: &Path, argv0: &OsString, args: &[OsString]) -> std::io::Error {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c_string = |s: &std::ffi::OsStr| CString::new(s.as_bytes());
+    let Ok(path) = c_string(exe.as_os_str()) else {
+        return std::io::Error::other("binary path contains NUL");
+    };
+    let argv: Result<Vec<CString>, _> = std::iter::once(argv0.as_os_str())
+        .chain(args.iter().map(|a| a.as_os_str()))
+        .map(c_string)
+        .collect();
+    let Ok(argv) = argv else {
+        return std::io::Error::other("argument contains NUL");
+    };
+    let mut pointers: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    // SAFETY: `path` and every argument are NUL-terminated and outlive the
+    // call; the pointer array ends with NULL as execv requires.
+    unsafe { libc::execv(path.as_ptr(), pointers.as_ptr()) };
+    std::io::Error::last_os_error()
+}
