@@ -130,7 +130,11 @@ fn user_and_group_must_exist() {
     std::fs::write(&path, "user = \"nobody\"\ngroup = \"no-such-group-x\"\n").unwrap();
     let o = lopache(&["--dry"], dir.path(), &[]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("group: no such group"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("group: no such group"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -509,7 +509,10 @@ impl Master {
         }
         for d in &self.draining {
             if d.deadline <= now {
-                log_warn!("worker {} still draining past its deadline; killing it", d.worker.pid);
+                log_warn!(
+                    "worker {} still draining past its deadline; killing it",
+                    d.worker.pid
+                );
                 send(d.worker.pid, libc::SIGKILL);
             }
         }
@@ -567,7 +570,10 @@ impl Master {
                 return;
             }
             Err(e) => {
-                log_error!("upgrade: cannot run {}: {e}; keeping this binary", self.exe.display());
+                log_error!(
+                    "upgrade: cannot run {}: {e}; keeping this binary",
+                    self.exe.display()
+                );
                 return;
             }
         }
@@ -575,7 +581,11 @@ impl Master {
         if let Some(w) = &self.serving {
             workers.push_str(&format!("serving={}", w.pid));
         }
-        let draining: Vec<String> = self.draining.iter().map(|d| d.worker.pid.to_string()).collect();
+        let draining: Vec<String> = self
+            .draining
+            .iter()
+            .map(|d| d.worker.pid.to_string())
+            .collect();
         workers.push_str(&format!(";draining={}", draining.join(",")));
         log_info!("upgrade: re-executing {}", self.exe.display());
         let fds = self.sockets.raw_fds();

@@ -252,7 +252,11 @@ mod tests {
 
     #[test]
     fn keys_round_trip_through_their_text() {
-        for text in ["http/127.0.0.1:0", "https/[::1]:8443", "admin/10.0.0.1:9090"] {
+        for text in [
+            "http/127.0.0.1:0",
+            "https/[::1]:8443",
+            "admin/10.0.0.1:9090",
+        ] {
             let key: SocketKey = text.parse().unwrap();
             assert_eq!(key.to_string(), text);
         }

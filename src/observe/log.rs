@@ -40,11 +40,20 @@ pub fn set_master() {
 
 #[doc(hidden)]
 pub fn emit(level: &str, args: std::fmt::Arguments<'_>) {
-    match TAG.with(|t| t.get()) {
-        Tag::Shard(id) => eprintln!("lopache[shard {id}]: {level}: {args}"),
-        Tag::Master => eprintln!("lopache[master]: {level}: {args}"),
-        Tag::Process => eprintln!("lopache: {level}: {args}"),
-    }
+    let line = match TAG.with(|t| t.get()) {
+        Tag::Shard(id) => format!("lopache[shard {id}]: {level}: {args}\n"),
+        Tag::Master => format!("lopache[master]: {level}: {args}\n"),
+        Tag::Process => format!("lopache: {level}: {args}\n"),
+    };
+    write_line(&line);
+}
+
+/// Writes one whole line to stderr in a single write: the master and its
+/// workers share the descriptor, and `eprintln!` may split a line into
+/// several writes that another process's line can land between.
+pub fn write_line(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 #[macro_export]

@@ -130,10 +130,12 @@ pub fn run(
     let admin_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin = match admin_listener {
         Some(listener) => {
-            let addr = listener.local_addr().map_err(|source| RuntimeError::Admin {
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                source,
-            })?;
+            let addr = listener
+                .local_addr()
+                .map_err(|source| RuntimeError::Admin {
+                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    source,
+                })?;
             crate::observe::admin::start(
                 listener,
                 metrics.clone(),
@@ -300,13 +302,13 @@ fn announce(
         .collect();
     // The admin address is written `admin://addr`.
     addrs.extend(admin.map(|a| format!("admin://{a}")));
-    eprintln!(
-        "lopache {} listening on {} ({} shard{}, {})",
+    crate::observe::log::write_line(&format!(
+        "lopache {} listening on {} ({} shard{}, {})\n",
         env!("CARGO_PKG_VERSION"),
         addrs.join(", "),
         shards,
         if shards == 1 { "" } else { "s" },
         driver.name()
-    );
+    ));
     log_info!("ready");
 }

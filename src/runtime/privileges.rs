@@ -125,10 +125,7 @@ mod tests {
     #[test]
     fn names_ids_and_unknown_accounts() {
         assert_eq!(resolve("", "").unwrap(), None);
-        assert_eq!(
-            resolve("root", "").unwrap(),
-            Some(RunAs { uid: 0, gid: 0 })
-        );
+        assert_eq!(resolve("root", "").unwrap(), Some(RunAs { uid: 0, gid: 0 }));
         assert_eq!(
             resolve("4321", "").unwrap(),
             Some(RunAs {

@@ -65,6 +65,11 @@ impl Lopache {
         Lopache::launch_named(&text, &name, &[], &[])
     }
 
+    /// Starts a copy of the binary at `binary` (for upgrade tests).
+    pub fn start_from(binary: &std::path::Path, config_text: &str) -> Lopache {
+        Lopache::launch_binary(binary, config_text, "config.toml", &[], &[])
+    }
+
     /// Starts under a wrapper command (e.g. `prlimit --nofile=48:48 --`).
     pub fn start_wrapped(config_text: &str, wrapper: &[&str]) -> Lopache {
         Lopache::launch(config_text, &[], wrapper)
@@ -80,10 +85,20 @@ impl Lopache {
         env: &[(&str, &str)],
         wrapper: &[&str],
     ) -> Lopache {
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_lopache"));
+        Lopache::launch_binary(binary, config_text, file, env, wrapper)
+    }
+
+    fn launch_binary(
+        binary: &std::path::Path,
+        config_text: &str,
+        file: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Lopache {
         let dir = TempDir::new("lopache");
         let path = dir.path().join(file);
         std::fs::write(&path, without_access_log(config_text, file)).unwrap();
-        let binary = env!("CARGO_BIN_EXE_lopache");
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -190,6 +205,11 @@ impl Lopache {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The master is still running.
+    pub fn alive_master(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Still running, with the worker it started with: the master is up,
     /// that worker is alive and was never replaced.
     pub fn alive(&mut self) -> bool {
@@ -209,6 +229,16 @@ impl Lopache {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .expect("VmHWM")
+    }
+
+    /// The config file it was started with (rewrite it, then SIGHUP).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        let dir = self.dir.path();
+        ["config.toml", "config.json"]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.exists())
+            .expect("a config file")
     }
 
     /// Sends `signal` (e.g. "TERM") to the master.

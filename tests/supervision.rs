@@ -1,0 +1,287 @@
+//! The master process: reload on SIGHUP (a bad file keeps the running
+//! config), binary upgrade on SIGUSR2, both under steady keep-alive load with
+//! no failed request; a killed worker replaced at once with the sockets kept;
+//! crash-loop back-off; the memory guard; the privilege drop.
+
+mod harness;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use harness::load::Load;
+use harness::{get, send_signal, wait_for, Backend, Lopache, Redis, TempDir};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The lines of /proc/<pid>/status starting with `field` ("Uid:", ...).
+fn status_field(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Gone, or a zombie waiting for the master to reap it.
+fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+fn rewrite_config(proxy: &Lopache, edit: impl Fn(&str) -> String) {
+    let path = proxy.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(&text)).unwrap();
+}
+
+#[test]
+fn sighup_applies_a_changed_redis_prefix() {
+    let redis = Redis::start();
+    let (old, new) = (Backend::named("old"), Backend::named("new"));
+    redis.frontend("", "app.example", "app", &[old.url()]);
+    redis.frontend("v2:", "app.example", "app", &[new.url()]);
+    let proxy = Lopache::start(&redis.url(), "");
+    assert_eq!(get(proxy.addr, "app.example", "/").text(), "old");
+    let url = redis.url();
+    rewrite_config(&proxy, |t| t.replace(&url, &format!("{url}#v2:")));
+    proxy.signal("HUP");
+    proxy.wait_for_log("serving (reload)", 1);
+    // The old worker stops accepting within a moment of the handover.
+    let old = proxy.serving_pids()[0];
+    wait_for("the old worker to exit", || is_dead(old).then_some(()));
+    assert_eq!(get(proxy.addr, "app.example", "/").text(), "new");
+    assert_eq!(proxy.serving_pids().len(), 2);
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_serving_and_logs_why() {
+    let redis = Redis::start();
+    let backend = Backend::named("a");
+    redis.frontend("", "app.example", "app", &[backend.url()]);
+    let mut proxy = Lopache::start(&redis.url(), "");
+    let worker = proxy.worker_pid();
+    rewrite_config(&proxy, |t| t.replace("workers = 2", "workers = \"many\""));
+    proxy.signal("HUP");
+    proxy.wait_for_log("is invalid, still serving the previous config", 1);
+    assert!(
+        proxy.stderr().contains("server.workers"),
+        "{}",
+        proxy.stderr()
+    );
+    assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");
+    assert_eq!(proxy.worker_pid(), worker);
+    assert!(proxy.alive());
+}
+
+#[test]
+fn reloads_keep_unchanged_listeners_and_follow_a_new_shard_count() {
+    let redis = Redis::start();
+    let backend = Backend::named("a");
+    redis.frontend("", "app.example", "app", &[backend.url()]);
+    let proxy = Lopache::start(&redis.url(), "workers = 2");
+    rewrite_config(&proxy, |t| t.replace("workers = 2", "workers = 3"));
+    proxy.signal("HUP");
+    proxy.wait_for_log("serving (reload)", 1);
+    let stderr = proxy.stderr();
+    let last = stderr.lines().rfind(|l| l.contains(" listening on "));
+    assert!(
+        last.is_some_and(|l| l.contains(&proxy.addr.to_string()) && l.contains("(3 shards")),
+        "{stderr}"
+    );
+    for _ in 0..20 {
+        assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");
+    }
+    // And back down: the third socket stays open and is served by a shard.
+    rewrite_config(&proxy, |t| t.replace("workers = 3", "workers = 1"));
+    proxy.signal("HUP");
+    proxy.wait_for_log("serving (reload)", 2);
+    for _ in 0..20 {
+        assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");
+    }
+}
+
+#[test]
+fn reloads_and_a_binary_upgrade_under_load_fail_no_request() {
+    let redis = Redis::start();
+    let backend = Backend::named("a");
+    redis.frontend("", "app.example", "app", &[backend.url()]);
+    // A copy of the binary, replaced on disk before the upgrade.
+    let bin_dir = TempDir::new("upgrade");
+    let binary = bin_dir.path().join("lopache");
+    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &binary).unwrap();
+    let config = harness::proxy::config(&format!("{:?}", redis.url()), "");
+    let mut proxy = Lopache::start_from(&binary, &config);
+    let master = proxy.pid();
+    let load = Load::start(proxy.addr, "app.example", 4);
+    load.wait_for_more(200);
+    for n in 1..=5 {
+        proxy.signal("HUP");
+        proxy.wait_for_log("serving (reload)", n);
+        load.wait_for_more(100);
+    }
+    let staged = bin_dir.path().join("lopache.new");
+    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &staged).unwrap();
+    std::fs::rename(&staged, &binary).unwrap();
+    let exe = || std::fs::read_link(format!("/proc/{master}/exe")).unwrap();
+    assert!(exe().to_string_lossy().ends_with("(deleted)"));
+    proxy.signal("USR2");
+    proxy.wait_for_log("serving (upgrade)", 1);
+    load.wait_for_more(200);
+    let report = load.stop();
+    eprintln!("reload under load: {report:?}");
+    assert_eq!(report.failures, 0, "failed requests: {:?}", report.errors);
+    assert_eq!(report.non_2xx, 0);
+    assert!(report.ok >= 900, "{report:?}");
+    // The same master, now running the new file; 7 workers in turn.
+    assert!(proxy.alive_master());
+    assert_eq!(proxy.pid(), master);
+    assert_eq!(exe(), binary);
+    assert_eq!(proxy.serving_pids().len(), 7, "{}", proxy.stderr());
+    // Every retired worker drained and exited.
+    for pid in &proxy.serving_pids()[..6] {
+        let pid = *pid;
+        wait_for("an old worker to exit", || is_dead(pid).then_some(()));
+    }
+}
+
+#[test]
+fn a_killed_worker_is_replaced_within_a_second_with_its_sockets_intact() {
+    let redis = Redis::start();
+    let backend = Backend::named("a");
+    redis.frontend("", "app.example", "app", &[backend.url()]);
+    let proxy = Lopache::start(&redis.url(), "");
+    let worker = proxy.worker_pid();
+    send_signal(worker, "KILL");
+    let killed = Instant::now();
+    wait_for("the worker to die", || is_dead(worker).then_some(()));
+    // While no worker runs, connections are accepted into the master's
+    // sockets' backlog: never refused. (One the dead worker's io_uring
+    // grabbed while the kernel tore it down may close unanswered; the
+    // client then retries, as after any lost connection.)
+    let mut attempts = 0;
+    let body = loop {
+        attempts += 1;
+        let mut conn =
+            std::net::TcpStream::connect(proxy.addr).expect("the listening socket must stay open");
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        let _ = conn.read_to_string(&mut response);
+        if response.starts_with("HTTP/1.1 200") {
+            break response;
+        }
+        assert!(attempts < 20, "no answer after {attempts} connections");
+    };
+    let took = killed.elapsed();
+    assert!(body.ends_with("\r\n\r\na"), "{body}");
+    assert!(
+        took < Duration::from_secs(1),
+        "service came back after {took:?}"
+    );
+    proxy.wait_for_log("serving (restart)", 1);
+    assert_ne!(proxy.worker_pid(), worker);
+    assert!(proxy
+        .stderr()
+        .contains(&format!("worker {worker} killed by signal 9")));
+}
+
+#[test]
+fn a_crash_loop_backs_off_and_recovers() {
+    let redis = Redis::start();
+    let backend = Backend::named("a");
+    redis.frontend("", "app.example", "app", &[backend.url()]);
+    // Workers read the error page directory at start: while it is missing,
+    // every replacement dies before serving.
+    let pages = TempDir::new("pages");
+    let dir = pages.path().join("static");
+    std::fs::create_dir(&dir).unwrap();
+    let proxy = Lopache::start(&redis.url(), &format!("static_dir = {:?}", dir));
+    std::fs::remove_dir(&dir).unwrap();
+    send_signal(proxy.worker_pid(), "KILL");
+    proxy.wait_for_log("workers keep dying young (3 in a row)", 1);
+    let stderr = proxy.stderr();
+    assert!(stderr.contains("next start in 100 ms"), "{stderr}");
+    assert!(stderr.contains("next start in 200 ms"), "{stderr}");
+    std::fs::create_dir(&dir).unwrap();
+    proxy.wait_for_log("serving (restart)", 1);
+    assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");
+}
+
+#[test]
+fn the_memory_guard_replaces_a_worker_over_the_limit() {
+    let redis = Redis::start();
+    let backend = Backend::named("a");
+    redis.frontend("", "app.example", "app", &[backend.url()]);
+    // Any worker is above 1 MiB: it is replaced once it has run 2 s.
+    let proxy = Lopache::start(&redis.url(), "memory_limit_mb = 1");
+    let first = proxy.worker_pid();
+    let load = Load::start(proxy.addr, "app.example", 2);
+    proxy.wait_for_log("over server.memory_limit_mb = 1: replacing it", 1);
+    proxy.wait_for_log("serving (memory limit)", 1);
+    load.wait_for_more(50);
+    let report = load.stop();
+    assert_eq!(report.failures, 0, "{:?}", report.errors);
+    assert_eq!(report.non_2xx, 0);
+    assert_ne!(proxy.worker_pid(), first, "{}", proxy.stderr());
+    wait_for("the bloated worker to exit", || {
+        is_dead(first).then_some(())
+    });
+}
+
+#[test]
+fn the_worker_drops_to_the_configured_user() {
+    if !is_root() {
+        eprintln!("skipped: dropping privileges needs root");
+        return;
+    }
+    let redis = Redis::start();
+    let backend = Backend::named("a");
+    redis.frontend("", "app.example", "app", &[backend.url()]);
+    let config = format!(
+        "user = \"nobody\"\n{}",
+        harness::proxy::config(&format!("{:?}", redis.url()), "")
+    );
+    let proxy = Lopache::start_config(&config, &[]);
+    let worker = proxy.worker_pid();
+    assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");
+    let uid = status_field(worker, "Uid:");
+    assert_eq!(
+        uid.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["65534"; 4],
+        "{uid}"
+    );
+    let gid = status_field(worker, "Gid:");
+    assert_eq!(
+        gid.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["65534"; 4],
+        "{gid}"
+    );
+    // The master keeps root to bind new addresses on reload.
+    assert!(status_field(proxy.pid(), "Uid:").contains("\t0\t"));
+    assert!(!proxy.stderr().contains("running as root"));
+}
+
+#[test]
+fn running_as_root_without_a_user_is_warned_about() {
+    let redis = Redis::start();
+    let proxy = Lopache::start(&redis.url(), "");
+    proxy.worker_pid();
+    assert_eq!(
+        proxy
+            .stderr()
+            .contains("running as root with no `user` set"),
+        is_root(),
+        "{}",
+        proxy.stderr()
+    );
+}
