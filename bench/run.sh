@@ -118,7 +118,7 @@ stop_proxies() {
 proxy_pids() {
   case $1 in
     direct) echo "" ;;
-    lopache) echo "$LOPACHE_PID" ;;
+    lopache) echo "$LOPACHE_PID $(children "$LOPACHE_PID")" ;;
     nginx) echo "$NGINX_PID $(children "$NGINX_PID")" ;;
     haproxy) echo "$HAPROXY_PID" ;;
   esac

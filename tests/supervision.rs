@@ -37,6 +37,14 @@ fn is_dead(pid: u32) -> bool {
     }
 }
 
+/// A Redis with `app.example` routed to one backend answering "a".
+fn app_on_one_backend() -> (Redis, Backend) {
+    let redis = Redis::start();
+    let backend = Backend::named("a");
+    redis.frontend("", "app.example", "app", &[backend.url()]);
+    (redis, backend)
+}
+
 fn rewrite_config(proxy: &Lopache, edit: impl Fn(&str) -> String) {
     let path = proxy.config_path();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -64,9 +72,7 @@ fn sighup_applies_a_changed_redis_prefix() {
 
 #[test]
 fn sighup_with_a_broken_file_keeps_serving_and_logs_why() {
-    let redis = Redis::start();
-    let backend = Backend::named("a");
-    redis.frontend("", "app.example", "app", &[backend.url()]);
+    let (redis, _backend) = app_on_one_backend();
     let mut proxy = Lopache::start(&redis.url(), "");
     let worker = proxy.worker_pid();
     rewrite_config(&proxy, |t| t.replace("workers = 2", "workers = \"many\""));
@@ -84,9 +90,7 @@ fn sighup_with_a_broken_file_keeps_serving_and_logs_why() {
 
 #[test]
 fn reloads_keep_unchanged_listeners_and_follow_a_new_shard_count() {
-    let redis = Redis::start();
-    let backend = Backend::named("a");
-    redis.frontend("", "app.example", "app", &[backend.url()]);
+    let (redis, _backend) = app_on_one_backend();
     let proxy = Lopache::start(&redis.url(), "workers = 2");
     rewrite_config(&proxy, |t| t.replace("workers = 2", "workers = 3"));
     proxy.signal("HUP");
@@ -111,9 +115,7 @@ fn reloads_keep_unchanged_listeners_and_follow_a_new_shard_count() {
 
 #[test]
 fn reloads_and_a_binary_upgrade_under_load_fail_no_request() {
-    let redis = Redis::start();
-    let backend = Backend::named("a");
-    redis.frontend("", "app.example", "app", &[backend.url()]);
+    let (redis, _backend) = app_on_one_backend();
     // A copy of the binary, replaced on disk before the upgrade.
     let bin_dir = TempDir::new("upgrade");
     let binary = bin_dir.path().join("lopache");
@@ -155,9 +157,7 @@ fn reloads_and_a_binary_upgrade_under_load_fail_no_request() {
 
 #[test]
 fn a_killed_worker_is_replaced_within_a_second_with_its_sockets_intact() {
-    let redis = Redis::start();
-    let backend = Backend::named("a");
-    redis.frontend("", "app.example", "app", &[backend.url()]);
+    let (redis, _backend) = app_on_one_backend();
     let proxy = Lopache::start(&redis.url(), "");
     let worker = proxy.worker_pid();
     send_signal(worker, "KILL");
@@ -197,9 +197,7 @@ fn a_killed_worker_is_replaced_within_a_second_with_its_sockets_intact() {
 
 #[test]
 fn a_crash_loop_backs_off_and_recovers() {
-    let redis = Redis::start();
-    let backend = Backend::named("a");
-    redis.frontend("", "app.example", "app", &[backend.url()]);
+    let (redis, _backend) = app_on_one_backend();
     // Workers read the error page directory at start: while it is missing,
     // every replacement dies before serving.
     let pages = TempDir::new("pages");
@@ -219,9 +217,7 @@ fn a_crash_loop_backs_off_and_recovers() {
 
 #[test]
 fn the_memory_guard_replaces_a_worker_over_the_limit() {
-    let redis = Redis::start();
-    let backend = Backend::named("a");
-    redis.frontend("", "app.example", "app", &[backend.url()]);
+    let (redis, _backend) = app_on_one_backend();
     // Any worker is above 1 MiB: it is replaced once it has run 2 s.
     let proxy = Lopache::start(&redis.url(), "memory_limit_mb = 1");
     let first = proxy.worker_pid();
@@ -244,9 +240,7 @@ fn the_worker_drops_to_the_configured_user() {
         eprintln!("skipped: dropping privileges needs root");
         return;
     }
-    let redis = Redis::start();
-    let backend = Backend::named("a");
-    redis.frontend("", "app.example", "app", &[backend.url()]);
+    let (redis, _backend) = app_on_one_backend();
     let config = format!(
         "user = \"nobody\"\n{}",
         harness::proxy::config(&format!("{:?}", redis.url()), "")
