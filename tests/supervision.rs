@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use harness::load::Load;
-use harness::{get, send_signal, wait_for, Backend, Lopache, Redis, TempDir};
+use harness::{get, is_dead, send_signal, wait_for, Backend, Lopache, Redis, TempDir};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -24,17 +24,6 @@ fn status_field(pid: u32, field: &str) -> String {
         .find(|l| l.starts_with(field))
         .unwrap_or_default()
         .to_string()
-}
-
-/// Gone, or a zombie waiting for the master to reap it.
-fn is_dead(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
-    }
 }
 
 /// A Redis with `app.example` routed to one backend answering "a".

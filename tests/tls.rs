@@ -1,7 +1,8 @@
 //! TLS termination through the real binary, with a CA and leaf certificates
 //! generated per test: HTTPS requests and keep-alive, SNI from a certificate
 //! directory (exact names, a wildcard, the default), presets, plaintext on
-//! the TLS port, wss://, and certificate errors at load time.
+//! the TLS port, wss://, certificate errors at load time, and certificate
+//! files read again on reload.
 
 mod harness;
 
@@ -365,4 +366,47 @@ fn certificates_from_redis_are_served_and_refreshed_within_the_ttl() {
         let conn = connect(addr, "redis.example", client.clone()).ok()?;
         (peer_cert(&conn) == second.der).then_some(())
     });
+}
+
+#[test]
+fn certificate_files_are_read_again_on_reload() {
+    let pki = Pki::new();
+    let certs = TempDir::new("certs");
+    let first = pki.leaf(&["a.example"]);
+    first.write(certs.path(), "a.example");
+    let (_default_dir, files) = site_files(&pki, "default.example");
+    let redis = Redis::start();
+    let proxy = start(
+        &redis,
+        &format!("certificates_dir = {:?}\n{files}", certs.path()),
+    );
+    let addr = proxy.https_addr.unwrap();
+    let client = pki.client(&[TLS13, TLS12]);
+    let served = || peer_cert(&connect(addr, "a.example", client.clone()).expect("handshake"));
+    assert_eq!(served(), first.der);
+    // A renewed certificate, and a new name, appear after SIGHUP.
+    let renewed = pki.leaf(&["a.example"]);
+    renewed.write(certs.path(), "a.example");
+    let added = pki.leaf(&["b.example"]);
+    added.write(certs.path(), "b.example");
+    assert_eq!(served(), first.der, "served before the reload");
+    proxy.signal("HUP");
+    proxy.wait_for_log("serving (reload)", 1);
+    let old = proxy.serving_pids()[0];
+    harness::wait_for("the old worker to hand over", || {
+        harness::is_dead(old).then_some(())
+    });
+    assert_eq!(served(), renewed.der);
+    let b = connect(addr, "b.example", client.clone()).expect("new name");
+    assert_eq!(peer_cert(&b), added.der);
+    // A broken key is refused at reload: the renewed certificate stays.
+    std::fs::write(certs.path().join("a.example.key"), "not a key").unwrap();
+    proxy.signal("HUP");
+    proxy.wait_for_log("is invalid, still serving the previous config", 1);
+    assert!(
+        proxy.stderr().contains("a.example.key"),
+        "{}",
+        proxy.stderr()
+    );
+    assert_eq!(served(), renewed.der);
 }

@@ -46,6 +46,17 @@ pub fn send_signal(pid: u32, signal: &str) {
     assert!(ok.success(), "kill -{signal} {pid} failed");
 }
 
+/// The process is gone, or a zombie waiting for its parent to reap it.
+pub fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
 /// A fresh temporary directory removed on drop.
 pub struct TempDir(pub std::path::PathBuf);
 
