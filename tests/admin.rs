@@ -22,6 +22,87 @@ fn sum(text: &str, metric: &str, label: &str) -> u64 {
         .sum()
 }
 
+/// Checks `text` against the Prometheus text exposition format: HELP and
+/// TYPE before each family's samples, well-formed names, labels and values,
+/// counters named `_total`, histogram buckets cumulative up to `+Inf` and
+/// equal to `_count`. Returns how many families it saw.
+fn check_exposition(text: &str) -> usize {
+    use std::collections::HashMap;
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut helped = std::collections::HashSet::new();
+    let mut last_bucket: HashMap<String, f64> = HashMap::new();
+    let mut inf: HashMap<String, f64> = HashMap::new();
+    assert!(text.ends_with('\n'), "the exposition ends with a newline");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP name text");
+            assert!(name_ok(name) && !help.is_empty(), "{line}");
+            helped.insert(name.to_string());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(helped.contains(name), "TYPE before HELP: {line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "counter without _total: {line}");
+            }
+            assert!(
+                types.insert(name.into(), kind.into()).is_none(),
+                "twice: {line}"
+            );
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample: series value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.strip_suffix('}').expect("labels end with }")),
+            None => (series, ""),
+        };
+        assert!(name_ok(name), "{line}");
+        let mut le = None;
+        for pair in labels.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').expect("label=value");
+            assert!(name_ok(k), "{line}");
+            assert!(
+                v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                "{line}"
+            );
+            if k == "le" {
+                le = Some(v.trim_matches('"').to_string());
+            }
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|k| k == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "sample before its TYPE: {line}");
+        let key = format!("{family}|{}", labels.split(",le=").next().unwrap());
+        if name.ends_with("_bucket") {
+            let previous = last_bucket.insert(key.clone(), value).unwrap_or(0.0);
+            assert!(value >= previous, "buckets not cumulative: {line}");
+            if le.as_deref() == Some("+Inf") {
+                inf.insert(key, value);
+            }
+        } else if name.ends_with("_count") && family != name {
+            assert_eq!(inf.get(&key), Some(&value), "+Inf bucket != _count: {line}");
+        }
+    }
+    types.len()
+}
+
 #[test]
 fn metrics_count_the_traffic_and_healthz_answers() {
     let redis = Redis::start();
@@ -60,7 +141,20 @@ fn metrics_count_the_traffic_and_healthz_answers() {
         sum(&text, "lopache_retries_total", "shard="),
         sum(&text, "lopache_dead_marks_total", "shard=")
     );
-    assert!(text.contains("# TYPE lopache_request_seconds histogram"));
+    assert_eq!(check_exposition(&text), 13, "{text}");
+    // Every answered request had its backend timed; lookups went to Redis.
+    assert_eq!(sum(&text, "lopache_backend_seconds_count", "shard="), 10);
+    assert!(sum(&text, "lopache_redis_roundtrip_seconds_count", "shard=") >= 1);
+    assert_eq!(sum(&text, "lopache_client_connections", "shard="), 0);
+    // The keep-alive connections to the backend are pooled (the gauge is
+    // refreshed every second).
+    wait_for(
+        "the pool gauge to show the idle upstream connections",
+        || {
+            let text = admin(admin_addr, "/metrics").text();
+            (sum(&text, "lopache_upstream_idle_connections", "shard=") >= 1).then_some(())
+        },
+    );
     assert_eq!(admin(admin_addr, "/nope").status, 404);
 }
 

@@ -6,10 +6,49 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Upper bounds (seconds) of the request latency histogram.
-pub const LATENCY_BUCKETS: [f64; 10] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+/// Upper bounds (seconds) of the latency histograms.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
+
+/// A latency histogram: a count per bucket (not cumulative), then +Inf.
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        add(&self.counts[bucket], 1);
+        add(&self.sum_us, took.as_micros() as u64);
+    }
+
+    /// Writes the `_bucket`, `_sum` and `_count` series for one shard.
+    fn render(&self, out: &mut String, name: &str, shard: usize) {
+        let mut cumulative = 0;
+        for (b, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.counts[b].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{shard=\"{shard}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.counts[LATENCY_BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{shard=\"{shard}\",le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{shard=\"{shard}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{shard=\"{shard}\"}} {cumulative}");
+    }
+}
 
 #[derive(Default)]
 pub struct ShardMetrics {
@@ -25,9 +64,14 @@ pub struct ShardMetrics {
     pub tls_handshakes: AtomicU64,
     pub tls_failures: AtomicU64,
     pub access_log_dropped: AtomicU64,
-    /// Cumulative counts per latency bucket, then +Inf.
-    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    latency_sum_us: AtomicU64,
+    /// Idle upstream connections kept in the pool (refreshed every second).
+    pub pool_idle: AtomicU64,
+    /// Request head to the end of the answer.
+    pub request_latency: Histogram,
+    /// Upstream request sent to the backend's response complete.
+    pub backend_latency: Histogram,
+    /// One pipelined Redis batch: write to last reply.
+    pub redis_rtt: Histogram,
 }
 
 pub fn add(counter: &AtomicU64, n: u64) {
@@ -39,19 +83,20 @@ pub fn sub(counter: &AtomicU64, n: u64) {
 }
 
 impl ShardMetrics {
-    /// Counts one routed request with its final status and total time.
-    pub fn request(&self, status: u16, total: Duration) {
+    /// Counts one routed request with its final status, its total time and
+    /// the time its backend took (if one answered).
+    pub fn request(&self, status: u16, total: Duration, backend: Option<Duration>) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         add(&self.requests[class], 1);
-        let secs = total.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        add(&self.latency[bucket], 1);
-        add(&self.latency_sum_us, total.as_micros() as u64);
+        self.request_latency.observe(total);
+        if let Some(took) = backend {
+            self.backend_latency.observe(took);
+        }
     }
 }
+
+/// Selects one of a shard's histograms.
+type PickHistogram = fn(&ShardMetrics) -> &Histogram;
 
 /// The Prometheus text exposition of every shard's counters.
 pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
@@ -136,33 +181,35 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
         "Access log lines dropped.",
         &|m| m.access_log_dropped.load(Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "# HELP lopache_request_seconds Time from request head to the end of the answer.\n# TYPE lopache_request_seconds histogram"
+    series(
+        &mut out,
+        "lopache_upstream_idle_connections",
+        "gauge",
+        "Idle upstream connections in the pool.",
+        &|m| m.pool_idle.load(Relaxed),
     );
-    for (i, m) in shards.iter().enumerate() {
-        let mut cumulative = 0;
-        for (b, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += m.latency[b].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "lopache_request_seconds_bucket{{shard=\"{i}\",le=\"{bound}\"}} {cumulative}"
-            );
+    let histograms: [(&str, &str, PickHistogram); 3] = [
+        (
+            "lopache_request_seconds",
+            "Time from request head to the end of the answer.",
+            |m| &m.request_latency,
+        ),
+        (
+            "lopache_backend_seconds",
+            "Time from sending the request upstream to the end of the backend's response.",
+            |m| &m.backend_latency,
+        ),
+        (
+            "lopache_redis_roundtrip_seconds",
+            "Time for one pipelined batch of Redis commands to be answered.",
+            |m| &m.redis_rtt,
+        ),
+    ];
+    for (name, help, pick) in histograms {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, m) in shards.iter().enumerate() {
+            pick(m).render(&mut out, name, i);
         }
-        cumulative += m.latency[LATENCY_BUCKETS.len()].load(Relaxed);
-        let _ = writeln!(
-            out,
-            "lopache_request_seconds_bucket{{shard=\"{i}\",le=\"+Inf\"}} {cumulative}"
-        );
-        let _ = writeln!(
-            out,
-            "lopache_request_seconds_sum{{shard=\"{i}\"}} {}",
-            m.latency_sum_us.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "lopache_request_seconds_count{{shard=\"{i}\"}} {cumulative}"
-        );
     }
     out
 }
@@ -175,9 +222,13 @@ mod tests {
     #[test]
     fn render_sums_classes_and_buckets() {
         let m = Arc::new(ShardMetrics::default());
-        m.request(200, Duration::from_micros(300));
-        m.request(404, Duration::from_millis(3));
-        m.request(502, Duration::from_secs(9));
+        m.request(
+            200,
+            Duration::from_micros(300),
+            Some(Duration::from_micros(200)),
+        );
+        m.request(404, Duration::from_millis(3), None);
+        m.request(502, Duration::from_secs(9), Some(Duration::from_secs(9)));
         add(&m.connections, 2);
         let text = render(&[m]);
         assert!(text.contains("lopache_requests_total{shard=\"0\",class=\"2xx\"} 1"));
@@ -188,5 +239,9 @@ mod tests {
         assert!(text.contains("lopache_request_seconds_bucket{shard=\"0\",le=\"0.005\"} 2"));
         assert!(text.contains("lopache_request_seconds_bucket{shard=\"0\",le=\"+Inf\"} 3"));
         assert!(text.contains("lopache_request_seconds_count{shard=\"0\"} 3"));
+        assert!(text.contains("lopache_backend_seconds_bucket{shard=\"0\",le=\"0.00025\"} 1"));
+        assert!(text.contains("lopache_backend_seconds_count{shard=\"0\"} 2"));
+        assert!(text.contains("lopache_backend_seconds_sum{shard=\"0\"} 9.0002"));
+        assert!(text.contains("lopache_redis_roundtrip_seconds_count{shard=\"0\"} 0"));
     }
 }

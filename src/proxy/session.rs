@@ -228,9 +228,11 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
     client.buf.advance(head.len);
     let next = forward(shard, client, &mut exchange, up_head, host, facts).await;
     if exchange.status != 0 {
-        shard
-            .metrics
-            .request(exchange.status, exchange.started.elapsed());
+        shard.metrics.request(
+            exchange.status,
+            exchange.started.elapsed(),
+            exchange.backend_started.map(|t| t.elapsed()),
+        );
     }
     log_exchange(shard, info, &exchange);
     next
@@ -403,7 +405,7 @@ mod size_tests {
             .build()
             .unwrap();
         let size = rt.block_on(async move {
-            let shard = Rc::new(Shard::new(0, config));
+            let shard = Rc::new(Shard::new(0, config, Arc::default()));
             let stream = TcpStream::connect_addr(addr).await.unwrap();
             let info = ClientInfo {
                 peer: addr,

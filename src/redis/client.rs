@@ -11,6 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use monoio::net::{TcpStream, UnixStream};
 
 use super::codec::{decode_reply, encode_command, Reply};
 use super::url::{Endpoint, RedisUrl};
+use crate::observe::metrics::ShardMetrics;
 use crate::{log_info, log_warn};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -52,6 +54,8 @@ struct Inner {
     task_started: Cell<bool>,
     /// While set and in the future, queries fail at once (back-off after a failed connect).
     down_until: Cell<Option<Instant>>,
+    /// Where each batch's round trip is recorded.
+    metrics: Arc<ShardMetrics>,
 }
 
 /// A handle to one shard's connection to one Redis server. Cheap to clone.
@@ -62,7 +66,7 @@ pub struct RedisClient {
 
 impl RedisClient {
     /// Creates the client; nothing connects until the first query.
-    pub fn new(url: RedisUrl, timeout: Duration) -> Self {
+    pub fn new(url: RedisUrl, timeout: Duration, metrics: Arc<ShardMetrics>) -> Self {
         RedisClient {
             inner: Rc::new(Inner {
                 url,
@@ -72,6 +76,7 @@ impl RedisClient {
                 task_waker: RefCell::new(None),
                 task_started: Cell::new(false),
                 down_until: Cell::new(None),
+                metrics,
             }),
         }
     }
@@ -321,9 +326,11 @@ async fn run(inner: Rc<Inner>) {
             }
             let Some(s) = session.as_mut() else { break };
             let was_used = s.used;
+            let sent = Instant::now();
             result = s.exchange(bytes.clone(), count, inner.timeout).await;
             match &result {
                 Ok(_) => {
+                    inner.metrics.redis_rtt.observe(sent.elapsed());
                     s.used = true;
                     break;
                 }
@@ -402,7 +409,7 @@ mod tests {
             .build()
             .unwrap();
         let answers = rt.block_on(async move {
-            let client = RedisClient::new(url, Duration::from_secs(5));
+            let client = RedisClient::new(url, Duration::from_secs(5), Arc::default());
             let tasks: Vec<_> = (0..50)
                 .map(|i| {
                     let c = client.clone();

@@ -50,12 +50,12 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(id: usize, config: Arc<Config>) -> Shard {
+    pub fn new(id: usize, config: Arc<Config>, metrics: Arc<ShardMetrics>) -> Shard {
         let redis = config
             .routing
             .servers
             .iter()
-            .map(|url| RedisClient::new(url.clone(), config.redis_timeout))
+            .map(|url| RedisClient::new(url.clone(), config.redis_timeout, metrics.clone()))
             .collect();
         Shard {
             id,
@@ -69,7 +69,7 @@ impl Shard {
             ),
             drain: Drain::default(),
             access_log: None,
-            metrics: Arc::default(),
+            metrics,
             config,
         }
     }
@@ -98,12 +98,17 @@ const MEMORY_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// activity, so after a burst an idle shard would keep its peak memory
 /// resident. Collecting once a second costs nothing measurable and keeps
 /// idle keep-alive connections cheap.
-async fn return_freed_memory() {
+/// The same tick refreshes the pool-size gauge.
+async fn housekeeping(shard: Rc<Shard>) {
     loop {
         monoio::time::sleep(MEMORY_TRIM_INTERVAL).await;
         // SAFETY: mi_collect only walks this thread's mimalloc heap and
         // purges pages it no longer uses; it takes no pointers from us.
         unsafe { libmimalloc_sys::mi_collect(true) };
+        shard.metrics.pool_idle.store(
+            shard.pool.idle_count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 
@@ -172,9 +177,8 @@ pub(super) fn run_shard(setup: ShardSetup) {
     };
     runtime.block_on(async move {
         let slots = Rc::new(Semaphore::new(config.max_connections));
-        let mut shard = Shard::new(id, config);
+        let mut shard = Shard::new(id, config, metrics);
         shard.access_log = access_log.map(AccessLog::new);
-        shard.metrics = metrics;
         let shard = Rc::new(shard);
         for (listener, tls) in listeners {
             match TcpListener::from_std(listener) {
@@ -197,7 +201,7 @@ pub(super) fn run_shard(setup: ShardSetup) {
             }
         }
         let _ = ready.send((id, Ok(())));
-        monoio::spawn(return_freed_memory());
+        monoio::spawn(housekeeping(shard.clone()));
         if shard.access_log.is_some() {
             monoio::spawn(flush_access_log(shard.clone()));
         }

@@ -79,6 +79,11 @@ impl UpstreamPool {
         None
     }
 
+    /// Idle connections kept now, over every backend.
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().values().map(Vec::len).sum()
+    }
+
     /// Keeps `stream` for reuse, unless `max_sockets` idle ones are already kept.
     pub fn put_idle(&self, key: PoolKey, stream: UpstreamStream) {
         let mut idle = self.idle.borrow_mut();
