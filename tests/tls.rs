@@ -410,3 +410,74 @@ fn certificate_files_are_read_again_on_reload() {
     );
     assert_eq!(served(), renewed.der);
 }
+
+/// Runs openssl with `args`, returning its stdout (a PEM).
+fn openssl(args: &[&str], input: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl (scripts/test.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.unwrap_or("").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn keys_in_pkcs8_pkcs1_and_sec1_are_served() {
+    let pki = Pki::new();
+    let certs = TempDir::new("certs");
+    // PKCS#8 (what rcgen writes).
+    let pkcs8 = pki.leaf(&["p8.example"]);
+    pkcs8.write(certs.path(), "p8.example");
+    // SEC1: the same kind of EC key in "BEGIN EC PRIVATE KEY" form.
+    let sec1 = pki.leaf(&["sec1.example"]);
+    let sec1_pem = openssl(&["ec"], Some(&sec1.key_pem));
+    assert!(sec1_pem.contains("BEGIN EC PRIVATE KEY"), "{sec1_pem}");
+    sec1.write(certs.path(), "sec1.example");
+    std::fs::write(certs.path().join("sec1.example.key"), &sec1_pem).unwrap();
+    // PKCS#1: an RSA key in "BEGIN RSA PRIVATE KEY" form.
+    let rsa_pkcs8 = openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ],
+        None,
+    );
+    let rsa_key = rcgen::KeyPair::from_pem(&rsa_pkcs8).expect("RSA key for rcgen");
+    let rsa = pki.leaf_for_key(&["rsa.example"], rsa_key);
+    let pkcs1_pem = openssl(&["rsa", "-traditional"], Some(&rsa_pkcs8));
+    assert!(pkcs1_pem.contains("BEGIN RSA PRIVATE KEY"), "{pkcs1_pem}");
+    rsa.write(certs.path(), "rsa.example");
+    std::fs::write(certs.path().join("rsa.example.key"), &pkcs1_pem).unwrap();
+    let redis = Redis::start();
+    let (_default_dir, files) = site_files(&pki, "default.example");
+    let proxy = start(
+        &redis,
+        &format!("certificates_dir = {:?}\n{files}", certs.path()),
+    );
+    let addr = proxy.https_addr.unwrap();
+    for (name, leaf) in [
+        ("p8.example", &pkcs8),
+        ("sec1.example", &sec1),
+        ("rsa.example", &rsa),
+    ] {
+        for versions in [&[TLS13][..], &[TLS12][..]] {
+            let conn = connect(addr, name, pki.client(versions))
+                .unwrap_or_else(|e| panic!("{name} {versions:?}: {e}"));
+            assert_eq!(peer_cert(&conn), leaf.der, "{name}");
+        }
+    }
+}

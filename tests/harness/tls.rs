@@ -50,7 +50,11 @@ impl Pki {
 
     /// A leaf for `names` (the first is also the common name).
     pub fn leaf(&self, names: &[&str]) -> Leaf {
-        let key = KeyPair::generate().unwrap();
+        self.leaf_for_key(names, KeyPair::generate().unwrap())
+    }
+
+    /// A leaf for `names` certifying `key` (e.g. an RSA key made by openssl).
+    pub fn leaf_for_key(&self, names: &[&str], key: KeyPair) -> Leaf {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
