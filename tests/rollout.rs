@@ -4,7 +4,7 @@
 
 mod harness;
 
-use harness::redis::{members, text};
+use harness::redis::members;
 use harness::{request, wait_for, Backend, Lopache, Redis};
 
 /// `frontend:app.example` -> "old", `rollout:frontend:app.example` -> "new".
@@ -214,16 +214,6 @@ fn dead_marks_go_to_the_destination_keyspace() {
     );
 }
 
-/// Calls of one command since the last CONFIG RESETSTAT.
-fn calls(redis: &Redis, command: &str) -> u64 {
-    let info = text(&redis.cmd(&["INFO", "commandstats"]));
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn conditions_cost_redis_only_when_needed_and_share_the_lookup_trip() {
     let redis = Redis::start();
@@ -249,9 +239,9 @@ fn conditions_cost_redis_only_when_needed_and_share_the_lookup_trip() {
             "old"
         );
     }
-    assert_eq!(calls(&redis, "sismember"), 0);
+    assert_eq!(redis.calls("sismember"), 0);
     // 3 candidates (app.example, *.example, *): 3 LRANGE per request.
-    assert_eq!(calls(&redis, "lrange"), 30);
+    assert_eq!(redis.calls("lrange"), 30);
     redis.cmd(&["CONFIG", "RESETSTAT"]);
     // The cookie test passes: the path check (2 patterns for /a) travels with
     // the destination's lookup, which is then used, not repeated.
@@ -261,8 +251,8 @@ fn conditions_cost_redis_only_when_needed_and_share_the_lookup_trip() {
             "new"
         );
     }
-    assert_eq!(calls(&redis, "sismember"), 20);
-    assert_eq!(calls(&redis, "lrange"), 30);
+    assert_eq!(redis.calls("sismember"), 20);
+    assert_eq!(redis.calls("lrange"), 30);
 }
 
 #[test]

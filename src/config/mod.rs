@@ -107,6 +107,8 @@ pub struct Config {
     pub limits: Limits,
     /// `user`/`group` resolved to ids: the worker drops to them after binding.
     pub run_as: Option<crate::runtime::privileges::RunAs>,
+    /// `server.route_cache_ms`; `None` = every request asks Redis.
+    pub route_cache: Option<Duration>,
     /// `server.memory_limit_mb` in bytes; `None` = no memory guard.
     pub memory_limit: Option<u64>,
     /// Keys of the drop-in JSON config that are not implemented, one warning each.

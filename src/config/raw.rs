@@ -80,6 +80,8 @@ pub struct RawServer {
     pub drain_timeout: u64,
     /// Worker RSS in MiB above which a fresh worker takes over; 0 = off.
     pub memory_limit_mb: u64,
+    /// Milliseconds a shard reuses a host's lookup; 0 = ask Redis every time.
+    pub route_cache_ms: u64,
 }
 
 impl Default for RawServer {
@@ -105,6 +107,7 @@ impl Default for RawServer {
             backend_ca: String::new(),
             drain_timeout: 30,
             memory_limit_mb: 0,
+            route_cache_ms: 0,
         }
     }
 }

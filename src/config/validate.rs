@@ -91,6 +91,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         backend_tls,
         limits,
         run_as,
+        route_cache: (s.route_cache_ms > 0).then(|| Duration::from_millis(s.route_cache_ms)),
         memory_limit: (s.memory_limit_mb > 0).then(|| s.memory_limit_mb.saturating_mul(1 << 20)),
         warnings: Vec::new(),
         raw,

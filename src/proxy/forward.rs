@@ -21,6 +21,7 @@ use crate::http::{BodyKind, Version};
 use crate::io::pump::{BodyRelay, ChunkedMode, Deadlines, RelayError};
 use crate::io::timed::{read_some, write_all, IoFailure};
 use crate::observe::metrics;
+use crate::routing::cache::RouteCache;
 use crate::routing::dead::{self, DeadMark};
 use crate::routing::rules::RequestFacts;
 use crate::routing::{choose_backend, choose_destination, find_frontend};
@@ -135,15 +136,33 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
             Ok(chosen) => chosen,
             Err(e) => return routing_unavailable(shard, client, exchange, &host, e, None).await,
         };
+    let slot = RouteCache::slot(&cfg.routing, destination);
     let mut tried: Vec<usize> = Vec::new();
     let mut failures = 0u32;
     let mut last: Option<Target> = None;
     loop {
         // Each attempt looks the host up afresh (SPEC: retries re-read Redis),
         // except the first when the route's conditions already fetched it.
-        let looked_up = match prefetched.take() {
-            Some(found) => Ok(found),
-            None => find_frontend(&shard.redis[destination.read], &destination.prefix, &host).await,
+        // With the route cache on, the first attempt may reuse a recent
+        // lookup; a retry always reads Redis (and refreshes the cache).
+        let cached = match failures {
+            0 => shard.route_cache.get(slot, &host),
+            _ => None,
+        };
+        let looked_up = match (prefetched.take(), cached) {
+            (Some(found), _) => {
+                shard.route_cache.put(slot, &host, &found);
+                Ok(found)
+            }
+            (None, Some(found)) => Ok(found),
+            (None, None) => {
+                let found =
+                    find_frontend(&shard.redis[destination.read], &destination.prefix, &host).await;
+                if let Ok(f) = &found {
+                    shard.route_cache.put(slot, &host, f);
+                }
+                found
+            }
         };
         let frontend = match looked_up {
             Ok(Some(f)) => f,
@@ -553,6 +572,7 @@ fn mark_backend_dead(shard: &Shard, host: &str, target: &Target) {
     }
     let cfg = &shard.config;
     shard.dead.flag(host, &target.url, cfg.dead_backend_ttl);
+    shard.route_cache.forget(host);
     let mark = DeadMark {
         host: host.to_string(),
         url: target.url.clone(),

@@ -165,7 +165,7 @@ impl Conn {
 }
 
 /// A live connection plus the bytes read from it but not yet decoded.
-struct Session {
+pub(super) struct Session {
     conn: Conn,
     buf: BytesMut,
     /// At least one batch has completed on it (so a failure may mean it went stale).
@@ -174,7 +174,7 @@ struct Session {
 
 impl Session {
     /// Reads until `count` replies are decoded.
-    async fn read_replies(
+    pub(super) async fn read_replies(
         &mut self,
         count: usize,
         timeout: Duration,
@@ -216,7 +216,7 @@ impl Session {
     }
 
     /// Writes `bytes` and reads `count` replies.
-    async fn exchange(
+    pub(super) async fn exchange(
         &mut self,
         bytes: Vec<u8>,
         count: usize,
@@ -229,7 +229,7 @@ impl Session {
     }
 }
 
-async fn connect(url: &RedisUrl, timeout: Duration) -> std::io::Result<Session> {
+pub(super) async fn connect(url: &RedisUrl, timeout: Duration) -> std::io::Result<Session> {
     let conn = match &url.endpoint {
         Endpoint::Tcp { host, port } => {
             let addrs = crate::upstream::dns::lookup(host, *port).await?;

@@ -3,6 +3,7 @@
 //! there in one pipelined round trip; a backend is chosen at random among the
 //! live ones; failures are marked dead in that destination.
 
+pub mod cache;
 pub mod candidates;
 pub mod dead;
 pub mod lookup;

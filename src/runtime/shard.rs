@@ -26,6 +26,7 @@ use std::sync::mpsc::SyncSender;
 
 use crate::observe::access_log::{self, AccessLog};
 use crate::observe::metrics::ShardMetrics;
+use crate::routing::cache::RouteCache;
 
 /// Everything a connection task on this shard may use.
 pub struct Shard {
@@ -41,6 +42,8 @@ pub struct Shard {
     pub backend_tls: monoio_rustls::TlsConnector,
     /// Certificates found in Redis, by SNI name.
     pub tls_certs: crate::tls::redis_certs::RedisCertCache,
+    /// Lookups reused for `server.route_cache_ms` (off by default).
+    pub route_cache: RouteCache,
     /// Fires once, when the shard starts draining.
     pub drain: Drain,
     /// This shard's access log buffer, unless `server.access_log = "none"`.
@@ -67,6 +70,7 @@ impl Shard {
             tls_certs: crate::tls::redis_certs::RedisCertCache::new(
                 config.redis_certificates.unwrap_or_default(),
             ),
+            route_cache: RouteCache::new(config.route_cache, 1 + config.routing.routes.len()),
             drain: Drain::default(),
             access_log: None,
             metrics,
@@ -109,6 +113,30 @@ async fn housekeeping(shard: Rc<Shard>) {
             shard.pool.idle_count() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+    }
+}
+
+/// With the route cache on: subscribe to the `dead` channel on every Redis
+/// routes are read from, and forget cached lookups whenever a proxy
+/// announces a dead backend (or the subscription was down and may have
+/// missed one).
+fn listen_for_dead_marks(shard: &Rc<Shard>) {
+    let table = &shard.config.routing;
+    let mut servers: Vec<usize> = std::iter::once(table.default.read)
+        .chain(table.routes.iter().map(|r| r.destination.read))
+        .collect();
+    servers.sort_unstable();
+    servers.dedup();
+    for server in servers {
+        let url = table.servers[server].clone();
+        let shard = shard.clone();
+        let timeout = shard.config.redis_timeout;
+        monoio::spawn(async move {
+            crate::redis::subscriber::subscribe(url, b"dead", timeout, |_event| {
+                shard.route_cache.clear();
+            })
+            .await
+        });
     }
 }
 
@@ -202,6 +230,9 @@ pub(super) fn run_shard(setup: ShardSetup) {
         }
         let _ = ready.send((id, Ok(())));
         monoio::spawn(housekeeping(shard.clone()));
+        if shard.route_cache.enabled() {
+            listen_for_dead_marks(&shard);
+        }
         if shard.access_log.is_some() {
             monoio::spawn(flush_access_log(shard.clone()));
         }

@@ -124,6 +124,16 @@ impl Redis {
         self.conn().cmd(args)
     }
 
+    /// Calls of one command (e.g. "lrange") since the last CONFIG RESETSTAT.
+    pub fn calls(&self, command: &str) -> u64 {
+        let info = text(&self.cmd(&["INFO", "commandstats"]));
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// `RPUSH frontend:<host> id backends...` after clearing the key.
     pub fn frontend(&self, prefix: &str, host: &str, id: &str, backends: &[String]) {
         let key = format!("{prefix}frontend:{host}");

@@ -1,0 +1,150 @@
+//! The opt-in per-shard route cache (`server.route_cache_ms`, 0 = off, which
+//! is Hipache's behaviour: Redis is asked on every request). When on, a host's
+//! lookup result (its frontend, or "no frontend") is reused for that long.
+//! It is forgotten early when this shard marks one of the host's backends
+//! dead, when any proxy announces a dead backend on the `dead` channel (see
+//! `redis::subscriber`), and on every retry, which reads Redis afresh.
+//! The number of hosts kept is bounded, so random Host headers cannot grow it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::Frontend;
+use crate::config::routes::{Destination, RouteTable};
+
+/// Hosts kept per shard; past this, expired entries are swept, and if that
+/// is not enough the cache starts over.
+const MAX_ENTRIES: usize = 10_000;
+
+struct Cached {
+    frontend: Option<Frontend>,
+    until: Instant,
+}
+
+pub struct RouteCache {
+    ttl: Option<Duration>,
+    /// One map per destination: the default one first, then one per route.
+    maps: RefCell<Vec<HashMap<String, Cached>>>,
+    entries: std::cell::Cell<usize>,
+}
+
+impl RouteCache {
+    /// `ttl` None: off. `destinations`: 1 + the number of routes.
+    pub fn new(ttl: Option<Duration>, destinations: usize) -> RouteCache {
+        RouteCache {
+            ttl,
+            maps: RefCell::new((0..destinations).map(|_| HashMap::new()).collect()),
+            entries: std::cell::Cell::new(0),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.ttl.is_some()
+    }
+
+    /// The slot of `dest` in `table`: 0 for the default destination.
+    pub fn slot(table: &RouteTable, dest: &Destination) -> usize {
+        table
+            .routes
+            .iter()
+            .position(|r| std::ptr::eq(&r.destination, dest))
+            .map_or(0, |i| i + 1)
+    }
+
+    /// A fresh cached result: `Some(None)` means "no frontend".
+    pub fn get(&self, slot: usize, host: &str) -> Option<Option<Frontend>> {
+        self.ttl?;
+        let maps = self.maps.borrow();
+        let cached = maps.get(slot)?.get(host)?;
+        (Instant::now() < cached.until).then(|| cached.frontend.clone())
+    }
+
+    pub fn put(&self, slot: usize, host: &str, frontend: &Option<Frontend>) {
+        let Some(ttl) = self.ttl else { return };
+        let now = Instant::now();
+        let mut maps = self.maps.borrow_mut();
+        if self.entries.get() >= MAX_ENTRIES {
+            for map in maps.iter_mut() {
+                map.retain(|_, c| c.until > now);
+            }
+            if maps.iter().map(HashMap::len).sum::<usize>() >= MAX_ENTRIES {
+                maps.iter_mut().for_each(HashMap::clear);
+            }
+            self.entries.set(maps.iter().map(HashMap::len).sum());
+        }
+        let Some(map) = maps.get_mut(slot) else {
+            return;
+        };
+        let entry = Cached {
+            frontend: frontend.clone(),
+            until: now + ttl,
+        };
+        if map.insert(host.to_string(), entry).is_none() {
+            self.entries.set(self.entries.get() + 1);
+        }
+    }
+
+    /// Forgets `host` in every destination.
+    pub fn forget(&self, host: &str) {
+        let mut maps = self.maps.borrow_mut();
+        for map in maps.iter_mut() {
+            if map.remove(host).is_some() {
+                self.entries.set(self.entries.get() - 1);
+            }
+        }
+    }
+
+    pub fn clear(&self) {
+        self.maps.borrow_mut().iter_mut().for_each(HashMap::clear);
+        self.entries.set(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frontend(key: &str) -> Option<Frontend> {
+        Some(Frontend {
+            key: key.into(),
+            identifier: "id".into(),
+            backends: vec!["http://b".into()],
+            dead: vec![],
+        })
+    }
+
+    #[test]
+    fn off_keeps_nothing_and_on_keeps_until_forgotten() {
+        let off = RouteCache::new(None, 1);
+        off.put(0, "a", &frontend("a"));
+        assert_eq!(off.get(0, "a"), None);
+
+        let on = RouteCache::new(Some(Duration::from_secs(60)), 2);
+        on.put(0, "a", &frontend("a"));
+        on.put(1, "a", &None);
+        assert_eq!(on.get(0, "a"), Some(frontend("a")));
+        assert_eq!(on.get(1, "a"), Some(None));
+        assert_eq!(on.get(0, "b"), None);
+        on.forget("a");
+        assert_eq!(on.get(0, "a"), None);
+        assert_eq!(on.get(1, "a"), None);
+        on.put(0, "c", &frontend("c"));
+        on.clear();
+        assert_eq!(on.get(0, "c"), None);
+    }
+
+    #[test]
+    fn entries_expire_and_the_size_is_bounded() {
+        let short = RouteCache::new(Some(Duration::ZERO), 1);
+        short.put(0, "a", &frontend("a"));
+        assert_eq!(short.get(0, "a"), None);
+
+        let cache = RouteCache::new(Some(Duration::from_secs(60)), 1);
+        for i in 0..MAX_ENTRIES + 5 {
+            cache.put(0, &format!("h{i}"), &None);
+        }
+        assert!(cache.maps.borrow()[0].len() <= MAX_ENTRIES);
+        assert_eq!(cache.entries.get(), cache.maps.borrow()[0].len());
+    }
+}
