@@ -13,7 +13,8 @@ from collections import defaultdict
 results_csv, idle_csv, stamp, command, out_dir = sys.argv[1:6]
 rows = list(csv.DictReader(open(results_csv)))
 idle = {r["peer"]: float(r["kb_per_conn"]) for r in csv.DictReader(open(idle_csv))}
-PEERS = ["direct", "lopache", "nginx", "haproxy"]
+# "cached" is lopache with server.route_cache_ms (bench/run.sh --route-cache).
+PEERS = [p for p in ["direct", "lopache", "cached", "nginx", "haproxy"] if any(r["peer"] == p for r in rows)]
 
 by = defaultdict(dict)  # (mode, conns, rep) -> peer -> row
 for r in rows:
@@ -47,7 +48,7 @@ lines = [
     "# lopache benchmark results",
     "",
     f"Measured {stamp}.",
-    f"Command: `{command}` (wrk -t1; 5-byte nginx backend with keep-alive; lopache looks every request up in Redis).",
+    f"Command: `{command}` (wrk -t1; 5-byte nginx backend with keep-alive; `lopache` looks every request up in Redis{'; `cached` is lopache with the opt-in route cache' if 'cached' in PEERS else ''}).",
     "",
     "| mode | conns | peer | req/s | × direct | × nginx | × haproxy | p50 ms | p99 ms | p99 × nginx | p99 × haproxy | proxy µs/req | Redis µs/req | PSS MB | errors |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -69,7 +70,7 @@ for mode in ["free", "pinned"]:
                     ratio(mode, conns, peer, "nginx", "p99_ms"),
                     ratio(mode, conns, peer, "haproxy", "p99_ms"),
                     "-" if peer == "direct" else "{:.1f}".format(stat(mode, conns, peer, "proxy_us")),
-                    "{:.2f}".format(stat(mode, conns, peer, "redis_us")) if peer == "lopache" else "-",
+                    "{:.2f}".format(stat(mode, conns, peer, "redis_us")) if peer in ("lopache", "cached") else "-",
                     "-" if peer == "direct" else "{:.1f}".format(stat(mode, conns, peer, "pss_kb") / 1024),
                     errors(mode, conns, peer),
                 )
@@ -110,6 +111,29 @@ lines += [
     check("Redis ≤ 3 µs per routed request (64)", f"{redis64:.2f} µs", redis64 <= 3),
     check("zero errors and non-2xx", str(errs), errs == 0),
 ]
+if "cached" in PEERS:
+    c64 = stat("free", 64, "cached", "proxy_us") + stat("free", 64, "cached", "redis_us")
+    c256 = stat("free", 256, "cached", "proxy_us") + stat("free", 256, "cached", "redis_us")
+    c64n, c64h = ratio("free", 64, "cached", "nginx", "rps"), ratio("free", 64, "cached", "haproxy", "rps")
+    c256n, c256h = ratio("free", 256, "cached", "nginx", "rps"), ratio("free", 256, "cached", "haproxy", "rps")
+    cp99n, cp99h = ratio("free", 64, "cached", "nginx", "p99_ms"), ratio("free", 64, "cached", "haproxy", "p99_ms")
+    cerrs = sum(errors(m, c, "cached") for m in ["free", "pinned"] for c in [64, 256])
+    lines += [
+        "",
+        "The same targets with the opt-in route cache (`cached`):",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+        check("lopache + Redis CPU ≤ 15 µs/req at 64 conns", f"{c64:.1f} µs", c64 <= 15),
+        check("lopache + Redis CPU ≤ 16 µs/req at 256 conns", f"{c256:.1f} µs", c256 <= 16),
+        check("throughput ≥ 1.15 × nginx at 64", f"{c64n:.2f} ×", c64n >= 1.15),
+        check("throughput ≥ 1.15 × HAProxy at 64", f"{c64h:.2f} ×", c64h >= 1.15),
+        check("throughput ≥ 1.6 × nginx at 256", f"{c256n:.2f} ×", c256n >= 1.6),
+        check("throughput ≥ 1.1 × HAProxy at 256", f"{c256h:.2f} ×", c256h >= 1.1),
+        check("p99 ≤ 0.8 × nginx's (64)", f"{cp99n:.2f} ×", cp99n <= 0.8),
+        check("p99 ≤ HAProxy's (64)", f"{cp99h:.2f} ×", cp99h <= 1.0),
+        check("zero errors and non-2xx", str(cerrs), cerrs == 0),
+    ]
 open(f"{out_dir}/latest.md", "w").write("\n".join(lines) + "\n")
 
 with open(f"{out_dir}/chart.dat", "w") as f:
@@ -129,6 +153,6 @@ set key autotitle columnhead outside right top
 set ylabel "req/s"
 set grid ytics
 set yrange [0:*]
-plot for [i=2:5] "{out_dir}/chart.dat" using i:xtic(1)
+plot for [i=2:{len(PEERS) + 1}] "{out_dir}/chart.dat" using i:xtic(1)
 """)
 print(open(f"{out_dir}/latest.md").read())

@@ -9,16 +9,19 @@
 # connection. Writes bench/results/latest.{md,csv,svg}.
 #
 # Usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only]
-#        (defaults 3, 5, 2000; --idle-only measures idle-connection memory only)
+#                     [--route-cache MS]
+#        (defaults 3, 5, 2000; --idle-only measures idle-connection memory only;
+#        --route-cache adds a peer "cached": lopache with server.route_cache_ms)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0
+REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0
 while [ $# -gt 0 ]; do
   case $1 in
     --reps) REPS=$2; shift 2 ;;
     --seconds) SECS=$2; shift 2 ;;
     --idle) IDLE=$2; shift 2 ;;
     --idle-only) IDLE_ONLY=1; shift ;;
+    --route-cache) CACHE_MS=$2; shift 2 ;;
     *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N]" >&2; exit 2 ;;
   esac
 done
@@ -43,7 +46,7 @@ ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc
 pss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup"))); done; echo $t; }
 children() { pgrep -P "$1" | tr '\n' ' '; }
 
-BACKEND=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port) NGINX=$(free_port) HAPROXY=$(free_port)
+BACKEND=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port) NGINX=$(free_port) HAPROXY=$(free_port) CACHED=$(free_port)
 echo "== backend nginx :$BACKEND, redis :$REDIS, lopache :$LOPACHE, nginx :$NGINX, haproxy :$HAPROXY"
 
 # Backend: nginx answering 5 bytes with keep-alive.
@@ -77,6 +80,12 @@ port = $LOPACHE
 bind = ["127.0.0.1"]
 CONF
   taskset -c "$cpus" ./target/release/lopache --config "$WORK/lopache.toml" 2>"$WORK/lopache.log" & PIDS+=($!); LOPACHE_PID=$!
+  CACHED_PID=""
+  if [ "$CACHE_MS" -gt 0 ]; then
+    sed -e "s/^port = $LOPACHE/port = $CACHED/" -e "s/^\[server\]/[server]\nroute_cache_ms = $CACHE_MS/" \
+      "$WORK/lopache.toml" > "$WORK/cached.toml"
+    taskset -c "$cpus" ./target/release/lopache --config "$WORK/cached.toml" 2>"$WORK/cached.log" & PIDS+=($!); CACHED_PID=$!
+  fi
   cat > "$WORK/nginx.conf" <<CONF
 worker_processes $n; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
 worker_rlimit_nofile 18000;
@@ -106,12 +115,13 @@ backend b
 CONF
   taskset -c "$cpus" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & PIDS+=($!); HAPROXY_PID=$!
   wait_port "$LOPACHE"; wait_port "$NGINX"; wait_port "$HAPROXY"
+  [ -z "$CACHED_PID" ] || wait_port "$CACHED"
   sleep 0.3
 }
 
 stop_proxies() {
-  kill "$LOPACHE_PID" "$NGINX_PID" "$HAPROXY_PID" 2>/dev/null || true
-  wait "$LOPACHE_PID" "$NGINX_PID" "$HAPROXY_PID" 2>/dev/null || true
+  kill $LOPACHE_PID $CACHED_PID "$NGINX_PID" "$HAPROXY_PID" 2>/dev/null || true
+  wait $LOPACHE_PID $CACHED_PID "$NGINX_PID" "$HAPROXY_PID" 2>/dev/null || true
 }
 
 # Processes whose CPU and memory count as "the proxy".
@@ -119,11 +129,12 @@ proxy_pids() {
   case $1 in
     direct) echo "" ;;
     lopache) echo "$LOPACHE_PID $(children "$LOPACHE_PID")" ;;
+    cached) echo "$CACHED_PID $(children "$CACHED_PID")" ;;
     nginx) echo "$NGINX_PID $(children "$NGINX_PID")" ;;
     haproxy) echo "$HAPROXY_PID" ;;
   esac
 }
-port_of() { case $1 in direct) echo "$BACKEND" ;; lopache) echo "$LOPACHE" ;; nginx) echo "$NGINX" ;; haproxy) echo "$HAPROXY" ;; esac; }
+port_of() { case $1 in direct) echo "$BACKEND" ;; lopache) echo "$LOPACHE" ;; cached) echo "$CACHED" ;; nginx) echo "$NGINX" ;; haproxy) echo "$HAPROXY" ;; esac; }
 
 run_one() { # mode conns rep peer wrk_cpus
   local mode=$1 conns=$2 rep=$3 peer=$4 wcpus=$5
@@ -143,13 +154,13 @@ run_one() { # mode conns rep peer wrk_cpus
   local proxy_us redis_us
   proxy_us=$(awk -v t=$((p1 - p0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
   redis_us=$(awk -v t=$((r1 - r0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
-  [ "$peer" = lopache ] || redis_us=0
+  [ "$peer" = lopache ] || [ "$peer" = cached ] || redis_us=0
   echo "$mode,$conns,$rep,$peer,$rps,$p50,$p99,$proxy_us,$redis_us,$errs,$pss" >> "$RESULTS"
   printf '  %-7s %4s conns rep %s: %9s req/s  p99 %6s ms  proxy %6s us/req  redis %5s us/req  errors %s\n' \
     "$peer" "$conns" "$rep" "$rps" "$p99" "$proxy_us" "$redis_us" "$errs"
 }
 
-PEERS=(direct lopache nginx haproxy)
+PEERS=(direct lopache nginx haproxy); [ "$CACHE_MS" -gt 0 ] && PEERS+=(cached)
 MODES=(free pinned); [ "$IDLE_ONLY" = 1 ] && MODES=()
 for mode in "${MODES[@]}"; do
   if [ "$mode" = free ]; then
@@ -168,8 +179,8 @@ for mode in "${MODES[@]}"; do
   for conns in 64 256; do
     for rep in $(seq "$REPS"); do
       # Rotate the order each repetition so no peer always runs first.
-      for i in 0 1 2 3; do
-        peer=${PEERS[$(( (i + rep) % 4 ))]}
+      for i in "${!PEERS[@]}"; do
+        peer=${PEERS[$(( (i + rep) % ${#PEERS[@]} ))]}
         run_one "$mode" "$conns" "$rep" "$peer" "$wcpus"
       done
     done
@@ -221,6 +232,7 @@ stop_proxies
 
 STAMP="$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r), $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')"
 COMMAND="bench/run.sh --reps $REPS --seconds $SECS --idle $IDLE"
+[ "$CACHE_MS" -gt 0 ] && COMMAND="$COMMAND --route-cache $CACHE_MS"
 python3 bench/report.py "$RESULTS" "$IDLE_CSV" "$STAMP" "$COMMAND" bench/results
 cp "$RESULTS" bench/results/latest.csv
 gnuplot bench/results/chart.gp
