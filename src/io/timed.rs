@@ -42,6 +42,20 @@ pub async fn read_some<S: AsyncReadRent>(
     if buf.capacity() - buf.len() < RELAY_CHUNK / 4 {
         buf.reserve(RELAY_CHUNK);
     }
+    read_into_spare(stream, buf, limit).await
+}
+
+/// Reads once into `buf`'s spare capacity as it is (a small buffer stays
+/// small; one with none gets a little). Returns the byte count; 0 means the
+/// peer closed.
+pub async fn read_into_spare<S: AsyncReadRent>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    limit: Option<Duration>,
+) -> Result<usize, IoFailure> {
+    if buf.capacity() == buf.len() {
+        buf.reserve(1024);
+    }
     // monoio reads at the buffer's start; a slice from `len` appends instead.
     let filled = buf.len();
     let owned = std::mem::take(buf).slice_mut(filled..);

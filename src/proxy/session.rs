@@ -15,7 +15,7 @@ use super::forward::{forward, reply_error, Exchange, LogFields, Next};
 use super::tunnel;
 use crate::http::request::{parse_request, Method, RequestError, RequestHead};
 use crate::http::rewrite::{upstream_request, ClientSide};
-use crate::io::timed::{read_some, write_all};
+use crate::io::timed::{read_into_spare, read_some, write_all};
 use crate::net::stream::ClientStream;
 use crate::observe::access_log::Record;
 use crate::observe::metrics;
@@ -25,6 +25,10 @@ use crate::runtime::Shard;
 
 /// Initial size of a client's read buffer: most request heads fit.
 const HEAD_BUFFER: usize = 8 * 1024;
+/// The buffer an idle keep-alive connection lends to its pending read on
+/// io_uring: small, so that an idle connection stays cheap. A connection
+/// whose heads do not fit waits for readability instead (as on epoll).
+const IDLE_READ_BUFFER: usize = 256;
 /// After an error response, how long and how much the client may still send
 /// before the socket is closed (so our answer is not lost to a TCP reset).
 const LINGER_TIME: Duration = Duration::from_secs(1);
@@ -43,6 +47,8 @@ pub struct ClientInfo {
 pub(super) struct Client<S> {
     pub stream: S,
     pub buf: BytesMut,
+    /// The last request head fit in `IDLE_READ_BUFFER` (see `wait_idle`).
+    pub small_heads: bool,
 }
 
 enum HeadRead {
@@ -56,6 +62,7 @@ pub async fn serve_client<S: ClientStream>(shard: Rc<Shard>, stream: S, info: Cl
     let mut client = Client {
         stream,
         buf: BytesMut::new(),
+        small_heads: true,
     };
     loop {
         if client.buf.is_empty() && !wait_idle(&shard, &mut client).await {
@@ -78,7 +85,7 @@ pub async fn serve_client<S: ClientStream>(shard: Rc<Shard>, stream: S, info: Cl
             Next::Close => return,
             Next::CloseLinger => return Box::pin(linger_close(&mut client)).await,
             Next::Tunnel(upgraded) => {
-                let Client { stream, buf } = client;
+                let Client { stream, buf, .. } = client;
                 metrics::add(&shard.metrics.tunnels, 1);
                 Box::pin(tunnel::run(&shard, stream, buf, *upgraded)).await;
                 metrics::sub(&shard.metrics.tunnels, 1);
@@ -88,11 +95,25 @@ pub async fn serve_client<S: ClientStream>(shard: Rc<Shard>, stream: S, info: Cl
     }
 }
 
-/// Between requests a keep-alive connection holds no read buffer: it waits
-/// for readability (within the idle timeout), then gets a fresh head-sized
-/// buffer. An idle connection so costs only its task, and on the epoll driver
-/// this also saves the read that would fail with EAGAIN. False: close.
+/// Between requests a keep-alive connection holds little memory. On
+/// io_uring a read waits in the kernel, so a connection with small request
+/// heads simply reads with a small buffer: one operation per request instead
+/// of a readiness poll and a read. Otherwise (epoll, where the read would
+/// first fail with EAGAIN, or heads that need a second read) the connection
+/// waits for readability holding no buffer at all, then gets a head-sized
+/// one. False: close.
 async fn wait_idle<S: ClientStream>(shard: &Shard, client: &mut Client<S>) -> bool {
+    if shard.read_waits_in_kernel && client.small_heads {
+        // Read here, not in the boxed `read_head`: the idle connection then
+        // holds only its task, the small buffer and the pending read.
+        client.buf = BytesMut::with_capacity(IDLE_READ_BUFFER);
+        let timeout = shard.config.tcp_timeout;
+        let read = read_into_spare(&mut client.stream, &mut client.buf, timeout);
+        return monoio::select! {
+            got = read => matches!(got, Ok(n) if n > 0),
+            _ = shard.drain.idle_expired() => false,
+        };
+    }
     client.buf = BytesMut::new();
     let readable = async {
         let ready = client.stream.wait_readable();
@@ -115,7 +136,10 @@ async fn read_head<S: AsyncReadRent>(shard: &Shard, client: &mut Client<S>) -> H
     loop {
         if !client.buf.is_empty() {
             match parse_request(&client.buf, limits) {
-                Ok(Some(head)) => return HeadRead::Head(head),
+                Ok(Some(head)) => {
+                    client.small_heads = head.len <= IDLE_READ_BUFFER;
+                    return HeadRead::Head(head);
+                }
                 Ok(None) => {}
                 Err(e) => return HeadRead::Refused(e),
             }
@@ -123,19 +147,20 @@ async fn read_head<S: AsyncReadRent>(shard: &Shard, client: &mut Client<S>) -> H
         // Until a request's first byte arrives, a drain ends the wait after
         // its grace (the readiness wait before can be a stale "readable" on
         // epoll).
-        let idle = client.buf.is_empty();
-        let read = read_some(
-            &mut client.stream,
-            &mut client.buf,
-            shard.config.tcp_timeout,
-        );
-        let got = if idle {
+        let timeout = shard.config.tcp_timeout;
+        let got = if client.buf.is_empty() {
+            // The first read uses the buffer as `wait_idle` left it.
+            let read = read_into_spare(&mut client.stream, &mut client.buf, timeout);
             monoio::select! {
                 got = read => got,
                 _ = shard.drain.idle_expired() => return HeadRead::Closed,
             }
         } else {
-            read.await
+            // The rest of a head: grow by a head-sized step, not a relay chunk.
+            if client.buf.capacity() - client.buf.len() < IDLE_READ_BUFFER {
+                client.buf.reserve(HEAD_BUFFER);
+            }
+            read_into_spare(&mut client.stream, &mut client.buf, timeout).await
         };
         match got {
             Ok(0) | Err(_) => return HeadRead::Closed,

@@ -196,6 +196,7 @@ pub fn run(
                     draining: flag,
                     access_log: log,
                     metrics: shard_metrics,
+                    driver,
                 })
             })
             .map_err(|e| RuntimeError::ShardStart {

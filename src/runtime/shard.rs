@@ -50,6 +50,9 @@ pub struct Shard {
     pub access_log: Option<AccessLog>,
     /// This shard's counters, read by the admin endpoint.
     pub metrics: Arc<ShardMetrics>,
+    /// io_uring: a read on an idle socket waits in the kernel (on epoll it
+    /// would fail with EAGAIN first), so idle connections read directly.
+    pub read_waits_in_kernel: bool,
 }
 
 impl Shard {
@@ -74,6 +77,7 @@ impl Shard {
             drain: Drain::default(),
             access_log: None,
             metrics,
+            read_waits_in_kernel: false,
             config,
         }
     }
@@ -171,6 +175,7 @@ pub(super) struct ShardSetup {
     pub draining: Arc<AtomicBool>,
     pub access_log: Option<SyncSender<access_log::Message>>,
     pub metrics: Arc<ShardMetrics>,
+    pub driver: super::DriverKind,
 }
 
 /// Thread body: pin, build the runtime, start accepting, report readiness.
@@ -185,6 +190,7 @@ pub(super) fn run_shard(setup: ShardSetup) {
         draining,
         access_log,
         metrics,
+        driver,
     } = setup;
     log::set_shard(id);
     if let Some(core) = core {
@@ -206,6 +212,7 @@ pub(super) fn run_shard(setup: ShardSetup) {
     runtime.block_on(async move {
         let slots = Rc::new(Semaphore::new(config.max_connections));
         let mut shard = Shard::new(id, config, metrics);
+        shard.read_waits_in_kernel = driver == super::DriverKind::IoUring;
         shard.access_log = access_log.map(AccessLog::new);
         let shard = Rc::new(shard);
         for (listener, tls) in listeners {

@@ -267,6 +267,10 @@ impl Lopache {
 
 impl Drop for Lopache {
     fn drop(&mut self) {
+        // A failing test shows what the proxy said (e.g. a worker that died).
+        if std::thread::panicking() {
+            eprintln!("--- lopache stderr ---\n{}", self.stderr());
+        }
         // The master first, so that it restarts nothing; then its workers,
         // which would otherwise drain for up to server.drain_timeout.
         let _ = self.child.kill();
