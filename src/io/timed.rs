@@ -2,7 +2,10 @@
 //! A timed-out operation's buffer stays with the cancelled op; the connection
 //! is closed right after, so nothing is lost that matters.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -20,15 +23,40 @@ pub enum IoFailure {
     Io(#[from] io::Error),
 }
 
-async fn with_deadline<F: std::future::Future>(
-    limit: Option<Duration>,
-    fut: F,
-) -> Result<F::Output, IoFailure> {
+/// `fut`, bounded by `limit` if there is one. A plain enum future rather
+/// than an `async fn`: the generator of an async fn would keep both the
+/// argument and the `Timeout` it is moved into, doubling the size of every
+/// pending read, and so of every idle connection's task.
+pub fn with_deadline<F: Future>(limit: Option<Duration>, fut: F) -> Deadline<F> {
     match limit {
-        Some(d) => monoio::time::timeout(d, fut)
-            .await
-            .map_err(|_| IoFailure::Timeout),
-        None => Ok(fut.await),
+        Some(d) => Deadline::Timed(monoio::time::timeout(d, fut)),
+        None => Deadline::Untimed(fut),
+    }
+}
+
+// The timed variant is large because monoio's `Sleep` is (cache-padded timer
+// state, about 600 bytes); boxing it would allocate per operation, and the
+// untimed variant is the rare one.
+#[allow(clippy::large_enum_variant)]
+pub enum Deadline<F> {
+    Timed(monoio::time::Timeout<F>),
+    Untimed(F),
+}
+
+impl<F: Future> Future for Deadline<F> {
+    type Output = Result<F::Output, IoFailure>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: structural pinning: the inner future is never moved out of
+        // the enum while pinned, and the variant never changes after creation.
+        unsafe {
+            match self.get_unchecked_mut() {
+                Deadline::Timed(t) => Pin::new_unchecked(t)
+                    .poll(cx)
+                    .map(|r| r.map_err(|_| IoFailure::Timeout)),
+                Deadline::Untimed(f) => Pin::new_unchecked(f).poll(cx).map(Ok),
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use super::forward::{forward, reply_error, Exchange, LogFields, Next};
 use super::tunnel;
 use crate::http::request::{parse_request, Method, RequestError, RequestHead};
 use crate::http::rewrite::{upstream_request, ClientSide};
-use crate::io::timed::{read_into_spare, read_some, write_all};
+use crate::io::timed::{read_into_spare, read_some, with_deadline, write_all};
 use crate::net::stream::ClientStream;
 use crate::observe::access_log::Record;
 use crate::observe::metrics;
@@ -115,16 +115,10 @@ async fn wait_idle<S: ClientStream>(shard: &Shard, client: &mut Client<S>) -> bo
         };
     }
     client.buf = BytesMut::new();
-    let readable = async {
-        let ready = client.stream.wait_readable();
-        match shard.config.tcp_timeout {
-            Some(limit) => matches!(monoio::time::timeout(limit, ready).await, Ok(Ok(()))),
-            None => ready.await.is_ok(),
-        }
-    };
+    let readable = with_deadline(shard.config.tcp_timeout, client.stream.wait_readable());
     // An idle connection closes shortly after the shard drains.
     let ok = monoio::select! {
-        ok = readable => ok,
+        ready = readable => matches!(ready, Ok(Ok(()))),
         _ = shard.drain.idle_expired() => false,
     };
     client.buf.reserve(HEAD_BUFFER);
