@@ -13,7 +13,6 @@ use monoio::net::TcpListener;
 use super::drain::{self, Drain};
 use super::signals::Stop;
 use crate::config::{Config, HttpsListener};
-use crate::log_warn;
 use crate::net::accept::accept_loop;
 use crate::observe::log;
 use crate::redis::RedisClient;
@@ -21,6 +20,7 @@ use crate::routing::dead::DeadBackends;
 use crate::tls::accept::TlsListener;
 use crate::upstream::dns::Resolver;
 use crate::upstream::UpstreamPool;
+use crate::{log_info, log_warn};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::SyncSender;
 
@@ -178,6 +178,41 @@ pub(super) struct ShardSetup {
     pub driver: super::DriverKind,
 }
 
+type ShardRuntime = monoio::FusionRuntime<
+    monoio::time::TimeDriver<monoio::IoUringDriver>,
+    monoio::time::TimeDriver<monoio::LegacyDriver>,
+>;
+
+/// The shard's monoio runtime. On io_uring the ring is first set up for a
+/// single thread that collects its own completions (COOP_TASKRUN,
+/// SINGLE_ISSUER, DEFER_TASKRUN: completion work runs when the shard asks
+/// for events instead of interrupting it); a kernel without those flags
+/// (before 6.1) gets the default ring. `LOPACHE_PLAIN_RING=1` asks for the
+/// default ring anyway, to measure the difference.
+fn build_runtime(
+    driver: super::DriverKind,
+    pool: &monoio::blocking::DefaultThreadPool,
+) -> std::io::Result<ShardRuntime> {
+    let base = || {
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .attach_thread_pool(Box::new(pool.clone()))
+    };
+    if driver == super::DriverKind::IoUring && std::env::var_os("LOPACHE_PLAIN_RING").is_none() {
+        let mut ring = io_uring::IoUring::builder();
+        ring.setup_coop_taskrun()
+            .setup_single_issuer()
+            .setup_defer_taskrun();
+        match base().uring_builder(ring).build() {
+            Ok(runtime) => return Ok(runtime),
+            Err(e) => {
+                log_info!("io_uring without DEFER_TASKRUN ({e}); using a default ring")
+            }
+        }
+    }
+    base().build()
+}
+
 /// Thread body: pin, build the runtime, start accepting, report readiness.
 pub(super) fn run_shard(setup: ShardSetup) {
     let ShardSetup {
@@ -198,11 +233,7 @@ pub(super) fn run_shard(setup: ShardSetup) {
             log_warn!("could not pin to core {}", core.id);
         }
     }
-    let built = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .attach_thread_pool(Box::new(resolver_pool))
-        .build();
-    let mut runtime = match built {
+    let mut runtime = match build_runtime(driver, &resolver_pool) {
         Ok(rt) => rt,
         Err(e) => {
             let _ = ready.send((id, Err(format!("cannot build runtime: {e}"))));
