@@ -431,6 +431,24 @@ mod size_tests {
                 local_port: addr.port(),
                 proto: "http",
             };
+            let raw = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+            let head = crate::http::request::parse_request(raw, &shard.config.limits)
+                .unwrap()
+                .unwrap();
+            let mut client = Client {
+                stream,
+                buf: BytesMut::from(&raw[..]),
+                small_heads: true,
+            };
+            eprintln!(
+                "read_head future: {} bytes",
+                std::mem::size_of_val(&read_head(&shard, &mut client))
+            );
+            eprintln!(
+                "handle_request future: {} bytes",
+                std::mem::size_of_val(&handle_request(&shard, &mut client, &info, head))
+            );
+            let Client { stream, .. } = client;
             std::mem::size_of_val(&serve_client(shard, stream, info))
         });
         eprintln!("connection future: {size} bytes");
