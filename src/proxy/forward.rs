@@ -279,12 +279,14 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     };
     let (mut up, reused) = match shard.pool.take_idle(&key) {
         Some(s) => (s, true),
-        None => match connect(
+        // Boxed, like the other rare paths below: a new connection (maybe a
+        // TLS handshake) would otherwise size every request's future.
+        None => match Box::pin(connect(
             addr,
             key.tls_name.as_deref(),
             &shard.backend_tls,
             cfg.connect_timeout,
-        )
+        ))
         .await
         {
             Ok(s) => (s, false),
@@ -340,9 +342,9 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
             read: cfg.tcp_timeout,
             write: Some(cfg.response_timeout),
         };
-        let relayed = request_body
-            .run(&mut client.stream, &mut client.buf, &mut up, deadlines)
-            .await;
+        let relayed =
+            Box::pin(request_body.run(&mut client.stream, &mut client.buf, &mut up, deadlines))
+                .await;
         match relayed {
             Ok(_) => exchange.body_consumed = true,
             Err(RelayError::Read(_) | RelayError::Truncated) => return Attempt::Done(Next::Close),
@@ -378,7 +380,10 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
                     return failed(ProxyError::BadUpstreamResponse, false, false);
                 }
                 exchange.status = 101;
-                return switch_protocols(shard, client, exchange, target, up, ubuf, &r).await;
+                return Box::pin(switch_protocols(
+                    shard, client, exchange, target, up, ubuf, &r,
+                ))
+                .await;
             }
             Ok(r) => break r,
             Err(HeadFailure::Timeout) => return failed(ProxyError::UpstreamTimeout, true, false),
