@@ -247,13 +247,13 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
     client.buf.advance(head.len);
     let next = forward(shard, client, &mut exchange, up_head, host, facts).await;
     if exchange.status != 0 {
-        shard.metrics.request(
-            exchange.status,
-            exchange.started.elapsed(),
-            exchange.backend_started.map(|t| t.elapsed()),
-        );
+        // Read the clock once for the metrics and the access log alike.
+        let now = Instant::now();
+        let total = now - exchange.started;
+        let backend = exchange.backend_started.map(|t| now - t);
+        shard.metrics.request(exchange.status, total, backend);
+        log_exchange(shard, info, &exchange, total, backend);
     }
-    log_exchange(shard, info, &exchange);
     next
 }
 
@@ -279,14 +279,17 @@ fn log_fields(head_bytes: &[u8], head: &RequestHead) -> LogFields {
     }
 }
 
-/// One access log line for a request that reached routing.
-fn log_exchange(shard: &Shard, info: &ClientInfo, exchange: &Exchange) {
+/// One access log line for a request that reached routing and was answered.
+fn log_exchange(
+    shard: &Shard,
+    info: &ClientInfo,
+    exchange: &Exchange,
+    total: Duration,
+    backend: Option<Duration>,
+) {
     let (Some(log), Some(fields)) = (&shard.access_log, &exchange.log) else {
         return;
     };
-    if exchange.status == 0 {
-        return;
-    }
     log.record(&Record {
         peer: info.peer.ip(),
         started: fields.started,
@@ -296,10 +299,8 @@ fn log_exchange(shard: &Shard, info: &ClientInfo, exchange: &Exchange) {
         referer: &fields.referer,
         user_agent: &fields.user_agent,
         identifier: exchange.identifier.as_deref().unwrap_or(""),
-        total: exchange.started.elapsed(),
-        backend: exchange
-            .backend_started
-            .map_or(Duration::ZERO, |t| t.elapsed()),
+        total,
+        backend: backend.unwrap_or_default(),
     });
 }
 
