@@ -335,19 +335,17 @@ impl Master {
     /// Binds what `config` adds and starts a worker on it. Err only for the
     /// first worker of a fresh start (the process then exits with the code).
     fn start_worker(&mut self, config: Config, text: String, why: Why) -> Result<(), ExitCode> {
-        let started = self.sockets.bind_for(&config).and_then(|()| {
-            worker::spawn(
+        let started = match self.sockets.bind_for(&config) {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => worker::spawn(
                 Path::new("/proc/self/exe"),
                 &self.argv0,
                 &self.config_path,
                 &text,
                 &self.sockets,
             )
-            .map_err(|e| crate::net::listener::BindError::Io {
-                addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-                source: e,
-            })
-        });
+            .map_err(|e| format!("cannot run the worker: {e}")),
+        };
         match started {
             Ok(w) => {
                 self.pending = Some(Pending {
