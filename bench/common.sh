@@ -14,3 +14,24 @@ wait_port() {
   echo "port $1 never opened" >&2
   exit 1
 }
+
+# The 5-byte keep-alive nginx backend every HTTP benchmark proxies to, on
+# port $1. Sets BACKEND_PID.
+start_backend() {
+  cat > "$WORK/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
+events { worker_connections 16384; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$1 reuseport; location / { return 200 "hello"; } } }
+CONF
+  nginx -c "$WORK/backend.conf" & PIDS+=($!); BACKEND_PID=$!
+  wait_port "$1"
+}
+
+# A throwaway Redis on port $1 whose frontend $2 points at $3 (host:port).
+# Sets REDIS_PID.
+start_redis() {
+  redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --logfile "$WORK/redis.log" & PIDS+=($!); REDIS_PID=$!
+  wait_port "$1"
+  redis-cli -p "$1" rpush "frontend:$2" "${2%%.*}" "http://$3" >/dev/null
+}

@@ -13,16 +13,8 @@ cargo build --release --quiet
 WORK=$(mktemp -d /tmp/lopache-reload.XXXXXX)
 source bench/common.sh
 BACKEND=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port)
-cat > "$WORK/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello"; } } }
-CONF
-nginx -c "$WORK/backend.conf" & PIDS+=($!)
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --logfile "$WORK/redis.log" & PIDS+=($!)
-wait_port "$BACKEND"; wait_port "$REDIS"
-redis-cli -p "$REDIS" rpush frontend:bench.local bench "http://127.0.0.1:$BACKEND" >/dev/null
+start_backend "$BACKEND"
+start_redis "$REDIS" bench.local "127.0.0.1:$BACKEND"
 printf 'driver = "redis://127.0.0.1:%s"\n[server]\naccess_log = "none"\nworkers = 2\n[http]\nport = %s\nbind = ["127.0.0.1"]\n' "$REDIS" "$LOPACHE" > "$WORK/lopache.toml"
 cp target/release/lopache "$WORK/lopache"
 "$WORK/lopache" --config "$WORK/lopache.toml" 2>"$WORK/lopache.log" & PIDS+=($!); MASTER=$!

@@ -50,16 +50,8 @@ BACKEND=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port) NGINX=$(free_port) 
 echo "== backend nginx :$BACKEND, redis :$REDIS, lopache :$LOPACHE, nginx :$NGINX, haproxy :$HAPROXY"
 
 # Backend: nginx answering 5 bytes with keep-alive.
-cat > "$WORK/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
-events { worker_connections 16384; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND reuseport; location / { return 200 "hello"; } } }
-CONF
-nginx -c "$WORK/backend.conf" & PIDS+=($!); BACKEND_PID=$!
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --logfile "$WORK/redis.log" & PIDS+=($!); REDIS_PID=$!
-wait_port "$BACKEND"; wait_port "$REDIS"
-redis-cli -p "$REDIS" rpush frontend:bench.local bench "http://127.0.0.1:$BACKEND" >/dev/null
+start_backend "$BACKEND"
+start_redis "$REDIS" bench.local "127.0.0.1:$BACKEND"
 
 printf 'wrk.headers["Host"] = "bench.local"\n' > "$WORK/host.lua"
 RESULTS="$WORK/results.csv"

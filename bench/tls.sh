@@ -18,16 +18,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -subj "/CN=bench.local" -addext "subjectAltName=DNS:bench.local" \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 BACKEND=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port) NGINX=$(free_port)
-cat > "$WORK/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $WORK/b.pid; error_log $WORK/b.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello"; } } }
-CONF
-nginx -c "$WORK/backend.conf" & PIDS+=($!)
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --logfile "$WORK/redis.log" & PIDS+=($!)
-wait_port "$BACKEND"; wait_port "$REDIS"
-redis-cli -p "$REDIS" rpush frontend:bench.local bench "http://127.0.0.1:$BACKEND" >/dev/null
+start_backend "$BACKEND"
+start_redis "$REDIS" bench.local "127.0.0.1:$BACKEND"
 cat > "$WORK/lopache.toml" <<CONF
 driver = "redis://127.0.0.1:$REDIS"
 [server]

@@ -12,9 +12,8 @@ WORK=$(mktemp -d /tmp/lopache-ws.XXXXXX)
 source bench/common.sh
 ECHO=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port) NGINX=$(free_port)
 ./target/release/examples/ws_bench serve "$ECHO" & PIDS+=($!)
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --logfile "$WORK/redis.log" & PIDS+=($!)
-wait_port "$ECHO"; wait_port "$REDIS"
-redis-cli -p "$REDIS" rpush frontend:ws.local ws "http://127.0.0.1:$ECHO" >/dev/null
+wait_port "$ECHO"
+start_redis "$REDIS" ws.local "127.0.0.1:$ECHO"
 printf 'driver = "redis://127.0.0.1:%s"\n[server]\naccess_log = "none"\nworkers = 2\n[http]\nport = %s\nbind = ["127.0.0.1"]\n' "$REDIS" "$LOPACHE" > "$WORK/lopache.toml"
 ./target/release/lopache --config "$WORK/lopache.toml" 2>"$WORK/lopache.log" & PIDS+=($!)
 cat > "$WORK/nginx.conf" <<CONF
