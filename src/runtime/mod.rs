@@ -93,7 +93,7 @@ pub fn run(
             .ok_or_else(|| RuntimeError::MissingSocket(key.to_string()))?;
         let https = match key.kind {
             Kind::Admin => {
-                admin_listener = group.into_iter().next();
+                admin_listener = group.into_iter().next().map(|l| (key.addr, l));
                 continue;
             }
             Kind::Http => None,
@@ -129,11 +129,11 @@ pub fn run(
     // scrapes and health checks reach the worker taking over.
     let admin_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin = match admin_listener {
-        Some(listener) => {
+        Some((configured, listener)) => {
             let addr = listener
                 .local_addr()
                 .map_err(|source| RuntimeError::Admin {
-                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    addr: configured,
                     source,
                 })?;
             crate::observe::admin::start(
