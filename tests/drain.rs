@@ -77,6 +77,35 @@ fn idle_keep_alive_connections_close_and_the_process_exits_early() {
 }
 
 #[test]
+fn a_request_sent_on_an_idle_connection_within_the_drain_grace_is_answered() {
+    let redis = Redis::start();
+    let app = Backend::named("app");
+    redis.frontend("", "app.example", "app", &[app.url()]);
+    let mut proxy = Lopache::start(&redis.url(), "drain_timeout = 30");
+    let mut conn = RawConn::connect(proxy.addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n");
+    assert_eq!(conn.read_response(false).status, 200);
+    proxy.signal("TERM");
+    // Once new connections are refused the shards are draining; idle
+    // connections get a grace in which a request already on its way is
+    // still answered (and closes the connection).
+    let addr = proxy.addr;
+    wait_for("listeners to close", || {
+        TcpStream::connect(addr).is_err().then_some(())
+    });
+    // Not synchronisation but the subject: the request comes a while into
+    // the drain (well inside the 1 s grace, well past the 50 ms the shards
+    // take to notice a drain).
+    std::thread::sleep(Duration::from_millis(300));
+    conn.send(b"GET /late HTTP/1.1\r\nHost: app.example\r\n\r\n");
+    let late = conn.read_response(false);
+    assert_eq!((late.status, late.text().as_str()), (200, "app"));
+    assert_eq!(late.header("connection"), Some("close"));
+    assert!(conn.closed());
+    assert_eq!(proxy.wait_exit().code(), Some(0));
+}
+
+#[test]
 fn tunnels_run_on_until_the_drain_deadline() {
     let redis = Redis::start();
     let echo = WsEcho::start();

@@ -19,6 +19,30 @@ fn echo_path() -> Backend {
 }
 
 #[test]
+fn keep_alive_serves_large_and_small_heads_alike() {
+    // Heads over the small idle read buffer (256 bytes on io_uring) take a
+    // second read and switch the connection to waiting for readability;
+    // small ones switch it back.
+    let backend = echo_path();
+    let (_redis, proxy) = setup(&backend, "");
+    let mut conn = RawConn::connect(proxy.addr);
+    let cookie = "c".repeat(2000);
+    for (i, big) in [false, true, true, false, true, false, false]
+        .iter()
+        .enumerate()
+    {
+        let extra = if *big {
+            format!("Cookie: {cookie}\r\n")
+        } else {
+            String::new()
+        };
+        conn.send(format!("GET /{i} HTTP/1.1\r\nHost: app.example\r\n{extra}\r\n").as_bytes());
+        let r = conn.read_response(false);
+        assert_eq!((r.status, r.text()), (200, format!("GET /{i}")));
+    }
+}
+
+#[test]
 fn keep_alive_is_reused_on_both_sides() {
     let backend = echo_path();
     let (_redis, proxy) = setup(&backend, "workers = 1");

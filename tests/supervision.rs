@@ -185,6 +185,16 @@ fn a_killed_worker_is_replaced_within_a_second_with_its_sockets_intact() {
 }
 
 #[test]
+fn a_replacement_runs_the_last_good_config_even_if_the_file_broke_since() {
+    let (redis, _backend) = app_on_one_backend();
+    let proxy = Lopache::start(&redis.url(), "");
+    rewrite_config(&proxy, |_| "this is [not toml".to_string());
+    send_signal(proxy.worker_pid(), "KILL");
+    proxy.wait_for_log("serving (restart)", 1);
+    assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");
+}
+
+#[test]
 fn a_crash_loop_backs_off_and_recovers() {
     let (redis, _backend) = app_on_one_backend();
     // Workers read the error page directory at start: while it is missing,
