@@ -55,15 +55,22 @@ fn in_flight_requests_finish_and_new_connections_are_refused() {
     assert_eq!(proxy.wait_exit().code(), Some(0));
 }
 
-#[test]
-fn idle_keep_alive_connections_close_and_the_process_exits_early() {
+/// A proxy (drain_timeout 30 s) with one keep-alive connection, idle after
+/// one answered request.
+fn idle_keep_alive_connection() -> (Redis, Backend, Lopache, RawConn) {
     let redis = Redis::start();
     let app = Backend::named("app");
     redis.frontend("", "app.example", "app", &[app.url()]);
-    let mut proxy = Lopache::start(&redis.url(), "drain_timeout = 30");
+    let proxy = Lopache::start(&redis.url(), "drain_timeout = 30");
     let mut conn = RawConn::connect(proxy.addr);
     conn.send(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n");
     assert_eq!(conn.read_response(false).status, 200);
+    (redis, app, proxy, conn)
+}
+
+#[test]
+fn idle_keep_alive_connections_close_and_the_process_exits_early() {
+    let (_redis, _app, mut proxy, mut conn) = idle_keep_alive_connection();
     let signalled = Instant::now();
     proxy.signal("TERM");
     assert!(conn.closed(), "the idle connection stayed open");
@@ -78,13 +85,7 @@ fn idle_keep_alive_connections_close_and_the_process_exits_early() {
 
 #[test]
 fn a_request_sent_on_an_idle_connection_within_the_drain_grace_is_answered() {
-    let redis = Redis::start();
-    let app = Backend::named("app");
-    redis.frontend("", "app.example", "app", &[app.url()]);
-    let mut proxy = Lopache::start(&redis.url(), "drain_timeout = 30");
-    let mut conn = RawConn::connect(proxy.addr);
-    conn.send(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n");
-    assert_eq!(conn.read_response(false).status, 200);
+    let (_redis, _app, mut proxy, mut conn) = idle_keep_alive_connection();
     proxy.signal("TERM");
     // Once new connections are refused the shards are draining; idle
     // connections get a grace in which a request already on its way is
