@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use harness::backend::refused_url;
 use harness::redis::{members, text, RedisConn};
-use harness::{get, request, wait_for, Backend, Lopache, Redis, Reply};
+use harness::{get, request, wait_for, Backend, Lopache, RawConn, Redis, Reply};
 
 #[test]
 fn exact_host_port_case_and_trailing_dot() {
@@ -114,6 +114,53 @@ fn requests_spread_over_backends() {
     assert_eq!(seen.len(), 3, "{seen:?}");
     // Uniform choice: each of 3 gets ~100 of 300; 50 is far outside chance.
     assert!(seen.values().all(|&n| n >= 50), "{seen:?}");
+}
+
+#[test]
+fn concurrent_lookups_share_redis_work_and_each_host_gets_its_own_frontend() {
+    let redis = Redis::start();
+    let hosts = ["one.example", "two.example", "three.example"];
+    let backends: Vec<Backend> = hosts.iter().map(|h| Backend::named(h)).collect();
+    for (host, backend) in hosts.iter().zip(&backends) {
+        redis.frontend("", host, host, &[backend.url()]);
+    }
+    let proxy = Lopache::start(&redis.url(), "workers = 1");
+    for host in hosts {
+        assert_eq!(get(proxy.addr, host, "/").text(), host);
+    }
+    redis.cmd(&["CONFIG", "RESETSTAT"]);
+    // 8 keep-alive clients per host, all at once, 100 requests each.
+    const CLIENTS: usize = 8;
+    const EACH: usize = 100;
+    let threads: Vec<_> = (0..CLIENTS)
+        .flat_map(|_| hosts)
+        .map(|host| {
+            let addr = proxy.addr;
+            std::thread::spawn(move || {
+                let mut conn = RawConn::connect(addr);
+                let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+                (0..EACH)
+                    .map(|_| {
+                        conn.send(request.as_bytes());
+                        conn.read_response(false).text()
+                    })
+                    .filter(|body| body != host)
+                    .collect::<Vec<String>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), Vec::<String>::new(), "wrong frontend");
+    }
+    // One SMEMBERS per lookup sent: identical lookups queued for the same
+    // pipeline write went to Redis once (24 clients on one shard overlap).
+    let requests = (CLIENTS * hosts.len() * EACH) as u64;
+    let lookups = redis.calls("smembers");
+    assert!(
+        lookups > 0 && lookups < requests,
+        "{lookups} lookups for {requests} requests"
+    );
+    assert_eq!(redis.calls("lrange"), lookups * 3, "3 candidates per host");
 }
 
 #[test]

@@ -61,6 +61,8 @@ pub struct ShardMetrics {
     pub dead_marks: AtomicU64,
     pub retries: AtomicU64,
     pub redis_errors: AtomicU64,
+    /// Reads that joined identical commands already queued for Redis.
+    pub redis_shared: AtomicU64,
     pub tls_handshakes: AtomicU64,
     pub tls_failures: AtomicU64,
     pub access_log_dropped: AtomicU64,
@@ -159,6 +161,13 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
         "counter",
         "Route lookups Redis did not answer.",
         &|m| m.redis_errors.load(Relaxed),
+    );
+    series(
+        &mut out,
+        "lopache_redis_shared_lookups_total",
+        "counter",
+        "Route lookups answered by an identical lookup already queued for the same pipeline write.",
+        &|m| m.redis_shared.load(Relaxed),
     );
     series(
         &mut out,

@@ -3,6 +3,10 @@
 //! whole buffer in one go and hands replies back in FIFO order. While one batch
 //! is in flight, new commands accumulate for the next write, so under load many
 //! requests share one write and one read (and Redis spends far less CPU).
+//! A read queued with [`RedisClient::query_shared`] goes further: when the very
+//! same commands are already waiting for the next write, it joins them and
+//! gets a share of their replies instead of adding a copy (a hot host's
+//! concurrent lookups cost Redis one lookup per batch).
 //!
 //! Connection trouble never escapes as a panic: a lost connection fails the
 //! in-flight batch, the next query reconnects, and repeated failures back off
@@ -23,12 +27,19 @@ use monoio::net::{TcpStream, UnixStream};
 
 use super::codec::{decode_reply, encode_command, Reply};
 use super::url::{Endpoint, RedisUrl};
-use crate::observe::metrics::ShardMetrics;
+use crate::observe::metrics::{self, ShardMetrics};
 use crate::{log_info, log_warn};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const READ_CHUNK: usize = 16 * 1024;
+/// How many shareable queries of one batch are remembered for joining; later
+/// ones are still sent, just not offered for sharing (bounds the search).
+const MAX_SHAREABLE: usize = 64;
+
+/// The replies to one query. Shared between the callers that joined it.
+pub type SharedReplies = Rc<Vec<Reply>>;
+type Outcome = Result<SharedReplies, RedisError>;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RedisError {
@@ -40,7 +51,24 @@ pub enum RedisError {
 
 struct Waiter {
     replies: usize,
-    tx: oneshot::Sender<Result<Vec<Reply>, RedisError>>,
+    tx: oneshot::Sender<Outcome>,
+    /// Callers that queued the same commands after this one, same batch.
+    joined: Vec<oneshot::Sender<Outcome>>,
+}
+
+impl Waiter {
+    fn answer(self, outcome: Outcome) {
+        for tx in self.joined {
+            let _ = tx.send(outcome.clone());
+        }
+        let _ = self.tx.send(outcome);
+    }
+}
+
+/// Where a shareable query's commands sit in `queued`, and whose they are.
+struct Shareable {
+    bytes: std::ops::Range<usize>,
+    waiter: usize,
 }
 
 struct Inner {
@@ -50,6 +78,8 @@ struct Inner {
     queued: RefCell<Vec<u8>>,
     /// Callers whose commands are in `queued`, in order.
     waiters: RefCell<VecDeque<Waiter>>,
+    /// The shareable queries in `queued`.
+    shareable: RefCell<Vec<Shareable>>,
     task_waker: RefCell<Option<Waker>>,
     task_started: Cell<bool>,
     /// While set and in the future, queries fail at once (back-off after a failed connect).
@@ -73,6 +103,7 @@ impl RedisClient {
                 timeout,
                 queued: RefCell::new(Vec::with_capacity(4096)),
                 waiters: RefCell::new(VecDeque::new()),
+                shareable: RefCell::new(Vec::new()),
                 task_waker: RefCell::new(None),
                 task_started: Cell::new(false),
                 down_until: Cell::new(None),
@@ -92,6 +123,27 @@ impl RedisClient {
         &self,
         encode: impl FnOnce(&mut Vec<u8>) -> usize,
     ) -> Result<Vec<Reply>, RedisError> {
+        let replies = self.enqueue(encode, false).await?;
+        // Nobody joins a query that was not offered for sharing.
+        Ok(Rc::try_unwrap(replies).unwrap_or_else(|shared| shared.to_vec()))
+    }
+
+    /// Like [`query`](Self::query), for reads only: if the same commands are
+    /// already queued for the next write, this caller shares their replies.
+    /// The commands still run after the call was made (they are not sent
+    /// yet), so the answer is as fresh as a query of its own.
+    pub async fn query_shared(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>) -> usize,
+    ) -> Result<SharedReplies, RedisError> {
+        self.enqueue(encode, true).await
+    }
+
+    async fn enqueue(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>) -> usize,
+        shareable: bool,
+    ) -> Outcome {
         let inner = &self.inner;
         if inner.down_until.get().is_some_and(|t| Instant::now() < t) {
             return Err(RedisError::Unavailable);
@@ -100,11 +152,7 @@ impl RedisClient {
             monoio::spawn(run(inner.clone()));
         }
         let (tx, rx) = oneshot::channel();
-        let replies = encode(&mut inner.queued.borrow_mut());
-        inner.waiters.borrow_mut().push_back(Waiter { replies, tx });
-        if let Some(w) = inner.task_waker.borrow_mut().take() {
-            w.wake();
-        }
+        inner.push(encode, tx, shareable);
         match monoio::time::timeout(inner.timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(RedisError::Unavailable),
@@ -125,13 +173,53 @@ impl RedisClient {
 }
 
 impl Inner {
+    /// Queues a caller's commands for the next write, or joins it to the same
+    /// commands already queued when `shareable`.
+    fn push(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>) -> usize,
+        tx: oneshot::Sender<Outcome>,
+        shareable: bool,
+    ) {
+        let mut queued = self.queued.borrow_mut();
+        let mut waiters = self.waiters.borrow_mut();
+        let start = queued.len();
+        let replies = encode(&mut queued);
+        if shareable {
+            let mut offered = self.shareable.borrow_mut();
+            let mine = &queued[start..];
+            if let Some(same) = offered.iter().find(|s| queued[s.bytes.clone()] == *mine) {
+                let waiter = same.waiter;
+                queued.truncate(start);
+                waiters[waiter].joined.push(tx);
+                metrics::add(&self.metrics.redis_shared, 1);
+                return;
+            }
+            if offered.len() < MAX_SHAREABLE {
+                offered.push(Shareable {
+                    bytes: start..queued.len(),
+                    waiter: waiters.len(),
+                });
+            }
+        }
+        waiters.push_back(Waiter {
+            replies,
+            tx,
+            joined: Vec::new(),
+        });
+        if let Some(w) = self.task_waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
     fn fail(&self, batch: impl IntoIterator<Item = Waiter>, err: RedisError) {
         for w in batch {
-            let _ = w.tx.send(Err(err.clone()));
+            w.answer(Err(err.clone()));
         }
     }
 
     fn take_batch(&self) -> (Vec<u8>, Vec<Waiter>) {
+        self.shareable.borrow_mut().clear();
         let bytes = std::mem::replace(&mut *self.queued.borrow_mut(), Vec::with_capacity(4096));
         let waiters = self.waiters.borrow_mut().drain(..).collect();
         (bytes, waiters)
@@ -351,7 +439,7 @@ async fn run(inner: Rc<Inner>) {
                 let mut rest = replies.drain(..);
                 for w in batch {
                     let mine: Vec<Reply> = rest.by_ref().take(w.replies).collect();
-                    let _ = w.tx.send(Ok(mine));
+                    w.answer(Ok(Rc::new(mine)));
                 }
             }
             Err(_) => inner.fail(batch, RedisError::Unavailable),
@@ -369,6 +457,11 @@ mod tests {
     /// A mock Redis that answers `ECHO x` with `x` and reports how many
     /// commands arrived in each read.
     fn echo_server() -> (u16, mpsc::Receiver<usize>) {
+        echo_server_gated(None)
+    }
+
+    /// The same, but each read's answers wait for a message on `gate`.
+    fn echo_server_gated(gate: Option<mpsc::Receiver<()>>) -> (u16, mpsc::Receiver<usize>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = mpsc::channel();
@@ -394,6 +487,9 @@ mod tests {
                     }
                 }
                 let _ = tx.send(commands);
+                if let Some(gate) = &gate {
+                    let _ = gate.recv();
+                }
                 conn.write_all(&out).unwrap();
             }
         });
@@ -404,11 +500,7 @@ mod tests {
     fn concurrent_queries_share_one_write_and_get_their_own_replies() {
         let (port, reads) = echo_server();
         let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}")).unwrap();
-        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        let answers = rt.block_on(async move {
+        let answers = block_on(async move {
             let client = RedisClient::new(url, Duration::from_secs(5), Arc::default());
             let tasks: Vec<_> = (0..50)
                 .map(|i| {
@@ -430,5 +522,99 @@ mod tests {
         }
         // All 50 were queued before the connection task ran: one write, one read.
         assert_eq!(reads.recv().unwrap(), 50);
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    fn echo(arg: &str) -> impl FnOnce(&mut Vec<u8>) -> usize + '_ {
+        move |out| {
+            encode_command(out, &[b"ECHO", arg.as_bytes()]);
+            1
+        }
+    }
+
+    #[test]
+    fn identical_shared_reads_in_one_batch_are_sent_once() {
+        let (port, reads) = echo_server();
+        let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}")).unwrap();
+        let metrics = Arc::new(ShardMetrics::default());
+        let client = RedisClient::new(url, Duration::from_secs(5), metrics.clone());
+        let answers = block_on(async move {
+            let mut tasks = Vec::new();
+            for i in 0..45 {
+                let c = client.clone();
+                tasks.push(monoio::spawn(async move {
+                    // 30 identical shareable reads, 10 distinct ones, and 5 of
+                    // the same command through `query`, which never shares.
+                    let arg = match i {
+                        0..30 => "same".to_string(),
+                        30..40 => format!("other-{i}"),
+                        _ => "same".to_string(),
+                    };
+                    let replies = match i {
+                        0..40 => c.query_shared(echo(&arg)).await.map(|r| r.to_vec()),
+                        _ => c.query(echo(&arg)).await,
+                    };
+                    (arg, replies)
+                }));
+            }
+            let mut answers = Vec::new();
+            for t in tasks {
+                answers.push(t.await);
+            }
+            answers
+        });
+        for (arg, replies) in answers {
+            assert_eq!(replies, Ok(vec![Reply::BulkString(arg.into_bytes())]));
+        }
+        assert_eq!(reads.recv().unwrap(), 1 + 10 + 5);
+        assert_eq!(
+            metrics
+                .redis_shared
+                .load(std::sync::atomic::Ordering::Relaxed),
+            29
+        );
+    }
+
+    #[test]
+    fn a_read_never_joins_a_batch_already_written() {
+        let (gate_tx, gate) = mpsc::channel();
+        let (port, reads) = echo_server_gated(Some(gate));
+        let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}")).unwrap();
+        let client = RedisClient::new(url, Duration::from_secs(5), Arc::default());
+        let (first, second) = block_on(async move {
+            let c = client.clone();
+            let first = monoio::spawn(async move { c.query_shared(echo("same")).await });
+            // Wait until Redis holds the first batch (its answer is gated).
+            let in_flight = loop {
+                if let Ok(n) = reads.try_recv() {
+                    break n;
+                }
+                monoio::time::sleep(Duration::from_millis(1)).await;
+            };
+            assert_eq!(in_flight, 1);
+            let c = client.clone();
+            let second = monoio::spawn(async move { c.query_shared(echo("same")).await });
+            while client.inner.waiters.borrow().is_empty() {
+                monoio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // The second read is queued while the first is on the wire: it
+            // must be written again, not answered from the older batch.
+            gate_tx.send(()).unwrap();
+            gate_tx.send(()).unwrap();
+            let first = first.await;
+            let second = second.await;
+            assert_eq!(reads.recv().unwrap(), 1);
+            (first, second)
+        });
+        let same = vec![Reply::BulkString(b"same".to_vec())];
+        assert_eq!(first.unwrap().as_slice(), same.as_slice());
+        assert_eq!(second.unwrap().as_slice(), same.as_slice());
     }
 }

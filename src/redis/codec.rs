@@ -73,6 +73,23 @@ pub fn into_strings(reply: Reply) -> Option<Vec<Vec<u8>>> {
     }
 }
 
+/// The elements of an array reply (a nil reply counts as empty), borrowed.
+pub fn array_items(reply: &Reply) -> Option<&[Reply]> {
+    match reply {
+        Reply::Array(items) => Some(items),
+        Reply::Null => Some(&[]),
+        _ => None,
+    }
+}
+
+/// The bytes of a string reply.
+pub fn string_bytes(reply: &Reply) -> Option<&[u8]> {
+    match reply {
+        Reply::BulkString(b) | Reply::SimpleString(b) => Some(b),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +167,11 @@ mod tests {
         ]);
         assert_eq!(into_strings(r), Some(vec![b"a".to_vec(), b"b".to_vec()]));
         assert_eq!(into_strings(Reply::Integer(1)), None);
+        let r = Reply::Array(vec![Reply::BulkString(b"a".to_vec()), Reply::Integer(2)]);
+        let items = array_items(&r).unwrap();
+        assert_eq!(string_bytes(&items[0]), Some(&b"a"[..]));
+        assert_eq!(string_bytes(&items[1]), None);
+        assert_eq!(array_items(&Reply::Null), Some(&[][..]));
+        assert_eq!(array_items(&Reply::Integer(1)), None);
     }
 }

@@ -1,7 +1,7 @@
 //! The Hipache lookup as one pipeline: `LRANGE P frontend:<cand> 0 -1` for each
 //! candidate and `SMEMBERS P dead:<host>`, then the first non-empty list wins.
 
-use crate::redis::codec::{encode_command, into_strings, Reply};
+use crate::redis::codec::{array_items, encode_command, string_bytes, Reply};
 
 /// A frontend as found in Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,38 +42,47 @@ pub fn encode_lookup(prefix: &str, host: &str, candidates: &[String], out: &mut 
 
 /// Interprets the replies: `Ok(None)` when no candidate has a list.
 pub fn decode_lookup(
-    mut replies: Vec<Reply>,
+    replies: &[Reply],
     candidates: &[String],
 ) -> Result<Option<Frontend>, LookupError> {
-    if replies.len() != candidates.len() + 1 {
+    let [lists @ .., dead_reply] = replies else {
+        return Err(LookupError::BadReply("no replies".into()));
+    };
+    if lists.len() != candidates.len() {
         return Err(LookupError::BadReply(format!("{} replies", replies.len())));
     }
-    let dead_reply = replies.pop().unwrap_or(Reply::Null);
-    let dead = match dead_reply {
-        Reply::Error(e) => return Err(LookupError::BadReply(e)),
-        other => into_strings(other)
-            .ok_or_else(|| LookupError::BadReply("dead set is not a set".into()))?
-            .iter()
-            .filter_map(|m| std::str::from_utf8(m).ok()?.trim().parse().ok())
-            .collect(),
-    };
-    for (reply, cand) in replies.into_iter().zip(candidates) {
+    if let Reply::Error(e) = dead_reply {
+        return Err(LookupError::BadReply(e.clone()));
+    }
+    let dead_members = array_items(dead_reply)
+        .ok_or_else(|| LookupError::BadReply("dead set is not a set".into()))?;
+    let mut dead = Vec::new();
+    for member in dead_members {
+        let member = string_bytes(member)
+            .ok_or_else(|| LookupError::BadReply("dead set is not a set".into()))?;
+        if let Some(index) = std::str::from_utf8(member)
+            .ok()
+            .and_then(|m| m.trim().parse().ok())
+        {
+            dead.push(index);
+        }
+    }
+    for (reply, cand) in lists.iter().zip(candidates) {
         if let Reply::Error(e) = reply {
             return Err(LookupError::BadReply(format!("frontend:{cand}: {e}")));
         }
-        let Some(mut list) = into_strings(reply) else {
-            return Err(LookupError::BadReply(format!(
-                "frontend:{cand} is not a list"
-            )));
-        };
-        if list.is_empty() {
+        let not_a_list = || LookupError::BadReply(format!("frontend:{cand} is not a list"));
+        let items = array_items(reply).ok_or_else(not_a_list)?;
+        let mut texts = items
+            .iter()
+            .map(|item| string_bytes(item).map(|b| String::from_utf8_lossy(b).into_owned()));
+        let Some(identifier) = texts.next() else {
             continue;
-        }
-        let identifier = String::from_utf8_lossy(&list.remove(0)).into_owned();
-        let backends = list
-            .into_iter()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .collect();
+        };
+        let identifier = identifier.ok_or_else(not_a_list)?;
+        let backends = texts
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(not_a_list)?;
         return Ok(Some(Frontend {
             key: cand.clone(),
             identifier,
@@ -125,7 +134,7 @@ mod tests {
             bulk(&["star", "http://z"]),
             bulk(&["1"]),
         ];
-        let f = decode_lookup(replies, &cands).unwrap().unwrap();
+        let f = decode_lookup(&replies, &cands).unwrap().unwrap();
         assert_eq!(f.key, "*.b");
         assert_eq!(f.identifier, "wild");
         assert_eq!(f.backends, vec!["http://x:1", "http://y:2"]);
@@ -136,11 +145,11 @@ mod tests {
     fn nothing_found_and_bad_replies() {
         let cands: Vec<String> = vec!["a".into(), "*".into()];
         assert_eq!(
-            decode_lookup(vec![bulk(&[]), bulk(&[]), bulk(&[])], &cands).unwrap(),
+            decode_lookup(&[bulk(&[]), bulk(&[]), bulk(&[])], &cands).unwrap(),
             None
         );
         let wrongtype = Reply::Error("WRONGTYPE".into());
-        assert!(decode_lookup(vec![wrongtype, bulk(&[]), bulk(&[])], &cands).is_err());
-        assert!(decode_lookup(vec![bulk(&[])], &cands).is_err());
+        assert!(decode_lookup(&[wrongtype, bulk(&[]), bulk(&[])], &cands).is_err());
+        assert!(decode_lookup(&[bulk(&[])], &cands).is_err());
     }
 }

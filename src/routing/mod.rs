@@ -32,10 +32,11 @@ pub async fn find_frontend(
     host: &str,
 ) -> Result<Option<Frontend>, RouteError> {
     let cands = candidates::candidates(host);
+    // Concurrent lookups of one host share a single lookup in the pipeline.
     let replies = read
-        .query(|out| lookup::encode_lookup(prefix, host, &cands, out))
+        .query_shared(|out| lookup::encode_lookup(prefix, host, &cands, out))
         .await?;
-    Ok(lookup::decode_lookup(replies, &cands)?)
+    Ok(lookup::decode_lookup(&replies, &cands)?)
 }
 
 /// The destination for a request: the first route whose condition holds, or
@@ -91,7 +92,7 @@ pub async fn choose_destination<'t>(
                 answers[i] = mine.contains(&Reply::Integer(1));
             }
             if let Some(cands) = lookup {
-                prefetched = Some(lookup::decode_lookup(replies.collect(), &cands)?);
+                prefetched = Some(lookup::decode_lookup(replies.as_slice(), &cands)?);
             }
         }
         if evaluate(&route.condition, facts, &answers) {
