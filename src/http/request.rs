@@ -1,6 +1,8 @@
 //! Request head parsing on httparse: request line, headers, the limits, and the
 //! facts the proxy needs (host, framing, keep-alive, expectations, upgrade).
 
+use std::mem::MaybeUninit;
+
 use super::framing::{FramingError, FramingHeaders};
 use super::headers::list_contains;
 use super::{BodyKind, HeaderSpan, Limits, Version, HARD_MAX_HEADERS};
@@ -135,10 +137,12 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         .take_while(|&&b| b == b'\r' || b == b'\n')
         .count();
     let input = &buf[skip..];
-    let mut storage = [httparse::EMPTY_HEADER; HARD_MAX_HEADERS];
+    // Uninitialised header slots: zeroing 512 of them cost 16 KB of stores
+    // per request (httparse writes each slot it uses before reading it).
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HARD_MAX_HEADERS];
     let cap = limits.header_count.min(HARD_MAX_HEADERS - 1) + 1;
-    let mut req = httparse::Request::new(&mut storage[..cap]);
-    let parsed_len = match req.parse(input) {
+    let mut req = httparse::Request::new(&mut []);
+    let parsed_len = match req.parse_with_uninit_headers(input, &mut storage[..cap]) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() > limits.request_head_bytes {

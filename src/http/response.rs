@@ -1,6 +1,8 @@
 //! Response head parsing on httparse for what backends send back: status,
 //! headers, body framing relative to the request, and reuse eligibility.
 
+use std::mem::MaybeUninit;
+
 use super::framing::FramingHeaders;
 use super::headers::list_contains;
 use super::{BodyKind, HeaderSpan, Version, HARD_MAX_HEADERS};
@@ -49,9 +51,14 @@ pub fn parse_response(
     max_head: usize,
     request_was_head: bool,
 ) -> Result<Option<ResponseHead>, ResponseError> {
-    let mut storage = [httparse::EMPTY_HEADER; HARD_MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut storage);
-    let len = match resp.parse(buf) {
+    // Uninitialised slots, as for requests: no 16 KB of zeroing per response.
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HARD_MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut storage,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > max_head => {
             return Err(ResponseError::TooLarge)
