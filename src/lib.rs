@@ -18,6 +18,7 @@
 //! runtime (io_uring, or epoll as a fallback) and everything on its hot path,
 //! so no locks are taken per request.
 
+pub mod ascii;
 pub mod config;
 pub mod http;
 pub mod io;

@@ -2,8 +2,9 @@
 //! headers removed, forwarded headers set) and the response as the client
 //! receives it (hop-by-hop removed, the connection's own fate announced).
 
-use std::io::Write;
 use std::net::IpAddr;
+
+use crate::ascii::{push_decimal, push_ip};
 
 use super::headers::{is_hop_by_hop, list_elements};
 use super::request::RequestHead;
@@ -68,29 +69,34 @@ pub fn upstream_request(
     out.extend_from_slice(req.target(head));
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let named = connection_named(head, &req.headers);
-    let mut xff: Vec<u8> = Vec::new();
+    let mut forwarded_for = Vec::new();
     for h in &req.headers {
         let name = h.name(head);
         if is_dropped(name, &named) || is_replaced_request_header(name) {
             continue;
         }
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            if !xff.is_empty() {
-                xff.extend_from_slice(b", ");
+            if !h.value(head).is_empty() {
+                forwarded_for.push(h.value(head));
             }
-            xff.extend_from_slice(h.value(head));
             continue;
         }
         write_field(out, name, h.value(head));
     }
-    if !xff.is_empty() {
-        xff.extend_from_slice(b", ");
+    // Earlier hops' X-Forwarded-For values, joined, then the client's address.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for value in forwarded_for {
+        out.extend_from_slice(value);
+        out.extend_from_slice(b", ");
     }
-    let _ = write!(xff, "{}", client.peer);
-    write_field(out, b"X-Forwarded-For", &xff);
-    let _ = write!(out, "X-Real-IP: {}\r\n", client.peer);
-    let _ = write!(out, "X-Forwarded-Proto: {}\r\n", client.proto);
-    let _ = write!(out, "X-Forwarded-Port: {}\r\n", client.port);
+    push_ip(out, client.peer);
+    out.extend_from_slice(b"\r\nX-Real-IP: ");
+    push_ip(out, client.peer);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
+    out.extend_from_slice(client.proto.as_bytes());
+    out.extend_from_slice(b"\r\nX-Forwarded-Port: ");
+    push_decimal(out, client.port.into());
+    out.extend_from_slice(b"\r\n");
     if req.upgrade_websocket {
         out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: websocket\r\n");
     } else if !keep_alive {
@@ -119,7 +125,9 @@ pub fn client_response(
     extra: &[u8],
     out: &mut Vec<u8>,
 ) {
-    let _ = write!(out, "HTTP/1.1 {} ", resp.status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, resp.status.into());
+    out.push(b' ');
     out.extend_from_slice(resp.reason(head));
     out.extend_from_slice(b"\r\n");
     let named = connection_named(head, &resp.headers);

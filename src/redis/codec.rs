@@ -6,6 +6,8 @@
 //! tests check the writer byte for byte against redis-protocol's encoder.
 
 use redis_protocol::resp2::decode::decode;
+
+use crate::ascii::push_decimal;
 pub use redis_protocol::resp2::types::OwnedFrame as Reply;
 
 /// Largest single reply accepted. Frontend lists are small; a reply this big
@@ -32,19 +34,8 @@ pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
 
 /// `*<n>\r\n` or `$<n>\r\n`.
 fn push_length(out: &mut Vec<u8>, kind: u8, n: usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
     out.push(kind);
-    out.extend_from_slice(&digits[at..]);
+    push_decimal(out, n as u64);
     out.extend_from_slice(b"\r\n");
 }
 
