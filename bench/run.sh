@@ -9,12 +9,15 @@
 # connection. Writes bench/results/latest.{md,csv,svg}.
 #
 # Usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only]
-#                     [--route-cache MS]
+#                     [--route-cache MS] [--hosts N]
 #        (defaults 3, 5, 2000; --idle-only measures idle-connection memory only;
-#        --route-cache adds a peer "cached": lopache with server.route_cache_ms)
+#        --route-cache adds a peer "cached": lopache with server.route_cache_ms;
+#        --hosts N spreads requests round-robin over N frontends instead of
+#        one, so concurrent lookups rarely share one; its results go to
+#        bench/results/hosts-N/ and leave latest.* alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0
+REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0 HOSTS=1
 while [ $# -gt 0 ]; do
   case $1 in
     --reps) REPS=$2; shift 2 ;;
@@ -22,7 +25,8 @@ while [ $# -gt 0 ]; do
     --idle) IDLE=$2; shift 2 ;;
     --idle-only) IDLE_ONLY=1; shift ;;
     --route-cache) CACHE_MS=$2; shift 2 ;;
-    *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N]" >&2; exit 2 ;;
+    --hosts) HOSTS=$2; shift 2 ;;
+    *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only] [--route-cache MS] [--hosts N]" >&2; exit 2 ;;
   esac
 done
 
@@ -40,7 +44,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d /tmp/lopache-bench.XXXXXX)
 source bench/common.sh
-mkdir -p bench/results
+OUT=bench/results
+[ "$HOSTS" -gt 1 ] && OUT=bench/results/hosts-$HOSTS
+mkdir -p "$OUT"
 
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 pss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup"))); done; echo $t; }
@@ -53,7 +59,23 @@ echo "== backend nginx :$BACKEND, redis :$REDIS, lopache :$LOPACHE, nginx :$NGIN
 start_backend "$BACKEND"
 start_redis "$REDIS" bench.local "127.0.0.1:$BACKEND"
 
-printf 'wrk.headers["Host"] = "bench.local"\n' > "$WORK/host.lua"
+if [ "$HOSTS" -gt 1 ]; then
+  # bench1.local .. benchN.local: same shape as bench.local (3 LRANGE + SMEMBERS).
+  for i in $(seq "$HOSTS"); do
+    printf 'RPUSH frontend:bench%s.local bench%s http://127.0.0.1:%s\n' "$i" "$i" "$BACKEND"
+  done | redis-cli -p "$REDIS" >/dev/null
+  cat > "$WORK/host.lua" <<LUA
+local hosts, i = {}, 0
+for n = 1, $HOSTS do hosts[n] = "bench" .. n .. ".local" end
+request = function()
+  i = i % $HOSTS + 1
+  wrk.headers["Host"] = hosts[i]
+  return wrk.format()
+end
+LUA
+else
+  printf 'wrk.headers["Host"] = "bench.local"\n' > "$WORK/host.lua"
+fi
 RESULTS="$WORK/results.csv"
 echo "mode,conns,rep,peer,rps,p50_ms,p99_ms,proxy_us,redis_us,errors,pss_kb" > "$RESULTS"
 
@@ -225,7 +247,8 @@ stop_proxies
 STAMP="$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r), $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')"
 COMMAND="bench/run.sh --reps $REPS --seconds $SECS --idle $IDLE"
 [ "$CACHE_MS" -gt 0 ] && COMMAND="$COMMAND --route-cache $CACHE_MS"
-python3 bench/report.py "$RESULTS" "$IDLE_CSV" "$STAMP" "$COMMAND" bench/results
-cp "$RESULTS" bench/results/latest.csv
-gnuplot bench/results/chart.gp
-echo "== wrote bench/results/latest.md, latest.csv, latest.svg"
+[ "$HOSTS" -gt 1 ] && COMMAND="$COMMAND --hosts $HOSTS"
+python3 bench/report.py "$RESULTS" "$IDLE_CSV" "$STAMP" "$COMMAND" "$OUT"
+cp "$RESULTS" "$OUT/latest.csv"
+gnuplot "$OUT/chart.gp"
+echo "== wrote $OUT/latest.md, latest.csv, latest.svg"
