@@ -44,17 +44,71 @@ fn is_host_byte(b: u8) -> bool {
 }
 
 /// The keys to try, in order: the host, then `*.` + each proper suffix of up to
-/// five labels, longest first, then `*`.
-pub fn candidates(host: &str) -> Vec<String> {
-    let labels: Vec<&str> = host.split('.').collect();
-    let mut out = Vec::with_capacity(MAX_WILDCARD_LABELS + 2);
-    out.push(host.to_string());
-    let longest = labels.len().saturating_sub(1).min(MAX_WILDCARD_LABELS);
-    for k in (1..=longest).rev() {
-        out.push(format!("*.{}", labels[labels.len() - k..].join(".")));
+/// five labels, longest first, then `*`. Built per request without allocating:
+/// the wildcards are offsets into the host.
+pub struct Candidates<'a> {
+    host: &'a str,
+    /// Where each wildcard's suffix starts in `host`, longest suffix first.
+    suffixes: [usize; MAX_WILDCARD_LABELS],
+    wildcards: usize,
+}
+
+impl<'a> Candidates<'a> {
+    pub fn new(host: &'a str) -> Self {
+        // The byte after each of the last five dots, walking back: shortest
+        // suffix first, then reversed.
+        let mut suffixes = [0; MAX_WILDCARD_LABELS];
+        let mut wildcards = 0;
+        for (at, byte) in host.bytes().enumerate().rev() {
+            if byte == b'.' {
+                if wildcards == MAX_WILDCARD_LABELS {
+                    break;
+                }
+                suffixes[wildcards] = at + 1;
+                wildcards += 1;
+            }
+        }
+        suffixes[..wildcards].reverse();
+        Candidates {
+            host,
+            suffixes,
+            wildcards,
+        }
     }
-    out.push("*".to_string());
-    out
+
+    pub fn len(&self) -> usize {
+        self.wildcards + 2
+    }
+
+    /// Never: the host and `*` are always candidates.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Appends candidate `i` to `out`.
+    pub fn push_key(&self, i: usize, out: &mut Vec<u8>) {
+        match i {
+            0 => out.extend_from_slice(self.host.as_bytes()),
+            i if i <= self.wildcards => {
+                out.extend_from_slice(b"*.");
+                out.extend_from_slice(&self.host.as_bytes()[self.suffixes[i - 1]..]);
+            }
+            _ => out.push(b'*'),
+        }
+    }
+
+    /// Candidate `i` as text.
+    pub fn key(&self, i: usize) -> String {
+        let mut out = Vec::new();
+        self.push_key(i, &mut out);
+        // Only ASCII was added to a str.
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Every candidate as text, in order.
+    pub fn keys(&self) -> Vec<String> {
+        (0..self.len()).map(|i| self.key(i)).collect()
+    }
 }
 
 #[cfg(test)]
@@ -89,6 +143,7 @@ mod tests {
 
     #[test]
     fn candidate_order_matches_spec() {
+        let candidates = |host| Candidates::new(host).keys();
         assert_eq!(
             candidates("a.b.c.d.e.f.g.h"),
             [
@@ -107,5 +162,11 @@ mod tests {
             candidates("too.deep.quuux.foo.bar.baz.qux.quux")[1],
             "*.foo.bar.baz.qux.quux"
         );
+        assert_eq!(
+            candidates("127.0.0.1"),
+            ["127.0.0.1", "*.0.0.1", "*.0.1", "*.1", "*"]
+        );
+        assert_eq!(candidates("[::1]"), ["[::1]", "*"]);
+        assert_eq!(candidates("a..b"), ["a..b", "*..b", "*.b", "*"]);
     }
 }

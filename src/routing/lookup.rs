@@ -1,6 +1,7 @@
 //! The Hipache lookup as one pipeline: `LRANGE P frontend:<cand> 0 -1` for each
 //! candidate and `SMEMBERS P dead:<host>`, then the first non-empty list wins.
 
+use super::candidates::Candidates;
 use crate::redis::codec::{array_items, encode_command, string_bytes, Reply};
 
 /// A frontend as found in Redis.
@@ -23,27 +24,32 @@ pub enum LookupError {
 }
 
 /// Appends the lookup pipeline; returns how many replies to expect.
-pub fn encode_lookup(prefix: &str, host: &str, candidates: &[String], out: &mut Vec<u8>) -> usize {
-    let mut key = String::with_capacity(prefix.len() + 16 + host.len());
-    for cand in candidates {
+pub fn encode_lookup(
+    prefix: &str,
+    host: &str,
+    candidates: &Candidates,
+    out: &mut Vec<u8>,
+) -> usize {
+    let mut key = Vec::with_capacity(prefix.len() + 16 + host.len());
+    for i in 0..candidates.len() {
         key.clear();
-        key.push_str(prefix);
-        key.push_str("frontend:");
-        key.push_str(cand);
-        encode_command(out, &[b"LRANGE", key.as_bytes(), b"0", b"-1"]);
+        key.extend_from_slice(prefix.as_bytes());
+        key.extend_from_slice(b"frontend:");
+        candidates.push_key(i, &mut key);
+        encode_command(out, &[b"LRANGE", &key, b"0", b"-1"]);
     }
     key.clear();
-    key.push_str(prefix);
-    key.push_str("dead:");
-    key.push_str(host);
-    encode_command(out, &[b"SMEMBERS", key.as_bytes()]);
+    key.extend_from_slice(prefix.as_bytes());
+    key.extend_from_slice(b"dead:");
+    key.extend_from_slice(host.as_bytes());
+    encode_command(out, &[b"SMEMBERS", &key]);
     candidates.len() + 1
 }
 
 /// Interprets the replies: `Ok(None)` when no candidate has a list.
 pub fn decode_lookup(
     replies: &[Reply],
-    candidates: &[String],
+    candidates: &Candidates,
 ) -> Result<Option<Frontend>, LookupError> {
     let [lists @ .., dead_reply] = replies else {
         return Err(LookupError::BadReply("no replies".into()));
@@ -67,11 +73,15 @@ pub fn decode_lookup(
             dead.push(index);
         }
     }
-    for (reply, cand) in lists.iter().zip(candidates) {
+    for (i, reply) in lists.iter().enumerate() {
         if let Reply::Error(e) = reply {
+            let cand = candidates.key(i);
             return Err(LookupError::BadReply(format!("frontend:{cand}: {e}")));
         }
-        let not_a_list = || LookupError::BadReply(format!("frontend:{cand} is not a list"));
+        let not_a_list = || {
+            let cand = candidates.key(i);
+            LookupError::BadReply(format!("frontend:{cand} is not a list"))
+        };
         let items = array_items(reply).ok_or_else(not_a_list)?;
         let mut texts = items
             .iter()
@@ -84,7 +94,7 @@ pub fn decode_lookup(
             .collect::<Option<Vec<String>>>()
             .ok_or_else(not_a_list)?;
         return Ok(Some(Frontend {
-            key: cand.clone(),
+            key: candidates.key(i),
             identifier,
             backends,
             dead,
@@ -109,12 +119,7 @@ mod tests {
     #[test]
     fn encodes_one_lrange_per_candidate_then_smembers() {
         let mut out = Vec::new();
-        let n = encode_lookup(
-            "p:",
-            "a.b",
-            &["a.b".into(), "*.b".into(), "*".into()],
-            &mut out,
-        );
+        let n = encode_lookup("p:", "a.b", &Candidates::new("a.b"), &mut out);
         assert_eq!(n, 4);
         let text = String::from_utf8(out).unwrap();
         assert!(
@@ -127,7 +132,7 @@ mod tests {
 
     #[test]
     fn first_non_empty_list_wins() {
-        let cands: Vec<String> = vec!["a.b".into(), "*.b".into(), "*".into()];
+        let cands = Candidates::new("a.b");
         let replies = vec![
             bulk(&[]),
             bulk(&["wild", "http://x:1", "http://y:2"]),
@@ -143,7 +148,7 @@ mod tests {
 
     #[test]
     fn nothing_found_and_bad_replies() {
-        let cands: Vec<String> = vec!["a".into(), "*".into()];
+        let cands = Candidates::new("a");
         assert_eq!(
             decode_lookup(&[bulk(&[]), bulk(&[]), bulk(&[])], &cands).unwrap(),
             None

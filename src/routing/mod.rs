@@ -31,7 +31,7 @@ pub async fn find_frontend(
     prefix: &str,
     host: &str,
 ) -> Result<Option<Frontend>, RouteError> {
-    let cands = candidates::candidates(host);
+    let cands = candidates::Candidates::new(host);
     // Concurrent lookups of one host share a single lookup in the pipeline.
     let replies = read
         .query_shared(|out| lookup::encode_lookup(prefix, host, &cands, out))
@@ -67,8 +67,8 @@ pub async fn choose_destination<'t>(
             let on_server: Vec<usize> = (0..queries.len())
                 .filter(|&i| queries[i].1 == server)
                 .collect();
-            let lookup =
-                (server == dest.read && prefetched.is_none()).then(|| candidates::candidates(host));
+            let lookup = (server == dest.read && prefetched.is_none())
+                .then(|| candidates::Candidates::new(host));
             let replies = clients[server]
                 .query(|out| {
                     let mut n = 0;
