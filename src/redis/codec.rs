@@ -49,19 +49,9 @@ pub fn decode_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, CodecError> {
     }
 }
 
-/// The elements of an array reply of bulk strings, as byte vectors.
-pub fn into_strings(reply: Reply) -> Option<Vec<Vec<u8>>> {
-    match reply {
-        Reply::Array(items) => items
-            .into_iter()
-            .map(|f| match f {
-                Reply::BulkString(b) | Reply::SimpleString(b) => Some(b),
-                _ => None,
-            })
-            .collect(),
-        Reply::Null => Some(Vec::new()),
-        _ => None,
-    }
+/// The elements of an array reply of strings, borrowed; `None` if it is not one.
+pub fn strings(reply: &Reply) -> Option<Vec<&[u8]>> {
+    array_items(reply)?.iter().map(string_bytes).collect()
 }
 
 /// The elements of an array reply (a nil reply counts as empty), borrowed.
@@ -156,8 +146,9 @@ mod tests {
             Reply::BulkString(b"a".to_vec()),
             Reply::BulkString(b"b".to_vec()),
         ]);
-        assert_eq!(into_strings(r), Some(vec![b"a".to_vec(), b"b".to_vec()]));
-        assert_eq!(into_strings(Reply::Integer(1)), None);
+        assert_eq!(strings(&r), Some(vec![&b"a"[..], &b"b"[..]]));
+        assert_eq!(strings(&Reply::Integer(1)), None);
+        assert_eq!(strings(&Reply::Null), Some(vec![]));
         let r = Reply::Array(vec![Reply::BulkString(b"a".to_vec()), Reply::Integer(2)]);
         let items = array_items(&r).unwrap();
         assert_eq!(string_bytes(&items[0]), Some(&b"a"[..]));

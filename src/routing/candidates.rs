@@ -101,11 +101,13 @@ impl<'a> Candidates<'a> {
     pub fn key(&self, i: usize) -> String {
         let mut out = Vec::new();
         self.push_key(i, &mut out);
-        // Only ASCII was added to a str.
-        String::from_utf8_lossy(&out).into_owned()
+        // A str plus ASCII: always UTF-8, so the lossy path never runs.
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     /// Every candidate as text, in order.
+    #[cfg(test)]
     pub fn keys(&self) -> Vec<String> {
         (0..self.len()).map(|i| self.key(i)).collect()
     }

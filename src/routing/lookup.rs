@@ -2,7 +2,7 @@
 //! candidate and `SMEMBERS P dead:<host>`, then the first non-empty list wins.
 
 use super::candidates::Candidates;
-use crate::redis::codec::{array_items, encode_command, string_bytes, Reply};
+use crate::redis::codec::{array_items, encode_command, string_bytes, strings, Reply};
 
 /// A frontend as found in Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,19 +60,11 @@ pub fn decode_lookup(
     if let Reply::Error(e) = dead_reply {
         return Err(LookupError::BadReply(e.clone()));
     }
-    let dead_members = array_items(dead_reply)
-        .ok_or_else(|| LookupError::BadReply("dead set is not a set".into()))?;
-    let mut dead = Vec::new();
-    for member in dead_members {
-        let member = string_bytes(member)
-            .ok_or_else(|| LookupError::BadReply("dead set is not a set".into()))?;
-        if let Some(index) = std::str::from_utf8(member)
-            .ok()
-            .and_then(|m| m.trim().parse().ok())
-        {
-            dead.push(index);
-        }
-    }
+    let dead = strings(dead_reply)
+        .ok_or_else(|| LookupError::BadReply("dead set is not a set".into()))?
+        .into_iter()
+        .filter_map(|m| std::str::from_utf8(m).ok()?.trim().parse().ok())
+        .collect();
     for (i, reply) in lists.iter().enumerate() {
         if let Reply::Error(e) = reply {
             let cand = candidates.key(i);

@@ -13,7 +13,7 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 use super::{certified_key_from_pem, server_config, Preset, SniResolver};
-use crate::redis::codec::{encode_command, into_strings, Reply};
+use crate::redis::codec::{encode_command, strings, Reply};
 use crate::redis::RedisClient;
 use crate::{log_debug, log_warn};
 
@@ -87,7 +87,7 @@ impl RedisCertCache {
 
 /// The certificate in one HGETALL reply, if it holds a usable pair.
 fn certificate(reply: Reply, name: &str) -> Option<Arc<CertifiedKey>> {
-    let fields = into_strings(reply)?;
+    let fields = strings(&reply)?;
     let get = |field: &[u8]| {
         fields
             .chunks(2)
