@@ -35,12 +35,14 @@ fn is_replaced_request_header(name: &[u8]) -> bool {
 }
 
 /// Names listed in the message's Connection fields: hop-by-hop for this message
-/// (RFC 9110 section 7.6.1).
+/// (RFC 9110 section 7.6.1). Names that are hop-by-hop anyway (`keep-alive`,
+/// the usual one) are left out, so the common message allocates nothing here.
 fn connection_named<'a>(head: &'a [u8], headers: &[HeaderSpan]) -> Vec<&'a [u8]> {
     headers
         .iter()
         .filter(|h| h.name(head).eq_ignore_ascii_case(b"connection"))
         .flat_map(|h| list_elements(h.value(head)))
+        .filter(|name| !is_hop_by_hop(name))
         .collect()
 }
 

@@ -164,7 +164,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
                 found
             }
         };
-        let frontend = match looked_up {
+        let mut frontend = match looked_up {
             Ok(Some(f)) => f,
             Ok(None) => {
                 return reply_error(shard, client, exchange, ProxyError::UnknownFrontend, None)
@@ -182,17 +182,18 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
             };
             return reply_error(shard, client, exchange, error, last.as_ref()).await;
         };
-        tried.push(index);
         if exchange.log.is_some() {
             exchange.identifier = Some(frontend.identifier.clone());
         }
+        // The frontend is this attempt's own (a retry looks it up again), so
+        // its strings move into the target instead of being copied.
         let target = Target {
             destination,
+            count: frontend.backends.len(),
             frontend_key: frontend.key,
             identifier: frontend.identifier,
-            url: frontend.backends[index].clone(),
+            url: std::mem::take(&mut frontend.backends[index]),
             index,
-            count: frontend.backends.len(),
         };
         match attempt(shard, client, exchange, &host, &up_head, &target).await {
             Attempt::Done(next) => return next,
@@ -202,6 +203,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
                 retry,
             } => {
                 log_debug!("{host}: backend {} failed: {error}", target.url);
+                tried.push(index);
                 if mark_dead {
                     mark_backend_dead(shard, &host, &target);
                 }
@@ -262,7 +264,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
             return failed(ProxyError::BadBackendUrl, true, true);
         }
     };
-    let addr = match shard.dns.resolve(&backend.host, backend.port).await {
+    let addr = match shard.dns.resolve(backend.host, backend.port).await {
         Ok(a) => a,
         Err(e) => {
             log_debug!("resolving {} failed: {e}", backend.host);
@@ -275,7 +277,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     };
     let key = PoolKey {
         addr,
-        tls_name: (backend.scheme == Scheme::Https).then(|| backend.host.clone()),
+        tls_name: (backend.scheme == Scheme::Https).then(|| backend.host.to_string()),
     };
     let (mut up, reused) = match shard.pool.take_idle(&key) {
         Some(s) => (s, true),

@@ -106,7 +106,15 @@ async fn wait_idle<S: ClientStream>(shard: &Shard, client: &mut Client<S>) -> bo
     if shard.read_waits_in_kernel && client.small_heads {
         // Read here, not in the boxed `read_head`: the idle connection then
         // holds only its task, the small buffer and the pending read.
-        client.buf = BytesMut::with_capacity(IDLE_READ_BUFFER);
+        // The last request's buffer is reused when it is a small one: on an
+        // emptied, unshared BytesMut, `reserve` reclaims the consumed space
+        // instead of allocating. One that grew (a body went through it) is
+        // swapped for a small one, so an idle connection stays cheap.
+        client.buf.clear();
+        client.buf.reserve(IDLE_READ_BUFFER);
+        if client.buf.capacity() > IDLE_READ_BUFFER {
+            client.buf = BytesMut::with_capacity(IDLE_READ_BUFFER);
+        }
         let timeout = shard.config.tcp_timeout;
         let read = read_into_spare(&mut client.stream, &mut client.buf, timeout);
         return monoio::select! {

@@ -26,10 +26,27 @@ pub enum CodecError {
 pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
     push_length(out, b'*', args.len());
     for arg in args {
-        push_length(out, b'$', arg.len());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
+        push_bulk(out, std::slice::from_ref(arg));
     }
+}
+
+/// Like [`encode_command`], with each argument given as pieces that are sent
+/// concatenated: a key such as `<prefix>frontend:<host>` goes straight into
+/// the command without being assembled in a buffer of its own first.
+pub fn encode_command_parts(out: &mut Vec<u8>, args: &[&[&[u8]]]) {
+    push_length(out, b'*', args.len());
+    for parts in args {
+        push_bulk(out, parts);
+    }
+}
+
+/// One bulk string made of `parts`: `$<len>\r\n<parts...>\r\n`.
+fn push_bulk(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    push_length(out, b'$', parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `*<n>\r\n` or `$<n>\r\n`.
@@ -103,6 +120,16 @@ mod tests {
             let mut ours = b"prefix".to_vec();
             encode_command(&mut ours, &args);
             assert_eq!(&ours[6..], &reference(&args)[..], "{} args", args.len());
+            // The same arguments given in pieces (split at every third byte,
+            // with an empty piece at the end) encode to the same bytes.
+            let pieces: Vec<Vec<&[u8]>> = args
+                .iter()
+                .map(|a| a.chunks(3).chain([&b""[..]]).collect())
+                .collect();
+            let parts: Vec<&[&[u8]]> = pieces.iter().map(Vec::as_slice).collect();
+            let mut joined = Vec::new();
+            encode_command_parts(&mut joined, &parts);
+            assert_eq!(joined, reference(&args), "{} args in pieces", args.len());
         }
     }
 

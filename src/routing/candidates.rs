@@ -85,25 +85,19 @@ impl<'a> Candidates<'a> {
         false
     }
 
-    /// Appends candidate `i` to `out`.
-    pub fn push_key(&self, i: usize, out: &mut Vec<u8>) {
+    /// Candidate `i` as two pieces to concatenate (so it can be written into
+    /// a command without first being assembled).
+    pub fn parts(&self, i: usize) -> [&'a str; 2] {
         match i {
-            0 => out.extend_from_slice(self.host.as_bytes()),
-            i if i <= self.wildcards => {
-                out.extend_from_slice(b"*.");
-                out.extend_from_slice(&self.host.as_bytes()[self.suffixes[i - 1]..]);
-            }
-            _ => out.push(b'*'),
+            0 => [self.host, ""],
+            i if i <= self.wildcards => ["*.", &self.host[self.suffixes[i - 1]..]],
+            _ => ["*", ""],
         }
     }
 
     /// Candidate `i` as text.
     pub fn key(&self, i: usize) -> String {
-        let mut out = Vec::new();
-        self.push_key(i, &mut out);
-        // A str plus ASCII: always UTF-8, so the lossy path never runs.
-        String::from_utf8(out)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        self.parts(i).concat()
     }
 
     /// Every candidate as text, in order.

@@ -2,7 +2,7 @@
 //! candidate and `SMEMBERS P dead:<host>`, then the first non-empty list wins.
 
 use super::candidates::Candidates;
-use crate::redis::codec::{array_items, encode_command, string_bytes, strings, Reply};
+use crate::redis::codec::{array_items, encode_command_parts, string_bytes, strings, Reply};
 
 /// A frontend as found in Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,19 +30,16 @@ pub fn encode_lookup(
     candidates: &Candidates,
     out: &mut Vec<u8>,
 ) -> usize {
-    let mut key = Vec::with_capacity(prefix.len() + 16 + host.len());
+    const LRANGE: &[&[u8]] = &[b"LRANGE"];
+    const ALL: [&[&[u8]]; 2] = [&[b"0"], &[b"-1"]];
+    let prefix = prefix.as_bytes();
     for i in 0..candidates.len() {
-        key.clear();
-        key.extend_from_slice(prefix.as_bytes());
-        key.extend_from_slice(b"frontend:");
-        candidates.push_key(i, &mut key);
-        encode_command(out, &[b"LRANGE", &key, b"0", b"-1"]);
+        let [a, b] = candidates.parts(i).map(str::as_bytes);
+        let key: &[&[u8]] = &[prefix, b"frontend:", a, b];
+        encode_command_parts(out, &[LRANGE, key, ALL[0], ALL[1]]);
     }
-    key.clear();
-    key.extend_from_slice(prefix.as_bytes());
-    key.extend_from_slice(b"dead:");
-    key.extend_from_slice(host.as_bytes());
-    encode_command(out, &[b"SMEMBERS", &key]);
+    let dead_key: &[&[u8]] = &[prefix, b"dead:", host.as_bytes()];
+    encode_command_parts(out, &[&[b"SMEMBERS"], dead_key]);
     candidates.len() + 1
 }
 
@@ -110,16 +107,27 @@ mod tests {
 
     #[test]
     fn encodes_one_lrange_per_candidate_then_smembers() {
+        let cands = Candidates::new("x.a.b");
         let mut out = Vec::new();
-        let n = encode_lookup("p:", "a.b", &Candidates::new("a.b"), &mut out);
-        assert_eq!(n, 4);
-        let text = String::from_utf8(out).unwrap();
-        assert!(
-            text.contains("p:frontend:a.b")
-                && text.contains("p:frontend:*.b")
-                && text.contains("p:dead:a.b")
+        let n = encode_lookup("p:", "x.a.b", &cands, &mut out);
+        assert_eq!(n, 5);
+        let mut expected = Vec::new();
+        for key in [
+            "p:frontend:x.a.b",
+            "p:frontend:*.a.b",
+            "p:frontend:*.b",
+            "p:frontend:*",
+        ] {
+            crate::redis::codec::encode_command(
+                &mut expected,
+                &[b"LRANGE", key.as_bytes(), b"0", b"-1"],
+            );
+        }
+        crate::redis::codec::encode_command(&mut expected, &[b"SMEMBERS", b"p:dead:x.a.b"]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(expected).unwrap()
         );
-        assert_eq!(text.matches("LRANGE").count(), 3);
     }
 
     #[test]

@@ -113,15 +113,16 @@ pub fn choose_backend(
     tried: &[usize],
 ) -> Option<usize> {
     let n = frontend.backends.len();
-    let live: Vec<usize> = (0..n)
-        .filter(|i| !frontend.dead.contains(i))
-        .filter(|i| n == 1 || !tried.contains(i))
-        .filter(|&i| !dead.is_dead(host, &frontend.backends[i]))
-        .collect();
-    match live.len() {
+    let is_live = |i: &usize| {
+        !frontend.dead.contains(i)
+            && (n == 1 || !tried.contains(i))
+            && !dead.is_dead(host, &frontend.backends[*i])
+    };
+    // Count, then walk to the chosen one: no list of candidates per request.
+    match (0..n).filter(is_live).count() {
         0 => None,
-        1 => Some(live[0]),
-        k => Some(live[fastrand::usize(..k)]),
+        1 => (0..n).find(is_live),
+        k => (0..n).filter(is_live).nth(fastrand::usize(..k)),
     }
 }
 

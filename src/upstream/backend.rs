@@ -8,11 +8,13 @@ pub enum Scheme {
     Https,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct BackendUrl {
+/// A parsed backend URL, borrowing its host from the URL text (parsed once
+/// per attempt, so it should not allocate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendUrl<'a> {
     pub scheme: Scheme,
     /// Host name or IP literal (IPv6 without brackets).
-    pub host: String,
+    pub host: &'a str,
     pub port: u16,
 }
 
@@ -20,8 +22,8 @@ pub struct BackendUrl {
 #[error("invalid backend URL {0:?}")]
 pub struct BadBackendUrl(pub String);
 
-impl BackendUrl {
-    pub fn parse(url: &str) -> Result<BackendUrl, BadBackendUrl> {
+impl<'a> BackendUrl<'a> {
+    pub fn parse(url: &'a str) -> Result<BackendUrl<'a>, BadBackendUrl> {
         let bad = || BadBackendUrl(url.to_string());
         let trimmed = url.trim();
         let (scheme, rest) = if let Some(r) = strip_prefix_ci(trimmed, "http://") {
@@ -55,11 +57,7 @@ impl BackendUrl {
         if host.is_empty() || port == 0 {
             return Err(bad());
         }
-        Ok(BackendUrl {
-            scheme,
-            host: host.to_string(),
-            port,
-        })
+        Ok(BackendUrl { scheme, host, port })
     }
 }
 
@@ -79,7 +77,7 @@ mod tests {
                 BackendUrl::parse(u).unwrap(),
                 BackendUrl {
                     scheme: s,
-                    host: h.into(),
+                    host: h,
                     port: p
                 },
                 "{u}"
