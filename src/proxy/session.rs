@@ -69,8 +69,13 @@ pub async fn serve_client<S: ClientStream>(shard: Rc<Shard>, stream: S, info: Cl
             return;
         }
         // Every phase but the idle wait is boxed, so the task itself stays
-        // as small as an idle connection needs.
-        let next = match Box::pin(read_head(&shard, &mut client)).await {
+        // as small as an idle connection needs. The usual head arrived whole
+        // with the idle read and is parsed here, without boxing a read.
+        let head = match buffered_head(&shard, &mut client) {
+            Some(found) => found,
+            None => Box::pin(read_head(&shard, &mut client)).await,
+        };
+        let next = match head {
             // Boxed: the request's state (forwarding, relays, retries) is
             // allocated per request and freed before the connection idles,
             // instead of being inlined into every connection's task.
@@ -133,18 +138,25 @@ async fn wait_idle<S: ClientStream>(shard: &Shard, client: &mut Client<S>) -> bo
     ok
 }
 
+/// The request head already in the buffer, if it is complete (or refused).
+fn buffered_head<S>(shard: &Shard, client: &mut Client<S>) -> Option<HeadRead> {
+    if client.buf.is_empty() {
+        return None;
+    }
+    match parse_request(&client.buf, &shard.config.limits) {
+        Ok(Some(head)) => {
+            client.small_heads = head.len <= IDLE_READ_BUFFER;
+            Some(HeadRead::Head(head))
+        }
+        Ok(None) => None,
+        Err(e) => Some(HeadRead::Refused(e)),
+    }
+}
+
 async fn read_head<S: AsyncReadRent>(shard: &Shard, client: &mut Client<S>) -> HeadRead {
-    let limits = &shard.config.limits;
     loop {
-        if !client.buf.is_empty() {
-            match parse_request(&client.buf, limits) {
-                Ok(Some(head)) => {
-                    client.small_heads = head.len <= IDLE_READ_BUFFER;
-                    return HeadRead::Head(head);
-                }
-                Ok(None) => {}
-                Err(e) => return HeadRead::Refused(e),
-            }
+        if let Some(found) = buffered_head(shard, client) {
+            return found;
         }
         // Until a request's first byte arrives, a drain ends the wait after
         // its grace (the readiness wait before can be a stale "readable" on
