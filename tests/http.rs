@@ -370,7 +370,7 @@ fn hop_by_hop_response_headers_are_dropped() {
 #[test]
 fn debug_headers_on_request() {
     let backend = echo_path();
-    let (_redis, proxy) = setup(&backend, "");
+    let (redis, proxy) = setup(&backend, "");
     let r = request(
         proxy.addr,
         "GET / HTTP/1.1\r\nHost: app.example\r\nX-Debug: 1\r\nConnection: close\r\n\r\n",
@@ -402,6 +402,15 @@ fn debug_headers_on_request() {
     );
     let plain = harness::get(proxy.addr, "app.example", "/");
     assert_eq!(plain.header("x-debug-backend-url"), None);
+    // A wildcard match names the wildcard key and its own identifier.
+    redis.frontend("", "*.wild.example", "wild", &[backend.url()]);
+    let r = request(
+        proxy.addr,
+        "GET / HTTP/1.1\r\nHost: a.b.WILD.example:80\r\nX-Debug: 1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-debug-vhost"), Some("wild"));
+    assert_eq!(r.header("x-debug-frontend-key"), Some("*.wild.example"));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! pool when it is clean. Failures mark backends dead and are retried under
 //! the SPEC's rules; whatever cannot be retried becomes an error page.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::time::Instant;
 
@@ -24,7 +25,7 @@ use crate::observe::metrics;
 use crate::routing::cache::RouteCache;
 use crate::routing::dead::{self, DeadMark};
 use crate::routing::rules::RequestFacts;
-use crate::routing::{choose_backend, choose_destination, find_frontend};
+use crate::routing::{choose_backend, choose_destination, find_frontend, Frontend};
 use crate::runtime::Shard;
 use crate::upstream::pool::{connect, PoolKey};
 use crate::upstream::stream::UpstreamStream;
@@ -106,11 +107,22 @@ pub(super) struct LogFields {
 pub(super) struct Target<'c> {
     /// The keyspace it came from (where dead marks go).
     destination: &'c Destination,
-    frontend_key: String,
-    identifier: String,
-    url: String,
+    /// The requested host (the frontend's matched key is derived from it).
+    host: &'c str,
+    frontend: Frontend,
+    /// The chosen backend, 0-based.
     index: usize,
-    count: usize,
+}
+
+impl Target<'_> {
+    fn url(&self) -> Cow<'_, str> {
+        self.frontend.backend(self.index)
+    }
+
+    /// How many backends the frontend has.
+    fn count(&self) -> usize {
+        self.frontend.backend_count()
+    }
 }
 
 enum Attempt {
@@ -164,7 +176,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
                 found
             }
         };
-        let mut frontend = match looked_up {
+        let frontend = match looked_up {
             Ok(Some(f)) => f,
             Ok(None) => {
                 return reply_error(shard, client, exchange, ProxyError::UnknownFrontend, None)
@@ -183,16 +195,12 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
             return reply_error(shard, client, exchange, error, last.as_ref()).await;
         };
         if exchange.log.is_some() {
-            exchange.identifier = Some(frontend.identifier.clone());
+            exchange.identifier = Some(frontend.identifier().into_owned());
         }
-        // The frontend is this attempt's own (a retry looks it up again), so
-        // its strings move into the target instead of being copied.
         let target = Target {
             destination,
-            count: frontend.backends.len(),
-            frontend_key: frontend.key,
-            identifier: frontend.identifier,
-            url: std::mem::take(&mut frontend.backends[index]),
+            host: &host,
+            frontend,
             index,
         };
         match attempt(shard, client, exchange, &host, &up_head, &target).await {
@@ -202,7 +210,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
                 mark_dead,
                 retry,
             } => {
-                log_debug!("{host}: backend {} failed: {error}", target.url);
+                log_debug!("{host}: backend {} failed: {error}", target.url());
                 tried.push(index);
                 if mark_dead {
                     mark_backend_dead(shard, &host, &target);
@@ -257,7 +265,8 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         mark_dead,
         retry,
     };
-    let backend = match BackendUrl::parse(&target.url) {
+    let url = target.url();
+    let backend = match BackendUrl::parse(&url) {
         Ok(b) => b,
         Err(e) => {
             log_warn!("{e}");
@@ -426,7 +435,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
             response_body.commit(after_early);
         }
         Err(e) => {
-            log_debug!("backend {} sent a broken chunked body: {e}", target.url);
+            log_debug!("backend {} sent a broken chunked body: {e}", url);
             return failed(ProxyError::BadUpstreamResponse, false, false);
         }
     }
@@ -451,7 +460,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         Err(RelayError::Write(_)) => return Attempt::Done(Next::Close),
         Err(e) => {
             // The head is already out: all we can do is cut the client off.
-            log_debug!("backend {} broke off its response: {e}", target.url);
+            log_debug!("backend {} broke off its response: {e}", url);
             return Attempt::Done(Next::Close);
         }
     }
@@ -574,17 +583,18 @@ fn marks_dead(shard: &Shard, resp: &ResponseHead) -> bool {
 /// Flags the backend on this shard and tells Redis, for frontends with a
 /// choice of backends (a lone backend is never taken out of rotation).
 fn mark_backend_dead(shard: &Shard, host: &str, target: &Target) {
-    if target.count < 2 {
+    if target.count() < 2 {
         return;
     }
     let cfg = &shard.config;
-    shard.dead.flag(host, &target.url, cfg.dead_backend_ttl);
+    let url = target.url();
+    shard.dead.flag(host, &url, cfg.dead_backend_ttl);
     shard.route_cache.forget(host);
     let mark = DeadMark {
         host: host.to_string(),
-        url: target.url.clone(),
+        url: url.into_owned(),
         index: target.index,
-        count: target.count,
+        count: target.count(),
     };
     metrics::add(&shard.metrics.dead_marks, 1);
     monoio::spawn(dead::publish(
@@ -596,10 +606,14 @@ fn mark_backend_dead(shard: &Shard, host: &str, target: &Target) {
 }
 
 fn debug_headers(out: &mut Vec<u8>, target: &Target<'_>, exchange: &Exchange) {
-    push_header(out, "x-debug-backend-url", &target.url);
+    push_header(out, "x-debug-backend-url", &target.url());
     push_header(out, "x-debug-backend-id", &target.index.to_string());
-    push_header(out, "x-debug-vhost", &target.identifier);
-    push_header(out, "x-debug-frontend-key", &target.frontend_key);
+    push_header(out, "x-debug-vhost", &target.frontend.identifier());
+    push_header(
+        out,
+        "x-debug-frontend-key",
+        &target.frontend.key(target.host),
+    );
     let ms = |t: Instant| format!("{:.3}", t.elapsed().as_secs_f64() * 1000.0);
     push_header(out, "x-debug-time-total", &ms(exchange.started));
     if let Some(b) = exchange.backend_started {

@@ -7,5 +7,5 @@ pub mod codec;
 pub mod subscriber;
 pub mod url;
 
-pub use client::{RedisClient, RedisError};
+pub use client::{RedisClient, RedisError, SharedReplies};
 pub use codec::Reply;

@@ -100,13 +100,8 @@ impl RouteCache {
 mod tests {
     use super::*;
 
-    fn frontend(key: &str) -> Option<Frontend> {
-        Some(Frontend {
-            key: key.into(),
-            identifier: "id".into(),
-            backends: vec!["http://b".into()],
-            dead: vec![],
-        })
+    fn frontend(name: &str) -> Option<Frontend> {
+        Some(Frontend::new(name, &["http://b"], vec![]))
     }
 
     #[test]

@@ -1,20 +1,76 @@
 //! The Hipache lookup as one pipeline: `LRANGE P frontend:<cand> 0 -1` for each
 //! candidate and `SMEMBERS P dead:<host>`, then the first non-empty list wins.
 
+use std::borrow::Cow;
+
 use super::candidates::Candidates;
 use crate::redis::codec::{array_items, encode_command_parts, string_bytes, strings, Reply};
+use crate::redis::SharedReplies;
 
-/// A frontend as found in Redis.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A frontend as found in Redis. It points into the lookup's replies, which
+/// the requests that shared the lookup (and the route cache) hold through one
+/// `Rc`: finding a frontend copies no strings.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Frontend {
-    /// The matched key without prefix, e.g. `*.example.com`.
-    pub key: String,
-    /// Element 0 of the list: a display name.
-    pub identifier: String,
-    /// Elements 1..n: backend URLs.
-    pub backends: Vec<String>,
+    /// The lookup's replies; `replies[candidate]` is the matched list, whose
+    /// items were checked to be strings.
+    replies: SharedReplies,
+    /// Which candidate matched.
+    candidate: usize,
     /// 0-based backend indexes in the `dead:<host>` set.
     pub dead: Vec<usize>,
+}
+
+impl Frontend {
+    /// A frontend from its parts, as if its list had matched the host itself.
+    #[cfg(test)]
+    pub fn new(identifier: &str, backends: &[&str], dead: Vec<usize>) -> Frontend {
+        let list = std::iter::once(identifier)
+            .chain(backends.iter().copied())
+            .map(|s| Reply::BulkString(s.as_bytes().to_vec()))
+            .collect();
+        Frontend {
+            replies: std::rc::Rc::new(vec![Reply::Array(list)]),
+            candidate: 0,
+            dead,
+        }
+    }
+
+    /// The matched key without prefix, e.g. `*.example.com`, for the host
+    /// the lookup was made for.
+    pub fn key(&self, host: &str) -> String {
+        Candidates::new(host).key(self.candidate)
+    }
+
+    /// Element 0 of the list: a display name.
+    pub fn identifier(&self) -> Cow<'_, str> {
+        self.text(0)
+    }
+
+    /// How many backends the list has (elements 1..n).
+    pub fn backend_count(&self) -> usize {
+        self.items().len().saturating_sub(1)
+    }
+
+    /// Backend `i`'s URL (0-based, element i + 1 of the list).
+    pub fn backend(&self, i: usize) -> Cow<'_, str> {
+        self.text(i + 1)
+    }
+
+    fn items(&self) -> &[Reply] {
+        self.replies
+            .get(self.candidate)
+            .and_then(array_items)
+            .unwrap_or(&[])
+    }
+
+    /// Item `i` as text (invalid UTF-8 replaced, as a display needs).
+    fn text(&self, i: usize) -> Cow<'_, str> {
+        self.items()
+            .get(i)
+            .and_then(string_bytes)
+            .map_or(Cow::Borrowed(""), String::from_utf8_lossy)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,10 +101,10 @@ pub fn encode_lookup(
 
 /// Interprets the replies: `Ok(None)` when no candidate has a list.
 pub fn decode_lookup(
-    replies: &[Reply],
+    replies: &SharedReplies,
     candidates: &Candidates,
 ) -> Result<Option<Frontend>, LookupError> {
-    let [lists @ .., dead_reply] = replies else {
+    let [lists @ .., dead_reply] = replies.as_slice() else {
         return Err(LookupError::BadReply("no replies".into()));
     };
     if lists.len() != candidates.len() {
@@ -72,20 +128,15 @@ pub fn decode_lookup(
             LookupError::BadReply(format!("frontend:{cand} is not a list"))
         };
         let items = array_items(reply).ok_or_else(not_a_list)?;
-        let mut texts = items
-            .iter()
-            .map(|item| string_bytes(item).map(|b| String::from_utf8_lossy(b).into_owned()));
-        let Some(identifier) = texts.next() else {
+        if items.is_empty() {
             continue;
-        };
-        let identifier = identifier.ok_or_else(not_a_list)?;
-        let backends = texts
-            .collect::<Option<Vec<String>>>()
-            .ok_or_else(not_a_list)?;
+        }
+        if !items.iter().all(|item| string_bytes(item).is_some()) {
+            return Err(not_a_list());
+        }
         return Ok(Some(Frontend {
-            key: candidates.key(i),
-            identifier,
-            backends,
+            replies: replies.clone(),
+            candidate: i,
             dead,
         }));
     }
@@ -95,6 +146,7 @@ pub fn decode_lookup(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
 
     fn bulk(items: &[&str]) -> Reply {
         Reply::Array(
@@ -139,22 +191,32 @@ mod tests {
             bulk(&["star", "http://z"]),
             bulk(&["1"]),
         ];
-        let f = decode_lookup(&replies, &cands).unwrap().unwrap();
-        assert_eq!(f.key, "*.b");
-        assert_eq!(f.identifier, "wild");
-        assert_eq!(f.backends, vec!["http://x:1", "http://y:2"]);
+        let f = decode_lookup(&Rc::new(replies), &cands).unwrap().unwrap();
+        assert_eq!(f.key("a.b"), "*.b");
+        assert_eq!(f.identifier(), "wild");
+        assert_eq!(f.backend_count(), 2);
+        assert_eq!(
+            (f.backend(0), f.backend(1)),
+            ("http://x:1".into(), "http://y:2".into())
+        );
         assert_eq!(f.dead, vec![1]);
     }
 
     #[test]
     fn nothing_found_and_bad_replies() {
         let cands = Candidates::new("a");
-        assert_eq!(
-            decode_lookup(&[bulk(&[]), bulk(&[]), bulk(&[])], &cands).unwrap(),
-            None
-        );
+        let decode = |replies: Vec<Reply>| decode_lookup(&Rc::new(replies), &cands);
+        assert_eq!(decode(vec![bulk(&[]), bulk(&[]), bulk(&[])]).unwrap(), None);
         let wrongtype = Reply::Error("WRONGTYPE".into());
-        assert!(decode_lookup(&[wrongtype, bulk(&[]), bulk(&[])], &cands).is_err());
-        assert!(decode_lookup(&[bulk(&[])], &cands).is_err());
+        assert!(decode(vec![wrongtype, bulk(&[]), bulk(&[])]).is_err());
+        assert!(decode(vec![bulk(&[])]).is_err());
+        // A list item that is not a string makes the list unusable.
+        let mixed = Reply::Array(vec![Reply::BulkString(b"id".to_vec()), Reply::Integer(3)]);
+        assert!(decode(vec![mixed, bulk(&[]), bulk(&[])]).is_err());
+        // Invalid UTF-8 is shown with replacement characters, as before.
+        let odd = Reply::Array(vec![Reply::BulkString(b"i\xffd".to_vec())]);
+        let f = decode(vec![odd, bulk(&[]), bulk(&[])]).unwrap().unwrap();
+        assert_eq!(f.identifier(), "i\u{fffd}d");
+        assert_eq!(f.backend_count(), 0);
     }
 }

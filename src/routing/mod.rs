@@ -92,7 +92,8 @@ pub async fn choose_destination<'t>(
                 answers[i] = mine.contains(&Reply::Integer(1));
             }
             if let Some(cands) = lookup {
-                prefetched = Some(lookup::decode_lookup(replies.as_slice(), &cands)?);
+                let rest = std::rc::Rc::new(replies.collect());
+                prefetched = Some(lookup::decode_lookup(&rest, &cands)?);
             }
         }
         if evaluate(&route.condition, facts, &answers) {
@@ -112,11 +113,11 @@ pub fn choose_backend(
     dead: &DeadBackends,
     tried: &[usize],
 ) -> Option<usize> {
-    let n = frontend.backends.len();
+    let n = frontend.backend_count();
     let is_live = |i: &usize| {
         !frontend.dead.contains(i)
             && (n == 1 || !tried.contains(i))
-            && !dead.is_dead(host, &frontend.backends[*i])
+            && !dead.is_dead(host, &frontend.backend(*i))
     };
     // Count, then walk to the chosen one: no list of candidates per request.
     match (0..n).filter(is_live).count() {
@@ -132,12 +133,9 @@ mod tests {
     use std::time::Duration;
 
     fn fe(n: usize, dead: Vec<usize>) -> Frontend {
-        Frontend {
-            key: "k".into(),
-            identifier: "id".into(),
-            backends: (0..n).map(|i| format!("http://b{i}")).collect(),
-            dead,
-        }
+        let urls: Vec<String> = (0..n).map(|i| format!("http://b{i}")).collect();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        Frontend::new("id", &urls, dead)
     }
 
     #[test]
