@@ -81,15 +81,22 @@ pub async fn read_into_spare<S: AsyncReadRent>(
     buf: &mut BytesMut,
     limit: Option<Duration>,
 ) -> Result<usize, IoFailure> {
+    Ok(with_deadline(limit, read_spare(stream, buf)).await??)
+}
+
+/// [`read_into_spare`] without a deadline, for callers that bound the wait
+/// themselves (and whose futures should not carry a timer). If the read is
+/// dropped before it completes, `buf` is left empty.
+pub async fn read_spare<S: AsyncReadRent>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
     if buf.capacity() == buf.len() {
         buf.reserve(1024);
     }
     // monoio reads at the buffer's start; a slice from `len` appends instead.
     let filled = buf.len();
     let owned = std::mem::take(buf).slice_mut(filled..);
-    let (res, owned) = with_deadline(limit, stream.read(owned)).await?;
+    let (res, owned) = stream.read(owned).await;
     *buf = owned.into_inner();
-    Ok(res?)
+    res
 }
 
 /// Writes all of `data`.

@@ -4,6 +4,7 @@
 //! `Arc<Config>` and control messages cross threads.
 
 mod drain;
+pub mod idle;
 pub mod privileges;
 mod shard;
 mod signals;

@@ -11,6 +11,7 @@ use local_sync::semaphore::Semaphore;
 use monoio::net::TcpListener;
 
 use super::drain::{self, Drain};
+use super::idle::IdleTimers;
 use super::signals::Stop;
 use crate::config::{Config, HttpsListener};
 use crate::net::accept::accept_loop;
@@ -46,6 +47,8 @@ pub struct Shard {
     pub route_cache: RouteCache,
     /// Fires once, when the shard starts draining.
     pub drain: Drain,
+    /// Deadlines of connections waiting for their next request.
+    pub idle: IdleTimers,
     /// This shard's access log buffer, unless `server.access_log = "none"`.
     pub access_log: Option<AccessLog>,
     /// This shard's counters, read by the admin endpoint.
@@ -75,6 +78,7 @@ impl Shard {
             ),
             route_cache: RouteCache::new(config.route_cache, 1 + config.routing.routes.len()),
             drain: Drain::default(),
+            idle: IdleTimers::default(),
             access_log: None,
             metrics,
             read_waits_in_kernel: false,
@@ -268,6 +272,8 @@ pub(super) fn run_shard(setup: ShardSetup) {
         }
         let _ = ready.send((id, Ok(())));
         monoio::spawn(housekeeping(shard.clone()));
+        let sweeper = shard.clone();
+        monoio::spawn(async move { sweeper.idle.sweep().await });
         if shard.route_cache.enabled() {
             listen_for_dead_marks(&shard);
         }
