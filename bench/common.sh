@@ -24,14 +24,14 @@ events { worker_connections 16384; }
 http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:$1 reuseport; location / { return 200 "hello"; } } }
 CONF
-  nginx -c "$WORK/backend.conf" & PIDS+=($!); BACKEND_PID=$!
+  ${SPAWN:-} nginx -c "$WORK/backend.conf" & PIDS+=($!); BACKEND_PID=$!
   wait_port "$1"
 }
 
 # A throwaway Redis on port $1 whose frontend $2 points at $3 (host:port).
 # Sets REDIS_PID.
 start_redis() {
-  redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --logfile "$WORK/redis.log" & PIDS+=($!); REDIS_PID=$!
+  ${SPAWN:-} redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --logfile "$WORK/redis.log" & PIDS+=($!); REDIS_PID=$!
   wait_port "$1"
   redis-cli -p "$1" rpush "frontend:$2" "${2%%.*}" "http://$3" >/dev/null
 }

@@ -9,15 +9,18 @@
 # connection. Writes bench/results/latest.{md,csv,svg}.
 #
 # Usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only]
-#                     [--route-cache MS] [--hosts N]
+#                     [--route-cache MS] [--hosts N] [--own-sessions]
 #        (defaults 3, 5, 2000; --idle-only measures idle-connection memory only;
 #        --route-cache adds a peer "cached": lopache with server.route_cache_ms;
 #        --hosts N spreads requests round-robin over N frontends instead of
 #        one, so concurrent lookups rarely share one; its results go to
-#        bench/results/hosts-N/ and leave latest.* alone)
+#        bench/results/hosts-N/ and leave latest.* alone; --own-sessions
+#        starts every server and wrk in its own session, as a service manager
+#        would, so the kernel's autogroup scheduling shares the CPU between
+#        them as between services; its results go to a sessions/ subfolder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0 HOSTS=1
+REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0 HOSTS=1 SPAWN=""
 while [ $# -gt 0 ]; do
   case $1 in
     --reps) REPS=$2; shift 2 ;;
@@ -26,7 +29,9 @@ while [ $# -gt 0 ]; do
     --idle-only) IDLE_ONLY=1; shift ;;
     --route-cache) CACHE_MS=$2; shift 2 ;;
     --hosts) HOSTS=$2; shift 2 ;;
-    *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only] [--route-cache MS] [--hosts N]" >&2; exit 2 ;;
+    # setsid execs in place (a background job is no group leader), so $! stays the server's pid.
+    --own-sessions) SPAWN="setsid"; shift ;;
+    *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only] [--route-cache MS] [--hosts N] [--own-sessions]" >&2; exit 2 ;;
   esac
 done
 
@@ -46,6 +51,7 @@ WORK=$(mktemp -d /tmp/lopache-bench.XXXXXX)
 source bench/common.sh
 OUT=bench/results
 [ "$HOSTS" -gt 1 ] && OUT=bench/results/hosts-$HOSTS
+[ -n "$SPAWN" ] && OUT=$OUT/sessions
 mkdir -p "$OUT"
 
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
@@ -93,12 +99,12 @@ max_connections = 100000
 port = $LOPACHE
 bind = ["127.0.0.1"]
 CONF
-  taskset -c "$cpus" ./target/release/lopache --config "$WORK/lopache.toml" 2>"$WORK/lopache.log" & PIDS+=($!); LOPACHE_PID=$!
+  $SPAWN taskset -c "$cpus" ./target/release/lopache --config "$WORK/lopache.toml" 2>"$WORK/lopache.log" & PIDS+=($!); LOPACHE_PID=$!
   CACHED_PID=""
   if [ "$CACHE_MS" -gt 0 ]; then
     sed -e "s/^port = $LOPACHE/port = $CACHED/" -e "s/^\[server\]/[server]\nroute_cache_ms = $CACHE_MS/" \
       "$WORK/lopache.toml" > "$WORK/cached.toml"
-    taskset -c "$cpus" ./target/release/lopache --config "$WORK/cached.toml" 2>"$WORK/cached.log" & PIDS+=($!); CACHED_PID=$!
+    $SPAWN taskset -c "$cpus" ./target/release/lopache --config "$WORK/cached.toml" 2>"$WORK/cached.log" & PIDS+=($!); CACHED_PID=$!
   fi
   cat > "$WORK/nginx.conf" <<CONF
 worker_processes $n; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
@@ -109,7 +115,7 @@ http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:$NGINX reuseport;
     location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
-  taskset -c "$cpus" nginx -c "$WORK/nginx.conf" & PIDS+=($!); NGINX_PID=$!
+  $SPAWN taskset -c "$cpus" nginx -c "$WORK/nginx.conf" & PIDS+=($!); NGINX_PID=$!
   cat > "$WORK/haproxy.cfg" <<CONF
 global
   nbthread $n
@@ -127,7 +133,7 @@ frontend f
 backend b
   server s1 127.0.0.1:$BACKEND maxconn 10000
 CONF
-  taskset -c "$cpus" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & PIDS+=($!); HAPROXY_PID=$!
+  $SPAWN taskset -c "$cpus" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & PIDS+=($!); HAPROXY_PID=$!
   wait_port "$LOPACHE"; wait_port "$NGINX"; wait_port "$HAPROXY"
   [ -z "$CACHED_PID" ] || wait_port "$CACHED"
   sleep 0.3
@@ -155,7 +161,7 @@ run_one() { # mode conns rep peer wrk_cpus
   local pids; pids=$(proxy_pids "$peer")
   local p0 r0 out
   p0=$(ticks $pids); r0=$(ticks "$REDIS_PID")
-  out=$(taskset -c "$wcpus" wrk -t1 -c"$conns" -d"${SECS}s" --latency -s "$WORK/host.lua" "http://127.0.0.1:$(port_of "$peer")/")
+  out=$($SPAWN taskset -c "$wcpus" wrk -t1 -c"$conns" -d"${SECS}s" --latency -s "$WORK/host.lua" "http://127.0.0.1:$(port_of "$peer")/")
   local p1 r1; p1=$(ticks $pids); r1=$(ticks "$REDIS_PID")
   local reqs rps p50 p99 errs pss
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -189,7 +195,7 @@ for mode in "${MODES[@]}"; do
   echo "== mode $mode ($workers worker(s))"
   start_proxies "$workers" "$pcpus"
   # Warm up pools and Redis connections.
-  for peer in "${PEERS[@]}"; do taskset -c "$wcpus" wrk -t1 -c64 -d1s -s "$WORK/host.lua" "http://127.0.0.1:$(port_of "$peer")/" >/dev/null; done
+  for peer in "${PEERS[@]}"; do $SPAWN taskset -c "$wcpus" wrk -t1 -c64 -d1s -s "$WORK/host.lua" "http://127.0.0.1:$(port_of "$peer")/" >/dev/null; done
   for conns in 64 256; do
     for rep in $(seq "$REPS"); do
       # Rotate the order each repetition so no peer always runs first.
@@ -248,6 +254,7 @@ STAMP="$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r), $(awk -F: 
 COMMAND="bench/run.sh --reps $REPS --seconds $SECS --idle $IDLE"
 [ "$CACHE_MS" -gt 0 ] && COMMAND="$COMMAND --route-cache $CACHE_MS"
 [ "$HOSTS" -gt 1 ] && COMMAND="$COMMAND --hosts $HOSTS"
+[ -n "$SPAWN" ] && COMMAND="$COMMAND --own-sessions"
 python3 bench/report.py "$RESULTS" "$IDLE_CSV" "$STAMP" "$COMMAND" "$OUT"
 cp "$RESULTS" "$OUT/latest.csv"
 gnuplot "$OUT/chart.gp"
