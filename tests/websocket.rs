@@ -349,7 +349,7 @@ fn idle_timeout_closes_a_silent_tunnel() {
 }
 
 #[test]
-fn splice_on_io_uring_copy_on_epoll() {
+fn small_messages_copy_and_bulk_splices_on_io_uring_only() {
     let echo = WsEcho::start();
     let (_redis, proxy) = setup(&echo.url(), "debug = true");
     let mut client = ws::connect(proxy.addr, "ws.example");
@@ -361,10 +361,31 @@ fn splice_on_io_uring_copy_on_epoll() {
         let log = proxy.stderr();
         log.contains("tunnel opened via").then_some(log)
     });
-    let want = if log.contains(", io_uring)") {
-        "tunnel opened via splice"
+    let io_uring = log.contains(", io_uring)");
+    let want = if io_uring {
+        "tunnel opened via copy, splice for bulk"
     } else {
-        "tunnel opened via copy"
+        "tunnel opened via copy only"
     };
     assert!(log.contains(want), "expected {want:?} in:\n{log}");
+    assert!(
+        !log.contains("splicing the rest"),
+        "a small message spliced:\n{log}"
+    );
+
+    // A 4 MiB message arrives in reads far above the bulk threshold.
+    let big: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    client.send(Message::binary(big.clone())).unwrap();
+    assert_eq!(client.read().unwrap().into_data(), big);
+    client.send(Message::text("after bulk")).unwrap();
+    assert_eq!(client.read().unwrap(), Message::text("after bulk"));
+    if io_uring {
+        // Both directions carried the bulk message, so both switch.
+        wait_for("both directions to splice", || {
+            (proxy.stderr().matches("splicing the rest").count() == 2).then_some(())
+        });
+    } else {
+        let log = proxy.stderr();
+        assert!(!log.contains("splicing the rest"), "epoll spliced:\n{log}");
+    }
 }

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split, Splitable};
 use monoio::net::TcpStream;
 
-use crate::io::relay::{copy_until_eof, splice_until_eof, Activity};
+use crate::io::relay::{copy_then_splice, copy_until_eof, Activity, BULK_READ};
 use crate::log_debug;
 use crate::net::stream::ClientStream;
 use crate::runtime::{DriverKind, Shard};
@@ -51,7 +51,8 @@ pub async fn run<S: ClientStream>(
     up: Upgraded,
 ) {
     let idle = shard.config.websocket_idle_timeout;
-    // Splice needs io_uring's splice op and two plain TCP ends; otherwise copy.
+    // Splice needs io_uring's splice op and two plain TCP ends; otherwise copy
+    // all the way.
     let io_uring = DriverKind::probe() == DriverKind::IoUring;
     let end = match (client.into_plain_tcp(), up.upstream.into_plain_tcp()) {
         (Ok(client), Ok(upstream)) if io_uring => {
@@ -77,6 +78,7 @@ fn plain(upstream: Result<TcpStream, UpstreamStream>) -> UpstreamStream {
     }
 }
 
+/// Both directions copy until one sees a bulk transfer, which it then splices.
 async fn splice_tunnel(
     client: TcpStream,
     client_leftover: BytesMut,
@@ -84,16 +86,23 @@ async fn splice_tunnel(
     upstream_leftover: BytesMut,
     idle: Option<Duration>,
 ) -> End {
-    log_debug!("tunnel opened via splice");
+    log_debug!("tunnel opened via copy, splice for bulk");
     let activity = Activity::new();
     let (mut client_read, mut client_write) = client.into_split();
     let (mut up_read, mut up_write) = upstream.into_split();
-    let to_backend = splice_until_eof(&mut client_read, &mut up_write, client_leftover, &activity);
-    let to_client = splice_until_eof(
+    let to_backend = copy_then_splice(
+        &mut client_read,
+        &mut up_write,
+        client_leftover,
+        &activity,
+        BULK_READ,
+    );
+    let to_client = copy_then_splice(
         &mut up_read,
         &mut client_write,
         upstream_leftover,
         &activity,
+        BULK_READ,
     );
     relay_both(to_backend, to_client, idle, &activity).await
 }
@@ -108,7 +117,7 @@ async fn copy_tunnel<C>(
 where
     C: AsyncReadRent + AsyncWriteRent + Split,
 {
-    log_debug!("tunnel opened via copy");
+    log_debug!("tunnel opened via copy only");
     let activity = Activity::new();
     let (mut client_read, mut client_write) = client.into_split();
     let (mut up_read, mut up_write) = upstream.into_split();
