@@ -13,7 +13,8 @@ use monoio::io::as_fd::{AsReadFd, AsWriteFd};
 use monoio::io::splice::{SpliceDestination, SpliceSource};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
-use super::timed::{read_some, write_all, IoFailure};
+use super::timed::{read_spare, write_all, IoFailure};
+use super::RELAY_CHUNK;
 use crate::log_debug;
 
 /// Bytes moved per splice call; a pipe holds 64 KiB by default.
@@ -56,6 +57,11 @@ fn plain(e: IoFailure) -> io::Error {
 /// faster copied than spliced.
 pub const BULK_READ: usize = 16 * 1024;
 
+/// What a direction reads into while its traffic comes in small pieces. A
+/// quiet tunnel's pending read holds this buffer, one per direction, so it is
+/// what an idle tunnel pins; a read that fills it gets a relay-sized one next.
+const SMALL_READ: usize = 2 * 1024;
+
 /// Why a copy phase stopped.
 #[derive(Debug, PartialEq, Eq)]
 enum Stop {
@@ -77,6 +83,8 @@ async fn copy_until<R: AsyncReadRent, W: AsyncWriteRent>(
 ) -> io::Result<(u64, Stop)> {
     let mut buf = first;
     let mut total = 0u64;
+    // Whether the last read filled its buffer: more is probably queued.
+    let mut filled = false;
     loop {
         let pending = buf.len();
         if pending > 0 {
@@ -88,10 +96,28 @@ async fn copy_until<R: AsyncReadRent, W: AsyncWriteRent>(
                 return Ok((total, Stop::Bulk));
             }
         }
-        if read_some(src, &mut buf, None).await.map_err(plain)? == 0 {
+        size_next_read(&mut buf, filled);
+        let room = buf.capacity();
+        let n = read_spare(src, &mut buf).await?;
+        if n == 0 {
             return Ok((total, Stop::Eof));
         }
+        filled = n == room;
         activity.touch();
+    }
+}
+
+/// Gives the empty `buf` room for the next read: [`RELAY_CHUNK`] after a read
+/// that filled its buffer, else [`SMALL_READ`]. A larger buffer is dropped
+/// rather than kept waiting; a smaller one is grown (reusing its allocation
+/// once the bytes written from it are gone).
+fn size_next_read(buf: &mut BytesMut, filled: bool) {
+    debug_assert!(buf.is_empty());
+    let want = if filled { RELAY_CHUNK } else { SMALL_READ };
+    if buf.capacity() > 2 * want {
+        *buf = BytesMut::with_capacity(want);
+    } else if buf.capacity() < want / 2 {
+        buf.reserve(want);
     }
 }
 
@@ -157,5 +183,36 @@ async fn splice_until_eof<R: AsReadFd, W: AsWriteFd>(
         }
         total += u64::from(n);
         activity.touch();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_direction_waits_on_a_small_buffer() {
+        // The handshake's leftover buffer may be large: it is not kept.
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        size_next_read(&mut buf, false);
+        assert!((SMALL_READ..2 * SMALL_READ).contains(&buf.capacity()));
+        // After a relay-sized read that did not fill, back to small.
+        let mut buf = BytesMut::with_capacity(RELAY_CHUNK);
+        size_next_read(&mut buf, false);
+        assert!(buf.capacity() < 2 * SMALL_READ, "{}", buf.capacity());
+    }
+
+    #[test]
+    fn a_read_that_filled_its_buffer_gets_a_relay_sized_one() {
+        let mut buf = BytesMut::with_capacity(SMALL_READ);
+        size_next_read(&mut buf, true);
+        assert!(buf.capacity() >= RELAY_CHUNK, "{}", buf.capacity());
+        // A small buffer whose tail ran low is grown again, not replaced.
+        let mut buf = BytesMut::with_capacity(SMALL_READ);
+        buf.extend_from_slice(&[0; SMALL_READ - 100]);
+        drop(buf.split());
+        assert!(buf.capacity() < SMALL_READ / 2);
+        size_next_read(&mut buf, false);
+        assert!(buf.capacity() >= SMALL_READ, "{}", buf.capacity());
     }
 }
