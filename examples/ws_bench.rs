@@ -4,6 +4,9 @@
 //!   ws_bench load HOST:PORT VHOST CONNS SECS SIZE
 //!       CONNS connections each send a SIZE-byte text message and wait for its
 //!       echo, in a loop, for SECS seconds; prints messages/s, p50 and p99.
+//!   ws_bench hold HOST:PORT VHOST CONNS FLAG
+//!       opens CONNS tunnels, echoes one 128-byte message on each, creates
+//!       the file FLAG and keeps the tunnels open (idle) until FLAG is gone.
 
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -68,6 +71,27 @@ fn load(addr: &str, vhost: &str, conns: usize, secs: u64, size: usize) {
     );
 }
 
+fn hold(addr: &str, vhost: &str, conns: usize, flag: &str) {
+    let payload = "x".repeat(128);
+    let tunnels: Vec<_> = (0..conns)
+        .map(|_| {
+            let stream = TcpStream::connect(addr).expect("connect");
+            let request = format!("ws://{vhost}/").into_client_request().unwrap();
+            let (mut ws, _) = tungstenite::client(request, stream).expect("handshake");
+            ws.send(Message::text(payload.clone())).expect("send");
+            match ws.read() {
+                Ok(Message::Text(t)) if t.len() == payload.len() => ws,
+                other => panic!("unexpected {other:?}"),
+            }
+        })
+        .collect();
+    std::fs::write(flag, b"").expect("flag");
+    while std::path::Path::new(flag).exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(tunnels);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -79,6 +103,9 @@ fn main() {
             args[4].parse().expect("seconds"),
             args[5].parse().expect("size"),
         ),
-        _ => eprintln!("usage: ws_bench serve PORT | load HOST:PORT VHOST CONNS SECS SIZE"),
+        Some("hold") => hold(&args[1], &args[2], args[3].parse().expect("conns"), &args[4]),
+        _ => eprintln!(
+            "usage: ws_bench serve PORT | load HOST:PORT VHOST CONNS SECS SIZE | hold HOST:PORT VHOST CONNS FLAG"
+        ),
     }
 }
