@@ -154,7 +154,7 @@ where
 }
 
 /// Drives both directions; ends when both finished, when either failed, or
-/// when nothing moved for `idle`.
+/// when nothing moved for `server.websocket_idle_timeout`.
 async fn relay_both<A, B, T>(shard: &Shard, a: A, b: B, activity: &Activity) -> End
 where
     A: Future<Output = std::io::Result<T>>,
