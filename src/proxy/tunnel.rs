@@ -49,55 +49,38 @@ pub async fn run<S: ClientStream>(
     client_leftover: BytesMut,
     up: Upgraded,
 ) {
-    // Splice needs io_uring's splice op and two plain TCP ends; otherwise copy
-    // all the way. Each variant is boxed on its own, so a tunnel's allocation
-    // is the size of the variant it runs, not of the largest one.
-    let io_uring = DriverKind::probe() == DriverKind::IoUring;
-    let end = match (client.into_plain_tcp(), up.upstream.into_plain_tcp()) {
-        (Ok(client), Ok(upstream)) if io_uring => {
-            Box::pin(splice_tunnel(
-                shard,
-                client,
-                client_leftover,
-                upstream,
-                up.leftover,
-            ))
-            .await
-        }
-        (Ok(client), upstream) => {
-            let upstream = plain(upstream);
-            Box::pin(copy_tunnel(
-                shard,
-                client,
-                client_leftover,
-                upstream,
-                up.leftover,
-            ))
-            .await
-        }
-        (Err(client), upstream) => {
-            let upstream = plain(upstream);
-            Box::pin(copy_tunnel(
-                shard,
-                client,
-                client_leftover,
-                upstream,
-                up.leftover,
-            ))
-            .await
-        }
-    };
+    let end = relay(shard, client, client_leftover, up).await;
     log_debug!("tunnel ended: {end:?}");
     // Dropping the halves closes both sockets; an in-flight op is cancelled
     // first, which is safe because nothing is reused afterwards.
 }
 
-/// Back to one type after trying to unwrap the plain socket.
-fn plain(upstream: Result<TcpStream, UpstreamStream>) -> UpstreamStream {
-    match upstream {
-        Ok(tcp) => UpstreamStream::Plain(tcp),
-        Err(tls) => tls,
-    }
+/// Picks the relay and runs it. Splice needs io_uring's splice op and two
+/// plain TCP ends; otherwise the tunnel copies all the way. Each variant is
+/// boxed on its own, so a tunnel's allocation is the size of the variant it
+/// runs, not of the largest one.
+async fn relay<S: ClientStream>(
+    shard: &Shard,
+    mut client: S,
+    client_leftover: BytesMut,
+    up: Upgraded,
+) -> End {
+    let io_uring = DriverKind::probe() == DriverKind::IoUring;
+    let upstream = match up.upstream {
+        UpstreamStream::Plain(upstream) if io_uring => match client.into_plain_tcp() {
+            Ok(tcp) => {
+                let tunnel = splice_tunnel(shard, tcp, client_leftover, upstream, up.leftover);
+                return Box::pin(tunnel).await;
+            }
+            Err(tls) => {
+                client = tls;
+                UpstreamStream::Plain(upstream)
+            }
+        },
+        upstream => upstream,
+    };
+    let tunnel = copy_tunnel(shard, client, client_leftover, upstream, up.leftover);
+    Box::pin(tunnel).await
 }
 
 /// Both directions copy until one sees a bulk transfer, which it then splices.

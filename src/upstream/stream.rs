@@ -28,14 +28,6 @@ impl UpstreamStream {
             UpstreamStream::Tls(_, fd) => *fd,
         }
     }
-
-    /// The plain socket when no TLS layer sits in between (tunnels splice it).
-    pub fn into_plain_tcp(self) -> Result<TcpStream, Self> {
-        match self {
-            UpstreamStream::Plain(s) => Ok(s),
-            tls => Err(tls),
-        }
-    }
 }
 
 // SAFETY: Split marks streams whose read and write halves may be driven
