@@ -370,7 +370,7 @@ fn hop_by_hop_response_headers_are_dropped() {
 #[test]
 fn debug_headers_on_request() {
     let backend = echo_path();
-    let (redis, proxy) = setup(&backend, "");
+    let (redis, proxy) = setup(&backend, "debug_headers = true");
     let r = request(
         proxy.addr,
         "GET / HTTP/1.1\r\nHost: app.example\r\nX-Debug: 1\r\nConnection: close\r\n\r\n",

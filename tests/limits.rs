@@ -97,7 +97,10 @@ fn connect_timeout_marks_and_answers_502() {
     assert!(!fillers.is_empty());
     let redis = Redis::start();
     redis.frontend("", "app.example", "app", &[format!("http://{addr}")]);
-    let proxy = Lopache::start(&redis.url(), "connect_timeout = 1\nretry_on_error = 0");
+    let proxy = Lopache::start(
+        &redis.url(),
+        "connect_timeout = 1\nretry_on_error = 0\ndebug_headers = true",
+    );
     let started = Instant::now();
     let r = request(
         proxy.addr,
@@ -194,16 +197,7 @@ fn running_out_of_file_descriptors_pauses_accepts_and_recovers() {
     let proxy = Lopache::start_wrapped(&cfg, &["prlimit", "--nofile=48:48", "--"]);
     assert_eq!(get(proxy.addr, "app.example", "/").status, 200);
     // Hold many idle connections: accept() starts failing with EMFILE.
-    let mut held = Vec::new();
-    for _ in 0..80 {
-        if let Ok(c) = TcpStream::connect(proxy.addr) {
-            held.push(c);
-        }
-    }
-    wait_for("the EMFILE warning", || {
-        proxy.stderr().contains("pausing accepts").then_some(())
-    });
-    drop(held);
+    drop(harness::exhaust_fds(&proxy, 80));
     // Once descriptors are free again, service resumes by itself.
     wait_for("service after EMFILE", || {
         let mut c = TcpStream::connect(proxy.addr).ok()?;

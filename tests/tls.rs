@@ -290,7 +290,7 @@ fn https_backends_are_verified() {
         "the TLS connection is pooled"
     );
     // Without the test CA the backend's certificate is untrusted: 502.
-    let untrusting = Lopache::start(&redis.url(), "retry_on_error = 0");
+    let untrusting = Lopache::start(&redis.url(), "retry_on_error = 0\ndebug_headers = true");
     let r = harness::request(
         untrusting.addr,
         "GET / HTTP/1.1\r\nHost: app.example\r\nX-Debug: 1\r\nConnection: close\r\n\r\n",

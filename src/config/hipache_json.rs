@@ -19,6 +19,8 @@ pub fn translate(text: &str) -> Result<(RawConfig, Vec<String>), ConfigError> {
     let mut t = Translator::default();
     let root = t.object(&root, "")?;
     let mut raw = RawConfig::default();
+    // Hipache and Lopache always honoured `X-Debug`: a drop-in config keeps that.
+    raw.server.debug_headers = true;
     let mut legacy_redis = Map::new();
     for (k, v) in root {
         match k.as_str() {

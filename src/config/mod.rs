@@ -88,6 +88,14 @@ pub struct Config {
     pub dead_backend_on_500: bool,
     pub error_pages: ErrorPages,
     pub debug: bool,
+    /// `server.debug_headers`: answer `X-Debug` with `x-debug-*` headers.
+    pub debug_headers: bool,
+    /// `server.underscores_in_headers`.
+    pub underscores_in_headers: bool,
+    /// `server.request_buffer_bytes`: 0 = stream every body at once.
+    pub request_buffer_bytes: usize,
+    pub client_body_timeout: Duration,
+    pub client_header_timeout: Duration,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub redis_timeout: Duration,

@@ -82,6 +82,20 @@ pub struct RawServer {
     pub memory_limit_mb: u64,
     /// Milliseconds a shard reuses a host's lookup; 0 = ask Redis every time.
     pub route_cache_ms: u64,
+    /// Honour a client's `X-Debug` header with `x-debug-*` response headers
+    /// (backend URLs and timings). Hipache/Lopache JSON configs turn it on.
+    pub debug_headers: bool,
+    /// Forward client headers whose names contain `_` (nginx's setting of the same name).
+    pub underscores_in_headers: bool,
+    /// Bytes of a request body read completely before an upstream connection
+    /// is taken (nginx `proxy_request_buffering`, HAProxy `http-buffer-request`);
+    /// larger bodies start streaming once this much has arrived. 0 = off.
+    pub request_buffer_bytes: u64,
+    /// Seconds for reading a buffered request body, and for each wait for
+    /// body bytes while streaming; over it: 408 (or a cut connection).
+    pub client_body_timeout: u64,
+    /// Seconds for one whole request head from its first byte; over it: 408.
+    pub client_header_timeout: u64,
 }
 
 impl Default for RawServer {
@@ -108,9 +122,16 @@ impl Default for RawServer {
             drain_timeout: 30,
             memory_limit_mb: 0,
             route_cache_ms: 0,
+            debug_headers: false,
+            underscores_in_headers: false,
+            request_buffer_bytes: DEFAULT_REQUEST_BUFFER_BYTES,
+            client_body_timeout: 30,
+            client_header_timeout: 10,
         }
     }
 }
+
+pub const DEFAULT_REQUEST_BUFFER_BYTES: u64 = 64 * 1024;
 
 pub const DEFAULT_ACCESS_LOG: &str = "/var/log/lopache/access.log";
 

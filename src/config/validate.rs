@@ -14,6 +14,10 @@ use crate::http::{Limits, HARD_MAX_HEADERS};
 use crate::redis::url::RedisUrl;
 use crate::tls::{backend_client_config, load_certified_key, server_config, Preset, SniResolver};
 
+/// `server.request_buffer_bytes` is memory per request in flight: 16 MiB
+/// each is already generous (nginx buffers larger bodies to disk instead).
+const MAX_REQUEST_BUFFER_BYTES: u64 = 16 << 20;
+
 pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let main_driver = driver(&raw.driver.urls(), "driver")?;
     let s = &raw.server;
@@ -27,6 +31,14 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
     positive(s.response_timeout, "server.response_timeout")?;
     positive(s.max_connections as u64, "server.max_connections")?;
     positive(s.redis_timeout_ms, "server.redis_timeout_ms")?;
+    positive(s.client_body_timeout, "server.client_body_timeout")?;
+    positive(s.client_header_timeout, "server.client_header_timeout")?;
+    if s.request_buffer_bytes > MAX_REQUEST_BUFFER_BYTES {
+        return Err(ConfigError::new(
+            "server.request_buffer_bytes",
+            format!("at most {MAX_REQUEST_BUFFER_BYTES} (a buffer per request in flight)"),
+        ));
+    }
     if s.retry_on_error > 100 {
         return Err(ConfigError::new("server.retry_on_error", "at most 100"));
     }
@@ -73,6 +85,11 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         dead_backend_on_500: s.dead_backend_on_500,
         error_pages,
         debug: s.debug,
+        debug_headers: s.debug_headers,
+        underscores_in_headers: s.underscores_in_headers,
+        request_buffer_bytes: s.request_buffer_bytes as usize,
+        client_body_timeout: Duration::from_secs(s.client_body_timeout),
+        client_header_timeout: Duration::from_secs(s.client_header_timeout),
         connect_timeout: Duration::from_secs(s.connect_timeout),
         response_timeout: Duration::from_secs(s.response_timeout),
         redis_timeout: Duration::from_millis(s.redis_timeout_ms),

@@ -2,10 +2,11 @@
 //! ambiguity is a 400, because ambiguity is how requests are smuggled) and for
 //! responses (where ambiguity means the upstream connection is not reused).
 
-use super::headers::{list_elements, parse_content_length};
+use super::headers::{is_token, list_elements, parse_content_length};
 use super::{BodyKind, Version};
 
-/// Why a request's framing was refused; each maps to 400 and a closed connection.
+/// Why a message's framing was refused. For a request each maps to a 4xx/5xx
+/// and a closed connection; for a response, to 502.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FramingError {
     /// RFC 9112 section 6.1: a sender must not send both; we reject (6.3 item 3 allows it).
@@ -24,6 +25,16 @@ pub enum FramingError {
     /// RFC 9112 section 6.3 item 5: invalid or differing Content-Length values.
     #[error("invalid Content-Length")]
     InvalidContentLength,
+    /// A transfer coding that is not a bare token (RFC 9112 section 7: a
+    /// coding is a token; chunked takes no parameters, 7.1). Parameters of
+    /// other codings exist in the grammar but not in practice; lopache takes
+    /// none, so no next hop can read a parameter as a different coding.
+    #[error("invalid transfer coding")]
+    InvalidTransferCoding,
+    /// A request coding other than chunked (RFC 9112 section 6.1: a server
+    /// that does not understand a coding answers 501; nginx does the same).
+    #[error("unsupported transfer coding")]
+    UnsupportedTransferCoding,
 }
 
 /// What the framing-relevant headers of one message said.
@@ -32,9 +43,27 @@ pub struct FramingHeaders {
     /// Every Content-Length value seen, already validated and de-duplicated;
     /// `None` if any was invalid or two differed.
     pub content_length: Option<Option<u64>>,
-    /// Transfer codings in order, lowercased, across all Transfer-Encoding fields.
-    pub codings: Vec<Vec<u8>>,
     pub has_transfer_encoding: bool,
+    /// How many times `chunked` was listed, over all Transfer-Encoding fields.
+    chunked: u32,
+    /// The last coding listed is `chunked`.
+    last_is_chunked: bool,
+    /// Some coding was not a bare token.
+    invalid_coding: bool,
+    /// Codings other than chunked, lowercased, in order (a response forwards
+    /// them; a request with any is refused). Empty for the usual message.
+    pub other_codings: Vec<Vec<u8>>,
+}
+
+/// How a response's body is delimited and what that allows afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseFraming {
+    pub body: BodyKind,
+    /// The framing was clean enough to reuse the upstream connection.
+    pub clean: bool,
+    /// Both Transfer-Encoding and Content-Length: framed by chunked (RFC 9112
+    /// section 6.3 item 3), but both connections close afterwards.
+    pub conflict: bool,
 }
 
 impl FramingHeaders {
@@ -48,31 +77,27 @@ impl FramingHeaders {
         };
     }
 
-    /// Records one Transfer-Encoding field value.
+    /// Records one Transfer-Encoding field value. Empty list elements are
+    /// skipped (RFC 9110 section 5.6.1), so `,chunked` is `chunked`.
     pub fn add_transfer_encoding(&mut self, value: &[u8]) {
         self.has_transfer_encoding = true;
         for coding in list_elements(value) {
-            // Parameters (`;q=...`) are not part of the coding name.
-            let name = coding.split(|&b| b == b';').next().unwrap_or(coding);
-            self.codings
-                .push(super::headers::trim_ows(name).to_ascii_lowercase());
+            if !is_token(coding) {
+                self.invalid_coding = true;
+                self.last_is_chunked = false;
+            } else if coding.eq_ignore_ascii_case(b"chunked") {
+                self.chunked += 1;
+                self.last_is_chunked = true;
+            } else {
+                self.other_codings.push(coding.to_ascii_lowercase());
+                self.last_is_chunked = false;
+            }
         }
     }
 
-    fn chunked_final(&self) -> Result<bool, FramingError> {
-        let chunked = self
-            .codings
-            .iter()
-            .filter(|c| c.as_slice() == b"chunked")
-            .count();
-        let last_is_chunked = self
-            .codings
-            .last()
-            .is_some_and(|c| c.as_slice() == b"chunked");
-        if chunked > 1 {
-            return Err(FramingError::ChunkedTwice);
-        }
-        Ok(last_is_chunked)
+    /// The valid Content-Length, if one was sent.
+    pub fn valid_content_length(&self) -> Option<u64> {
+        self.content_length.flatten()
     }
 
     /// Body of a request (RFC 9112 section 6.3 items 3 to 7).
@@ -84,10 +109,19 @@ impl FramingHeaders {
             if self.content_length.is_some() {
                 return Err(FramingError::TransferEncodingWithContentLength);
             }
-            return match self.chunked_final()? {
-                true => Ok(BodyKind::Chunked),
-                false => Err(FramingError::FinalCodingNotChunked),
-            };
+            if self.invalid_coding {
+                return Err(FramingError::InvalidTransferCoding);
+            }
+            if self.chunked > 1 {
+                return Err(FramingError::ChunkedTwice);
+            }
+            if !self.last_is_chunked {
+                return Err(FramingError::FinalCodingNotChunked);
+            }
+            if !self.other_codings.is_empty() {
+                return Err(FramingError::UnsupportedTransferCoding);
+            }
+            return Ok(BodyKind::Chunked);
         }
         match self.content_length {
             None => Ok(BodyKind::Empty),
@@ -97,36 +131,52 @@ impl FramingHeaders {
         }
     }
 
-    /// Body of a response, given what was asked (RFC 9112 section 6.3 items 1 to 8).
-    /// Returns the kind and whether the framing was clean enough to reuse the
-    /// connection afterwards; `Err` when the length cannot be trusted at all.
+    /// Body of a response, given what was asked (RFC 9112 section 6.3 items 1
+    /// to 8). `Err` when the length cannot be trusted at all (502).
     pub fn response_body(
         &self,
         status: u16,
         request_was_head: bool,
         version: Version,
-    ) -> Result<(BodyKind, bool), FramingError> {
+    ) -> Result<ResponseFraming, FramingError> {
+        let framing = |body, clean| ResponseFraming {
+            body,
+            clean,
+            conflict: false,
+        };
         // Item 1: HEAD responses and 1xx/204/304 never have a body.
         if request_was_head || (100..200).contains(&status) || status == 204 || status == 304 {
-            return Ok((BodyKind::Empty, true));
+            return Ok(framing(BodyKind::Empty, true));
         }
         if self.has_transfer_encoding {
             if version == Version::Http10 {
                 // Section 6.1: faulty framing; read to close, never reuse.
-                return Ok((BodyKind::UntilClose, false));
+                return Ok(framing(BodyKind::UntilClose, false));
             }
-            return match self.chunked_final() {
-                // Item 3: TE overrides CL, but such a message is suspect: do not reuse.
-                Ok(true) => Ok((BodyKind::Chunked, self.content_length.is_none())),
+            if self.invalid_coding {
+                return Err(FramingError::InvalidTransferCoding);
+            }
+            if self.chunked > 1 {
+                return Err(FramingError::ChunkedTwice);
+            }
+            if !self.last_is_chunked {
                 // Item 4: a response whose final coding is not chunked ends at close.
-                Ok(false) | Err(_) => Ok((BodyKind::UntilClose, false)),
-            };
+                return Ok(framing(BodyKind::UntilClose, false));
+            }
+            // Item 3: TE overrides CL; such a message may be an attempt at
+            // response splitting, so neither connection is reused after it.
+            let conflict = self.content_length.is_some();
+            return Ok(ResponseFraming {
+                body: BodyKind::Chunked,
+                clean: !conflict,
+                conflict,
+            });
         }
         match self.content_length {
-            None => Ok((BodyKind::UntilClose, false)),
+            None => Ok(framing(BodyKind::UntilClose, false)),
             Some(None) => Err(FramingError::InvalidContentLength),
-            Some(Some(0)) => Ok((BodyKind::Empty, true)),
-            Some(Some(n)) => Ok((BodyKind::Length(n), true)),
+            Some(Some(0)) => Ok(framing(BodyKind::Empty, true)),
+            Some(Some(n)) => Ok(framing(BodyKind::Length(n), true)),
         }
     }
 }
@@ -166,8 +216,30 @@ mod tests {
             (&["-1"], &[], Http11, Err(InvalidContentLength)),
             (&[], &["chunked"], Http11, Ok(Chunked)),
             (&[], &["Chunked"], Http11, Ok(Chunked)),
-            (&[], &["gzip, chunked"], Http11, Ok(Chunked)),
-            (&[], &["gzip", "chunked"], Http11, Ok(Chunked)),
+            (&[], &[",chunked"], Http11, Ok(Chunked)),
+            (&[], &["chunked, "], Http11, Ok(Chunked)),
+            (
+                &[],
+                &["gzip, chunked"],
+                Http11,
+                Err(UnsupportedTransferCoding),
+            ),
+            (
+                &[],
+                &["gzip", "chunked"],
+                Http11,
+                Err(UnsupportedTransferCoding),
+            ),
+            (&[], &["chunked;x=1"], Http11, Err(InvalidTransferCoding)),
+            (&[], &["chunked ;x=1"], Http11, Err(InvalidTransferCoding)),
+            (&[], &["\"chunked\""], Http11, Err(InvalidTransferCoding)),
+            (&[], &["chunked x"], Http11, Err(InvalidTransferCoding)),
+            (
+                &[],
+                &["chunked", "chunked;q=1"],
+                Http11,
+                Err(InvalidTransferCoding),
+            ),
             (&[], &["chunked, gzip"], Http11, Err(FinalCodingNotChunked)),
             (&[], &["gzip"], Http11, Err(FinalCodingNotChunked)),
             (&[], &["identity"], Http11, Err(FinalCodingNotChunked)),
@@ -198,49 +270,111 @@ mod tests {
                 .for_each(|t| f.add_transfer_encoding(t.as_bytes()));
             f
         };
-        assert_eq!(
-            mk(&["5"], &[]).response_body(200, true, Http11),
-            Ok((Empty, true))
+        let ok = |body, clean, conflict| {
+            Ok(ResponseFraming {
+                body,
+                clean,
+                conflict,
+            })
+        };
+        type Case = (
+            &'static [&'static str],
+            &'static [&'static str],
+            u16,
+            bool,
+            Version,
+            Result<ResponseFraming, FramingError>,
         );
+        let table: &[Case] = &[
+            (&["5"], &[], 200, true, Http11, ok(Empty, true, false)),
+            (&["5"], &[], 204, false, Http11, ok(Empty, true, false)),
+            (&["5"], &[], 304, false, Http11, ok(Empty, true, false)),
+            (&[], &[], 103, false, Http11, ok(Empty, true, false)),
+            (&["5"], &[], 200, false, Http11, ok(Length(5), true, false)),
+            (
+                &["5, 5"],
+                &[],
+                200,
+                false,
+                Http11,
+                ok(Length(5), true, false),
+            ),
+            (&[], &[], 200, false, Http11, ok(UntilClose, false, false)),
+            (
+                &[],
+                &["chunked"],
+                200,
+                false,
+                Http11,
+                ok(Chunked, true, false),
+            ),
+            (
+                &[],
+                &["gzip, chunked"],
+                200,
+                false,
+                Http11,
+                ok(Chunked, true, false),
+            ),
+            (
+                &["5"],
+                &["chunked"],
+                200,
+                false,
+                Http11,
+                ok(Chunked, false, true),
+            ),
+            (
+                &[],
+                &["gzip"],
+                200,
+                false,
+                Http11,
+                ok(UntilClose, false, false),
+            ),
+            (
+                &[],
+                &["chunked"],
+                200,
+                false,
+                Http10,
+                ok(UntilClose, false, false),
+            ),
+            (
+                &[],
+                &["chunked;x=1"],
+                200,
+                false,
+                Http11,
+                Err(FramingError::InvalidTransferCoding),
+            ),
+            (
+                &[],
+                &["chunked, chunked"],
+                200,
+                false,
+                Http11,
+                Err(FramingError::ChunkedTwice),
+            ),
+            (
+                &["5", "6"],
+                &[],
+                200,
+                false,
+                Http11,
+                Err(FramingError::InvalidContentLength),
+            ),
+        ];
+        for (cl, te, status, head, version, want) in table {
+            assert_eq!(
+                mk(cl, te).response_body(*status, *head, *version),
+                *want,
+                "CL {cl:?} TE {te:?} {status} head={head} {version:?}"
+            );
+        }
         assert_eq!(
-            mk(&["5"], &[]).response_body(204, false, Http11),
-            Ok((Empty, true))
-        );
-        assert_eq!(
-            mk(&["5"], &[]).response_body(304, false, Http11),
-            Ok((Empty, true))
-        );
-        assert_eq!(
-            mk(&[], &[]).response_body(103, false, Http11),
-            Ok((Empty, true))
-        );
-        assert_eq!(
-            mk(&["5"], &[]).response_body(200, false, Http11),
-            Ok((Length(5), true))
-        );
-        assert_eq!(
-            mk(&[], &[]).response_body(200, false, Http11),
-            Ok((UntilClose, false))
-        );
-        assert_eq!(
-            mk(&[], &["chunked"]).response_body(200, false, Http11),
-            Ok((Chunked, true))
-        );
-        assert_eq!(
-            mk(&["5"], &["chunked"]).response_body(200, false, Http11),
-            Ok((Chunked, false))
-        );
-        assert_eq!(
-            mk(&[], &["gzip"]).response_body(200, false, Http11),
-            Ok((UntilClose, false))
-        );
-        assert_eq!(
-            mk(&[], &["chunked"]).response_body(200, false, Http10),
-            Ok((UntilClose, false))
-        );
-        assert_eq!(
-            mk(&["5", "6"], &[]).response_body(200, false, Http11),
-            Err(FramingError::InvalidContentLength)
+            mk(&[], &["GZip, chunked"]).other_codings,
+            vec![b"gzip".to_vec()]
         );
     }
 }

@@ -67,17 +67,22 @@ pub enum RequestError {
     DuplicateHost,
     #[error("bad framing: {0}")]
     Framing(#[from] FramingError),
+    /// Not a parse result: the head did not arrive within `client_header_timeout`.
+    #[error("request head not received in time")]
+    HeadTimeout,
 }
 
 impl RequestError {
     /// The status this refusal is answered with.
     pub fn status(self) -> u16 {
         match self {
+            RequestError::Framing(FramingError::UnsupportedTransferCoding) => 501,
             RequestError::Malformed(_) | RequestError::DuplicateHost | RequestError::Framing(_) => {
                 400
             }
             RequestError::HeadTooLarge | RequestError::TooManyHeaders => 431,
             RequestError::UriTooLong => 414,
+            RequestError::HeadTimeout => 408,
         }
     }
 }
@@ -96,6 +101,9 @@ pub struct RequestHead {
     /// Index into `headers` of the one Host field.
     pub host: Option<usize>,
     pub body: BodyKind,
+    /// A Content-Length field was sent (so an empty body is announced as
+    /// `Content-Length: 0` upstream, as the client did).
+    pub content_length_sent: bool,
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
     /// `Expect: 100-continue` was sent (with a body to follow).
@@ -172,6 +180,12 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     if path.len() > limits.uri_bytes {
         return Err(RequestError::UriTooLong);
     }
+    if !is_plain_method(method.as_bytes()) {
+        return Err(RequestError::Malformed("invalid method"));
+    }
+    if !is_known_target_form(method.as_bytes(), path.as_bytes()) {
+        return Err(RequestError::Malformed("invalid request target"));
+    }
     if len > limits.request_head_bytes {
         return Err(RequestError::HeadTooLarge);
     }
@@ -198,6 +212,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         len,
         host: None,
         body: BodyKind::Empty,
+        content_length_sent: false,
         keep_alive: version == Version::Http11,
         expect_continue: false,
         upgrade_websocket: false,
@@ -232,6 +247,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         }
     }
     head.body = framing.request_body(version)?;
+    head.content_length_sent = framing.content_length.is_some();
     head.keep_alive = match version {
         Version::Http11 => !conn_close,
         Version::Http10 => conn_keep_alive && !conn_close,
@@ -241,6 +257,29 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     head.upgrade_websocket =
         conn_upgrade && upgrade_ws && version == Version::Http11 && head.method == Method::Get;
     Ok(Some(head))
+}
+
+/// Methods in upper case letters, `-` and `_` only, as nginx takes them:
+/// `get` or `helloGET` (what follows a misframed body) is refused here
+/// rather than forwarded to backends that refuse or misread it.
+fn is_plain_method(m: &[u8]) -> bool {
+    !m.is_empty()
+        && m.iter()
+            .all(|&b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+}
+
+/// RFC 9112 section 3.2: origin-form (`/path`), absolute-form
+/// (`http://host/path`), asterisk-form (`*`, OPTIONS only) and
+/// authority-form (CONNECT only, which is refused later with 405).
+fn is_known_target_form(method: &[u8], target: &[u8]) -> bool {
+    let lower_starts = |prefix: &[u8]| {
+        target.len() > prefix.len() && target[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    target.starts_with(b"/")
+        || lower_starts(b"http://")
+        || lower_starts(b"https://")
+        || (target == b"*" && method == b"OPTIONS")
+        || method == b"CONNECT"
 }
 
 /// Picks 414 while the request line itself is unfinished, 431 otherwise.
@@ -286,6 +325,21 @@ mod tests {
         assert_eq!(h.len, raw.len());
         assert_eq!(h.body, BodyKind::Length(3));
         assert!(h.expect_continue);
+    }
+
+    #[test]
+    fn target_forms_and_methods_that_pass() {
+        for line in [
+            "GET /a HTTP/1.1",
+            "OPTIONS * HTTP/1.1",
+            "GET HTTP://h/x HTTP/1.1",
+            "PURGE /x HTTP/1.1",
+            "VERSION-CONTROL /x HTTP/1.1",
+            "CONNECT h:443 HTTP/1.1",
+        ] {
+            let raw = format!("{line}\r\nHost: h\r\n\r\n");
+            assert!(parse(&raw).unwrap().is_some(), "{line}");
+        }
     }
 
     #[test]
@@ -335,6 +389,11 @@ mod tests {
             (many, RequestError::TooManyHeaders),
             ("GET / HTTP/2.0\r\n\r\n".into(), RequestError::Malformed("unsupported HTTP version")),
             ("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n".into(), RequestError::Malformed("invalid header name")),
+            ("get / HTTP/1.1\r\nHost: h\r\n\r\n".into(), RequestError::Malformed("invalid method")),
+            ("helloGET / HTTP/1.1\r\nHost: h\r\n\r\n".into(), RequestError::Malformed("invalid method")),
+            ("GET x/y HTTP/1.1\r\nHost: h\r\n\r\n".into(), RequestError::Malformed("invalid request target")),
+            ("GET * HTTP/1.1\r\nHost: h\r\n\r\n".into(), RequestError::Malformed("invalid request target")),
+            ("GET http:// HTTP/1.1\r\nHost: h\r\n\r\n".into(), RequestError::Malformed("invalid request target")),
             (
                 "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
                 RequestError::Framing(FramingError::TransferEncodingWithContentLength),
@@ -355,5 +414,9 @@ mod tests {
         assert_eq!(RequestError::UriTooLong.status(), 414);
         assert_eq!(RequestError::HeadTooLarge.status(), 431);
         assert_eq!(RequestError::DuplicateHost.status(), 400);
+        assert_eq!(
+            RequestError::Framing(FramingError::UnsupportedTransferCoding).status(),
+            501
+        );
     }
 }

@@ -14,7 +14,7 @@ pub enum ResponseError {
     Malformed,
     #[error("response head larger than the limit")]
     TooLarge,
-    #[error("invalid Content-Length in response")]
+    #[error("invalid Content-Length or Transfer-Encoding in response")]
     BadLength,
 }
 
@@ -27,6 +27,14 @@ pub struct ResponseHead {
     /// Bytes of the head including the blank line.
     pub len: usize,
     pub body: BodyKind,
+    /// The backend's Content-Length when valid: forwarded on HEAD and 304
+    /// answers, where it describes a body that is not sent.
+    pub content_length: Option<u64>,
+    /// Transfer codings applied before chunked (forwarded with it), lowercased.
+    pub other_codings: Vec<Vec<u8>>,
+    /// Both Content-Length and Transfer-Encoding were sent: the body is
+    /// framed by chunked and both connections close after it.
+    pub framing_conflict: bool,
     /// The backend will keep the connection open and the framing allows reuse.
     pub reusable: bool,
     /// A `Retry-After` header is present (a 503 with it does not mark the backend dead).
@@ -73,17 +81,23 @@ pub fn parse_response(
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(ResponseError::Malformed);
     };
+    // httparse takes any three digits; `050` would go out as `50`.
+    if status < 100 {
+        return Err(ResponseError::Malformed);
+    }
     let version = if minor == 0 {
         Version::Http10
     } else {
         Version::Http11
     };
-    let reason = resp.reason.unwrap_or("");
-    let start = reason.as_ptr() as usize - buf.as_ptr() as usize;
-    let reason_span = if reason.is_empty() {
-        (0, 0)
-    } else {
-        (start as u32, (start + reason.len()) as u32)
+    // A status line without a reason phrase gives no slice of `buf` at
+    // all: only a non-empty reason has an offset into it.
+    let reason_span = match resp.reason {
+        Some(reason) if !reason.is_empty() => {
+            let start = reason.as_ptr() as usize - buf.as_ptr() as usize;
+            (start as u32, (start + reason.len()) as u32)
+        }
+        _ => (0, 0),
     };
 
     let mut framing = FramingHeaders::default();
@@ -105,7 +119,7 @@ pub fn parse_response(
             upgrade_ws |= list_contains(h.value, b"websocket");
         }
     }
-    let (body, clean) = framing
+    let delimited = framing
         .response_body(status, request_was_head, version)
         .map_err(|_| ResponseError::BadLength)?;
     let persistent = match version {
@@ -118,8 +132,11 @@ pub fn parse_response(
         reason: reason_span,
         headers,
         len,
-        body,
-        reusable: persistent && clean && status != 101,
+        body: delimited.body,
+        content_length: framing.valid_content_length(),
+        other_codings: std::mem::take(&mut framing.other_codings),
+        framing_conflict: delimited.conflict,
+        reusable: persistent && delimited.clean && status != 101,
         retry_after,
         upgrade_websocket: upgrade_ws,
     }))
@@ -186,5 +203,10 @@ mod tests {
         )
         .is_err());
         assert!(parse_response(b"garbage\r\n\r\n", 1 << 16, false).is_err());
+        // Found by the fuzzer: a status below 100 is no status at all.
+        assert!(parse_response(b"HTTP/1.1 050 Continue\r\n\r\n", 1 << 16, false).is_err());
+        // Found by the fuzz seeds: no reason phrase at all.
+        let r = p("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", false);
+        assert_eq!((r.status, r.reason(b"")), (200, &b""[..]));
     }
 }

@@ -6,10 +6,10 @@ use std::net::IpAddr;
 
 use crate::ascii::{push_decimal, push_ip};
 
-use super::headers::{is_hop_by_hop, list_elements};
+use super::headers::{is_framing, is_hop_by_hop, is_protected, list_elements};
 use super::request::RequestHead;
 use super::response::ResponseHead;
-use super::{HeaderSpan, Version};
+use super::{BodyKind, HeaderSpan, Version};
 
 /// Facts about the client connection that the backend is told.
 #[derive(Debug, Clone, Copy)]
@@ -34,20 +34,37 @@ fn is_replaced_request_header(name: &[u8]) -> bool {
     .any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// Names listed in the message's Connection fields: hop-by-hop for this message
-/// (RFC 9110 section 7.6.1). Names that are hop-by-hop anyway (`keep-alive`,
-/// the usual one) are left out, so the common message allocates nothing here.
+/// Names listed in the message's Connection fields: hop-by-hop for this
+/// message (RFC 9110 section 7.6.1). Names that are hop-by-hop anyway
+/// (`keep-alive`, the usual one) are left out, so the common message
+/// allocates nothing here, and so are the protected names, which
+/// `Connection` can never remove (see `headers::is_protected`).
 fn connection_named<'a>(head: &'a [u8], headers: &[HeaderSpan]) -> Vec<&'a [u8]> {
     headers
         .iter()
         .filter(|h| h.name(head).eq_ignore_ascii_case(b"connection"))
         .flat_map(|h| list_elements(h.value(head)))
-        .filter(|name| !is_hop_by_hop(name))
+        .filter(|name| !is_hop_by_hop(name) && !is_protected(name))
         .collect()
 }
 
 fn is_dropped(name: &[u8], named: &[&[u8]]) -> bool {
-    is_hop_by_hop(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+    is_hop_by_hop(name) || is_framing(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// An underscored name that, read with `_` as `-` (as CGI-style backends
+/// and some frameworks do), would still not be a framing, hop-by-hop or
+/// forwarded header: `Transfer_Encoding` never reaches a backend, even with
+/// `underscores_in_headers` on.
+fn underscore_is_safe(name: &[u8]) -> bool {
+    let mut dashed = [0u8; 32];
+    let Some(dashed) = dashed.get_mut(..name.len()) else {
+        return true; // longer than any such header
+    };
+    for (d, &b) in dashed.iter_mut().zip(name) {
+        *d = if b == b'_' { b'-' } else { b };
+    }
+    !(is_protected(dashed) || is_hop_by_hop(dashed) || is_replaced_request_header(dashed))
 }
 
 fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -57,13 +74,31 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends the request head sent upstream to `out`. `keep_alive` says whether
-/// the proxy wants to reuse the upstream connection afterwards.
+fn write_content_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the request head is rewritten (from the config).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRewrite {
+    /// The proxy wants to reuse the upstream connection afterwards.
+    pub keep_alive: bool,
+    /// Forward client headers whose names contain `_` (nginx's
+    /// `underscores_in_headers`). Off by default: CGI-style backends read
+    /// `X_Real_IP` as the `X-Real-IP` that lopache just set.
+    pub underscores_in_headers: bool,
+}
+
+/// Appends the request head sent upstream to `out`. Framing headers are
+/// lopache's own: the client's Content-Length and Transfer-Encoding are
+/// replaced by one canonical field describing the body lopache relays.
 pub fn upstream_request(
     head: &[u8],
     req: &RequestHead,
     client: &ClientSide,
-    keep_alive: bool,
+    how: RequestRewrite,
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(req.method_bytes(head));
@@ -77,6 +112,9 @@ pub fn upstream_request(
         if is_dropped(name, &named) || is_replaced_request_header(name) {
             continue;
         }
+        if name.contains(&b'_') && !(how.underscores_in_headers && underscore_is_safe(name)) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             if !h.value(head).is_empty() {
                 forwarded_for.push(h.value(head));
@@ -84,6 +122,12 @@ pub fn upstream_request(
             continue;
         }
         write_field(out, name, h.value(head));
+    }
+    match req.body {
+        BodyKind::Length(n) => write_content_length(out, n),
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::Empty if req.content_length_sent => write_content_length(out, 0),
+        BodyKind::Empty | BodyKind::UntilClose => {}
     }
     // Earlier hops' X-Forwarded-For values, joined, then the client's address.
     out.extend_from_slice(b"X-Forwarded-For: ");
@@ -101,7 +145,7 @@ pub fn upstream_request(
     out.extend_from_slice(b"\r\n");
     if req.upgrade_websocket {
         out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: websocket\r\n");
-    } else if !keep_alive {
+    } else if !how.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -117,7 +161,9 @@ pub enum ClientFraming {
 }
 
 /// Appends the response head sent to the client. `extra` holds complete
-/// header lines (each ending in CRLF), e.g. the X-Debug ones.
+/// header lines (each ending in CRLF), e.g. the X-Debug ones. The backend's
+/// Content-Length and Transfer-Encoding are replaced by lopache's own,
+/// describing the body as lopache relays it.
 pub fn client_response(
     head: &[u8],
     resp: &ResponseHead,
@@ -139,10 +185,26 @@ pub fn client_response(
         if is_dropped(name, &named) && !upgrade_kept {
             continue;
         }
-        if framing == ClientFraming::Dechunk && name.eq_ignore_ascii_case(b"transfer-encoding") {
-            continue;
-        }
         write_field(out, name, h.value(head));
+    }
+    match (resp.body, framing) {
+        (BodyKind::Length(n), _) => write_content_length(out, n),
+        (BodyKind::Chunked, ClientFraming::AsIs) => {
+            out.extend_from_slice(b"Transfer-Encoding: ");
+            for coding in &resp.other_codings {
+                out.extend_from_slice(coding);
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(b"chunked\r\n");
+        }
+        // RFC 9110 section 8.6: no Content-Length in 1xx and 204; on a HEAD
+        // or 304 answer (and a 0-length body) it is the backend's, checked.
+        (BodyKind::Empty, _) if resp.status >= 200 && resp.status != 204 => {
+            if let Some(n) = resp.content_length {
+                write_content_length(out, n);
+            }
+        }
+        (BodyKind::Empty | BodyKind::UntilClose | BodyKind::Chunked, _) => {}
     }
     out.extend_from_slice(extra);
     if resp.status == 101 {
@@ -160,7 +222,12 @@ mod tests {
     use super::*;
     use crate::http::request::parse_request;
     use crate::http::response::parse_response;
-    use crate::http::{BodyKind, Limits};
+    use crate::http::Limits;
+
+    const REWRITE: RequestRewrite = RequestRewrite {
+        keep_alive: true,
+        underscores_in_headers: false,
+    };
 
     const CLIENT: ClientSide = ClientSide {
         peer: IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9)),
@@ -168,26 +235,205 @@ mod tests {
         port: 8080,
     };
 
-    fn rewrite(raw: &str) -> String {
+    fn rewrite_with(raw: &str, how: RequestRewrite) -> String {
         let req = parse_request(raw.as_bytes(), &Limits::default())
             .unwrap()
             .unwrap();
         let mut out = Vec::new();
-        upstream_request(raw.as_bytes(), &req, &CLIENT, true, &mut out);
+        upstream_request(raw.as_bytes(), &req, &CLIENT, how, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn rewrite(raw: &str) -> String {
+        rewrite_with(raw, REWRITE)
+    }
+
+    /// The Content-Length and Transfer-Encoding lines of a head.
+    fn framing_lines(head: &str) -> Vec<&str> {
+        head.split("\r\n")
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                l.starts_with("content-length") || l.starts_with("transfer-encoding")
+            })
+            .collect()
+    }
+
+    fn respond(raw: &str, version: Version, framing: ClientFraming, head_req: bool) -> String {
+        let resp = parse_response(raw.as_bytes(), 1 << 16, head_req)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        client_response(raw.as_bytes(), &resp, version, true, framing, b"", &mut out);
         String::from_utf8(out).unwrap()
     }
 
     #[test]
-    fn forwarded_headers_replace_spoofed_ones_and_append_xff() {
+    fn connection_cannot_remove_framing_routing_or_forwarded_headers() {
         let out = rewrite(
-            "GET /p HTTP/1.0\r\nHost: a.b\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\n\
-             X-Real-IP: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX-Forwarded-For: 1.1.1.1\r\n\
+             Connection: Content-Length, Host, X-Forwarded-For, X-Real-IP, Transfer-Encoding, Cookie\r\n\
+             Cookie: c\r\n\r\n",
         );
-        assert_eq!(
-            out,
-            "GET /p HTTP/1.1\r\nHost: a.b\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\n\
-             X-Real-IP: 10.0.0.9\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: 8080\r\n\r\n"
+        assert!(out.contains("Host: h\r\n"), "{out}");
+        assert!(out.contains("Content-Length: 5\r\n"), "{out}");
+        assert!(
+            out.contains("X-Forwarded-For: 1.1.1.1, 10.0.0.9\r\n"),
+            "{out}"
         );
+        assert!(out.contains("X-Real-IP: 10.0.0.9\r\n"), "{out}");
+        assert!(
+            !out.contains("Cookie"),
+            "a named end-to-end header goes: {out}"
+        );
+        let out = rewrite(
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: transfer-encoding\r\n\r\n",
+        );
+        assert!(out.contains("Transfer-Encoding: chunked\r\n"), "{out}");
+    }
+
+    #[test]
+    fn request_framing_is_regenerated_in_one_canonical_form() {
+        let table = [
+            ("Content-Length: 5, 5\r\n", "Content-Length: 5\r\n"),
+            (
+                "Content-Length: 007\r\nContent-Length: 7\r\n",
+                "Content-Length: 7\r\n",
+            ),
+            ("Content-Length: 0\r\n", "Content-Length: 0\r\n"),
+            (
+                "Transfer-Encoding: ,CHUNKED\r\n",
+                "Transfer-Encoding: chunked\r\n",
+            ),
+            (
+                "Transfer-Encoding: \r\nTransfer-Encoding: chunked\r\n",
+                "Transfer-Encoding: chunked\r\n",
+            ),
+        ];
+        for (framing, want) in table {
+            let out = rewrite(&format!("POST / HTTP/1.1\r\nHost: h\r\n{framing}\r\n"));
+            let fields = framing_lines(&out);
+            assert_eq!(fields.len(), 1, "{framing:?} -> {out}");
+            assert_eq!(format!("{}\r\n", fields[0]), want, "{framing:?}");
+        }
+        let out = rewrite("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(
+            !out.to_ascii_lowercase().contains("content-length"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn underscored_header_names_are_dropped_unless_allowed() {
+        let raw = "GET / HTTP/1.1\r\nHost: h\r\nX_Real_IP: 6.6.6.6\r\nX-Ok: 1\r\n\r\n";
+        let out = rewrite(raw);
+        assert!(
+            !out.contains("X_Real_IP") && out.contains("X-Ok: 1"),
+            "{out}"
+        );
+        let out = rewrite_with(
+            raw,
+            RequestRewrite {
+                underscores_in_headers: true,
+                ..REWRITE
+            },
+        );
+        // Read as X-Real-IP by a CGI-style backend: never forwarded.
+        assert!(!out.contains("X_Real_IP"), "{out}");
+        let raw = "GET / HTTP/1.1\r\nHost: h\r\nX_App_Id: 1\r\nTransfer_Encoding: chunked\r\n\
+                   content_length: 5\r\n\r\n";
+        let out = rewrite_with(
+            raw,
+            RequestRewrite {
+                underscores_in_headers: true,
+                ..REWRITE
+            },
+        );
+        assert!(out.contains("X_App_Id: 1\r\n"), "{out}");
+        for gone in ["Transfer_Encoding", "content_length"] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+    }
+
+    #[test]
+    fn response_framing_is_lopaches_own() {
+        use ClientFraming::{AsIs, Dechunk};
+        use Version::{Http10, Http11};
+        // (backend head, client version, framing, HEAD request, the one
+        // framing line the client gets, or "" for none)
+        let table = [
+            // Connection naming a framing header cannot unframe the response.
+            (
+                "Connection: Content-Length\r\nContent-Length: 3",
+                Http11,
+                AsIs,
+                false,
+                "Content-Length: 3",
+            ),
+            (
+                "Connection: Transfer-Encoding\r\nTransfer-Encoding: chunked",
+                Http11,
+                AsIs,
+                false,
+                "Transfer-Encoding: chunked",
+            ),
+            // Both lengths: chunked frames it, the length goes.
+            (
+                "Content-Length: 5\r\nTransfer-Encoding: chunked",
+                Http11,
+                AsIs,
+                false,
+                "Transfer-Encoding: chunked",
+            ),
+            (
+                "Content-Length: 5\r\nTransfer-Encoding: chunked",
+                Http10,
+                Dechunk,
+                false,
+                "",
+            ),
+            (
+                "Transfer-Encoding: GZIP , chunked",
+                Http11,
+                AsIs,
+                false,
+                "Transfer-Encoding: gzip, chunked",
+            ),
+            (
+                "Content-Length: 0, 0",
+                Http11,
+                AsIs,
+                false,
+                "Content-Length: 0",
+            ),
+            // HEAD keeps the length of the body it describes.
+            (
+                "Content-Length: 42",
+                Http11,
+                AsIs,
+                true,
+                "Content-Length: 42",
+            ),
+            ("Transfer-Encoding: gzip", Http11, AsIs, false, ""),
+        ];
+        for (fields, version, framing, head, want) in table {
+            let out = respond(
+                &format!("HTTP/1.1 200 OK\r\n{fields}\r\n\r\n"),
+                version,
+                framing,
+                head,
+            );
+            let framing_lines = framing_lines(&out);
+            let want: Vec<&str> = [want].into_iter().filter(|w| !w.is_empty()).collect();
+            assert_eq!(framing_lines, want, "{fields:?} -> {out}");
+        }
+        // 204 has no length, whatever the backend said.
+        let out = respond(
+            "HTTP/1.1 204 No Content\r\nContent-Length: 42\r\n\r\n",
+            Http11,
+            AsIs,
+            false,
+        );
+        assert!(!out.contains("Content-Length"), "{out}");
     }
 
     #[test]

@@ -107,6 +107,11 @@ impl BodyRelay {
         Ok((n, next))
     }
 
+    /// The whole body has been accounted for.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
     /// Adopts the state `buffered` returned, once its bytes were written.
     pub fn commit(&mut self, next: BodyRelay) {
         *self = next;

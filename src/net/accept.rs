@@ -114,7 +114,7 @@ pub async fn accept_loop(
                     }
                 }
             }
-            Err(e) if is_resource_exhaustion(&e) => {
+            Err(e) if crate::net::is_local_shortage(&e) => {
                 if !warned_resources {
                     log_warn!("accept: {e}; pausing accepts (raise the fd limit?)");
                     warned_resources = true;
@@ -148,13 +148,6 @@ async fn handshake(
         .accept(stream)
         .await
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
-}
-
-fn is_resource_exhaustion(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 /// Errors about one aborted connection, not the listener.

@@ -1,19 +1,29 @@
 //! The admin endpoint on `[admin] bind`: `GET /metrics` (Prometheus text)
 //! and `GET /healthz` (200 while serving, 503 while draining). It runs on its
-//! own thread with blocking IO, away from the shards; scrapes are rare. The
-//! listening socket comes from the master and is shared with the next worker
-//! during a handover: this one stops accepting as soon as it is told to.
+//! own threads with blocking IO, away from the shards; scrapes are rare. Each
+//! connection is answered on a thread of its own (at most
+//! `MAX_CONNECTIONS` at once) with a deadline for the whole exchange, so a
+//! stalled client can never delay a health check. The listening socket comes
+//! from the master and is shared with the next worker during a handover: this
+//! one stops accepting as soon as it is told to.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::metrics::{render, ShardMetrics};
 use crate::log_warn;
 
 const MAX_HEAD: usize = 8 * 1024;
+
+/// Admin connections served at once; more are closed unanswered.
+const MAX_CONNECTIONS: usize = 32;
+
+/// The whole exchange (reading the request, writing the answer) on one
+/// admin connection.
+const EXCHANGE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How often the accept loop looks at its stop flag.
 const STOP_POLL_MS: libc::c_int = 200;
@@ -28,17 +38,33 @@ pub fn start(
     // Non-blocking, so the loop can notice `stop` between connections (the
     // flag is shared with the other worker's copy; both set it alike).
     listener.set_nonblocking(true)?;
+    let shards: Arc<[Arc<ShardMetrics>]> = shards.into();
+    let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("lopache-admin".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let answered = stream
-                            .set_nonblocking(false)
-                            .and_then(|()| answer(stream, &shards, &draining));
-                        if let Err(e) = answered {
-                            log_warn!("admin request failed: {e}");
+                        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                            continue; // dropped: closed unanswered
+                        }
+                        active.fetch_add(1, Ordering::Relaxed);
+                        let (shards, draining, active) =
+                            (shards.clone(), draining.clone(), active.clone());
+                        let spawned = std::thread::Builder::new()
+                            .name("lopache-admin-conn".into())
+                            .spawn(move || {
+                                let answered = stream
+                                    .set_nonblocking(false)
+                                    .and_then(|()| answer(stream, &shards, &draining));
+                                if let Err(e) = answered {
+                                    crate::log_debug!("admin request failed: {e}");
+                                }
+                                active.fetch_sub(1, Ordering::Relaxed);
+                            });
+                        if let Err(e) = spawned {
+                            log_warn!("admin: cannot start a thread: {e}");
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -71,10 +97,19 @@ fn answer(
     shards: &[Arc<ShardMetrics>],
     draining: &AtomicBool,
 ) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let deadline = Instant::now() + EXCHANGE_DEADLINE;
+    let left = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // A zero timeout means "block forever" to the socket API.
+        (!left.is_zero())
+            .then_some(left)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::TimedOut, "deadline"))
+    };
+    stream.set_write_timeout(Some(EXCHANGE_DEADLINE))?;
     let mut head = Vec::new();
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        stream.set_read_timeout(Some(left()?))?;
         let n = stream.read(&mut chunk)?;
         if n == 0 || head.len() > MAX_HEAD {
             return Ok(());

@@ -3,7 +3,9 @@
 //! events (startup, Redis outages, dead backends), never one per request, so a
 //! synchronous write to stderr is acceptable here.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
@@ -56,6 +58,33 @@ pub fn write_line(line: &str) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
+/// One line per `interval` at most for a recurring event on one shard (an
+/// attacker or an overload must not turn stderr into the bottleneck).
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    last: Cell<Option<Instant>>,
+    /// Events not logged since the last line.
+    suppressed: Cell<u64>,
+}
+
+impl RateLimit {
+    /// `Some(n)` when a line may be written now, `n` being how many events
+    /// went unlogged since the previous line; `None` to stay quiet.
+    pub fn allow(&self, interval: Duration) -> Option<u64> {
+        let now = Instant::now();
+        match self.last.get() {
+            Some(t) if now.duration_since(t) < interval => {
+                self.suppressed.set(self.suppressed.get() + 1);
+                None
+            }
+            _ => {
+                self.last.set(Some(now));
+                Some(self.suppressed.replace(0))
+            }
+        }
+    }
+}
+
 #[macro_export]
 macro_rules! log_info {
     ($($t:tt)*) => { $crate::observe::log::emit("info", format_args!($($t)*)) };
@@ -78,4 +107,18 @@ macro_rules! log_debug {
             $crate::observe::log::emit("debug", format_args!($($t)*))
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_counts_what_it_suppresses() {
+        let limit = RateLimit::default();
+        assert_eq!(limit.allow(Duration::from_secs(3600)), Some(0));
+        assert_eq!(limit.allow(Duration::from_secs(3600)), None);
+        assert_eq!(limit.allow(Duration::from_secs(3600)), None);
+        assert_eq!(limit.allow(Duration::ZERO), Some(2));
+    }
 }

@@ -66,6 +66,14 @@ pub struct ShardMetrics {
     pub tls_handshakes: AtomicU64,
     pub tls_failures: AtomicU64,
     pub access_log_dropped: AtomicU64,
+    /// lopache's own shortages while connecting upstream (EMFILE, ENFILE,
+    /// ENOBUFS, ENOMEM, EADDRNOTAVAIL), answered 503 and never blamed on a backend.
+    pub local_errors: AtomicU64,
+    /// Requests that found every connection to their backend in use for
+    /// `connect_timeout` (503).
+    pub pool_exhausted: AtomicU64,
+    /// Request heads or bodies the client did not finish in time (408).
+    pub client_timeouts: AtomicU64,
     /// Idle upstream connections kept in the pool (refreshed every second).
     pub pool_idle: AtomicU64,
     /// Request head to the end of the answer.
@@ -189,6 +197,27 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
         "counter",
         "Access log lines dropped.",
         &|m| m.access_log_dropped.load(Relaxed),
+    );
+    series(
+        &mut out,
+        "lopache_local_errors_total",
+        "counter",
+        "Upstream connections lopache could not open for lack of its own resources (descriptors, ports, memory); answered 503.",
+        &|m| m.local_errors.load(Relaxed),
+    );
+    series(
+        &mut out,
+        "lopache_pool_exhausted_total",
+        "counter",
+        "Requests answered 503 because every connection to their backend stayed in use for connect_timeout.",
+        &|m| m.pool_exhausted.load(Relaxed),
+    );
+    series(
+        &mut out,
+        "lopache_client_timeouts_total",
+        "counter",
+        "Request heads or bodies not received within client_header_timeout or client_body_timeout (408).",
+        &|m| m.client_timeouts.load(Relaxed),
     );
     series(
         &mut out,

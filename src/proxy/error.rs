@@ -34,6 +34,12 @@ pub enum ProxyError {
     BadBackendUrl,
     #[error("backend timed out")]
     UpstreamTimeout,
+    #[error("request body not received in time")]
+    BodyTimeout,
+    #[error("every connection to the backend is in use")]
+    PoolExhausted,
+    #[error("lopache is out of a local resource (descriptors, ports, memory)")]
+    LocalResources,
 }
 
 impl ProxyError {
@@ -41,7 +47,10 @@ impl ProxyError {
         match self {
             ProxyError::MissingHost | ProxyError::BadHost | ProxyError::UnknownFrontend => 400,
             ProxyError::MethodNotAllowed => 405,
-            ProxyError::RoutingUnavailable => 503,
+            ProxyError::BodyTimeout => 408,
+            ProxyError::RoutingUnavailable
+            | ProxyError::PoolExhausted
+            | ProxyError::LocalResources => 503,
             ProxyError::NoLiveBackend
             | ProxyError::UpstreamConnect
             | ProxyError::UpstreamFailed
@@ -56,8 +65,12 @@ impl ProxyError {
             ProxyError::MissingHost
             | ProxyError::BadHost
             | ProxyError::UnknownFrontend
-            | ProxyError::MethodNotAllowed => Side::Client,
-            ProxyError::RoutingUnavailable | ProxyError::BadBackendUrl => Side::Lopache,
+            | ProxyError::MethodNotAllowed
+            | ProxyError::BodyTimeout => Side::Client,
+            ProxyError::RoutingUnavailable
+            | ProxyError::BadBackendUrl
+            | ProxyError::PoolExhausted
+            | ProxyError::LocalResources => Side::Lopache,
             ProxyError::NoLiveBackend
             | ProxyError::UpstreamConnect
             | ProxyError::UpstreamFailed
@@ -80,6 +93,9 @@ impl ProxyError {
             ProxyError::BadUpstreamResponse => "bad-response",
             ProxyError::BadBackendUrl => "bad-backend-url",
             ProxyError::UpstreamTimeout => "backend-timeout",
+            ProxyError::BodyTimeout => "body-timeout",
+            ProxyError::PoolExhausted => "pool-exhausted",
+            ProxyError::LocalResources => "local-resources",
         }
     }
 }
@@ -106,5 +122,16 @@ mod tests {
             (504, Side::Upstream)
         );
         assert_eq!(ProxyError::NoLiveBackend.status(), 502);
+        // lopache's own shortages are never blamed on a backend.
+        for e in [ProxyError::PoolExhausted, ProxyError::LocalResources] {
+            assert_eq!((e.status(), e.side()), (503, Side::Lopache), "{e}");
+        }
+        assert_eq!(
+            (
+                ProxyError::BodyTimeout.status(),
+                ProxyError::BodyTimeout.side()
+            ),
+            (408, Side::Client)
+        );
     }
 }

@@ -66,17 +66,22 @@ pub(super) struct Exchange {
     pub identifier: Option<String>,
     /// The request body has been read from the client completely.
     pub body_consumed: bool,
+    /// `request_buffer_bytes` of the body (or all of it) are in the client buffer.
+    pub body_buffered: bool,
+    /// lopache already answered `Expect: 100-continue` itself.
+    pub continue_sent: bool,
 }
 
 impl Exchange {
-    pub fn new(head: &RequestHead, started: Instant) -> Self {
+    /// `debug_headers`: `server.debug_headers`, without which `X-Debug` is ignored.
+    pub fn new(head: &RequestHead, started: Instant, debug_headers: bool) -> Self {
         Exchange {
             method: head.method,
             version: head.version,
             body: head.body,
             keep_alive: head.keep_alive,
             expect_continue: head.expect_continue,
-            x_debug: head.x_debug,
+            x_debug: head.x_debug && debug_headers,
             upgrade: head.upgrade_websocket,
             started,
             backend_started: None,
@@ -85,6 +90,8 @@ impl Exchange {
             bytes: 0,
             identifier: None,
             body_consumed: head.body.is_empty(),
+            body_buffered: head.body.is_empty(),
+            continue_sent: false,
         }
     }
 
@@ -265,6 +272,9 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         mark_dead,
         retry,
     };
+    if let Err(next) = buffer_request_body(shard, client, exchange).await {
+        return Attempt::Done(next);
+    }
     let url = target.url();
     let backend = match BackendUrl::parse(&url) {
         Ok(b) => b,
@@ -280,9 +290,12 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
             return failed(ProxyError::UpstreamConnect, true, true);
         }
     };
-    let Ok(Some(_slot)) = monoio::time::timeout(cfg.response_timeout, shard.pool.slot(addr)).await
+    // A full pool is lopache's limit (`max_sockets`), not the backend's
+    // failure: 503 after `connect_timeout`, nothing marked dead.
+    let Ok(Some(_slot)) = monoio::time::timeout(cfg.connect_timeout, shard.pool.slot(addr)).await
     else {
-        return failed(ProxyError::UpstreamTimeout, false, false);
+        metrics::add(&shard.metrics.pool_exhausted, 1);
+        return failed(ProxyError::PoolExhausted, false, false);
     };
     let key = PoolKey {
         addr,
@@ -301,6 +314,10 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         .await
         {
             Ok(s) => (s, false),
+            Err(e) if crate::net::is_local_shortage(&e) => {
+                local_shortage(shard, addr, &e);
+                return failed(ProxyError::LocalResources, false, false);
+            }
             Err(e) => {
                 log_debug!("connect to {addr} failed: {e}");
                 return failed(ProxyError::UpstreamConnect, true, true);
@@ -335,7 +352,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     }
     request_body.commit(after_early);
     client.buf.advance(early);
-    if exchange.expect_continue {
+    if exchange.expect_continue && !exchange.continue_sent {
         // We answer 100 ourselves (Expect is not forwarded), once a backend is ready.
         if write_all(
             &mut client.stream,
@@ -350,7 +367,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     }
     if !exchange.body.is_empty() {
         let deadlines = Deadlines {
-            read: cfg.tcp_timeout,
+            read: Some(cfg.client_body_timeout),
             write: Some(cfg.response_timeout),
         };
         let relayed =
@@ -358,6 +375,12 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
                 .await;
         match relayed {
             Ok(_) => exchange.body_consumed = true,
+            Err(RelayError::Read(IoFailure::Timeout)) => {
+                // The backend saw part of a body: its connection goes with ours.
+                metrics::add(&shard.metrics.client_timeouts, 1);
+                let next = reply_error(shard, client, exchange, ProxyError::BodyTimeout, None);
+                return Attempt::Done(Box::pin(next).await);
+            }
             Err(RelayError::Read(_) | RelayError::Truncated) => return Attempt::Done(Next::Close),
             Err(RelayError::Chunked(e)) => {
                 log_debug!("invalid chunked request body: {e}");
@@ -420,6 +443,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         && !shard.drain.is_draining()
         && exchange.body_consumed
         && resp.body != BodyKind::UntilClose
+        && !resp.framing_conflict
         && framing == ClientFraming::AsIs;
     let mode = match framing {
         ClientFraming::AsIs => ChunkedMode::Verbatim,
@@ -474,6 +498,80 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     } else {
         Next::Close
     })
+}
+
+/// Reads the request body, up to `server.request_buffer_bytes`, before an
+/// upstream connection is taken (nginx's `proxy_request_buffering`,
+/// HAProxy's `http-buffer-request`): a client that trickles its body holds
+/// only its own connection, never one of the backend's `max_sockets`.
+/// Larger bodies stream once that much has arrived. `Err`: the request was
+/// answered (or the client left) and the connection goes on as returned.
+async fn buffer_request_body<S: AsyncReadRent + AsyncWriteRent>(
+    shard: &Shard,
+    client: &mut Client<S>,
+    exchange: &mut Exchange,
+) -> Result<(), Next> {
+    let cfg = &shard.config;
+    if exchange.body_buffered || cfg.request_buffer_bytes == 0 {
+        return Ok(());
+    }
+    if exchange.expect_continue {
+        // The client waits for this before sending the body we wait for.
+        let sent = write_all(
+            &mut client.stream,
+            &b"HTTP/1.1 100 Continue\r\n\r\n"[..],
+            cfg.tcp_timeout,
+        )
+        .await;
+        if sent.is_err() {
+            return Err(Next::Close);
+        }
+        exchange.continue_sent = true;
+    }
+    let deadline = Instant::now() + cfg.client_body_timeout;
+    let mut relay = BodyRelay::new(exchange.body, ChunkedMode::Verbatim, &cfg.limits);
+    let mut scanned = 0;
+    loop {
+        match relay.buffered(&client.buf[scanned..]) {
+            Ok((n, next)) => {
+                relay = next;
+                scanned += n;
+            }
+            Err(e) => {
+                log_debug!("invalid chunked request body: {e}");
+                return Err(refuse_body(shard, client).await);
+            }
+        }
+        if relay.is_done() || scanned >= cfg.request_buffer_bytes {
+            exchange.body_buffered = true;
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match read_some(&mut client.stream, &mut client.buf, Some(left)).await {
+            Ok(0) | Err(IoFailure::Io(_)) => return Err(Next::Close),
+            Ok(_) => {}
+            Err(IoFailure::Timeout) => {
+                metrics::add(&shard.metrics.client_timeouts, 1);
+                let next = reply_error(shard, client, exchange, ProxyError::BodyTimeout, None);
+                return Err(Box::pin(next).await);
+            }
+        }
+    }
+}
+
+/// lopache could not open an upstream socket for want of its own resources:
+/// counted, and logged at most once a second per shard.
+fn local_shortage(shard: &Shard, addr: std::net::SocketAddr, e: &std::io::Error) {
+    metrics::add(&shard.metrics.local_errors, 1);
+    if let Some(suppressed) = shard
+        .local_error_log
+        .allow(std::time::Duration::from_secs(1))
+    {
+        log_warn!(
+            "cannot open a connection to {addr}: {e} (lopache's own limit, answered 503; \
+             {suppressed} more since the last warning)"
+        );
+    }
 }
 
 /// The backend's response head as the client gets it (rewritten, with debug

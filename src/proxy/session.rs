@@ -14,8 +14,8 @@ use super::error::ProxyError;
 use super::forward::{forward, reply_error, Exchange, LogFields, Next};
 use super::tunnel;
 use crate::http::request::{parse_request, Method, RequestError, RequestHead};
-use crate::http::rewrite::{upstream_request, ClientSide};
-use crate::io::timed::{read_into_spare, read_some, read_spare, write_all};
+use crate::http::rewrite::{upstream_request, ClientSide, RequestRewrite};
+use crate::io::timed::{read_into_spare, read_some, read_spare, write_all, IoFailure};
 use crate::net::stream::ClientStream;
 use crate::observe::access_log::Record;
 use crate::observe::metrics;
@@ -156,7 +156,11 @@ fn buffered_head<S>(shard: &Shard, client: &mut Client<S>) -> Option<HeadRead> {
     }
 }
 
+/// Reads until a whole head is buffered. Once its first byte is here, the
+/// head has `client_header_timeout` to arrive in full (a slowloris client
+/// trickling one header byte at a time gets 408), whatever `tcp_timeout` is.
 async fn read_head<S: AsyncReadRent>(shard: &Shard, client: &mut Client<S>) -> HeadRead {
+    let mut head_deadline: Option<Instant> = None;
     loop {
         if let Some(found) = buffered_head(shard, client) {
             return found;
@@ -173,13 +177,20 @@ async fn read_head<S: AsyncReadRent>(shard: &Shard, client: &mut Client<S>) -> H
                 _ = shard.drain.idle_expired() => return HeadRead::Closed,
             }
         } else {
+            let deadline = *head_deadline
+                .get_or_insert_with(|| Instant::now() + shard.config.client_header_timeout);
+            let left = deadline.saturating_duration_since(Instant::now());
             // The rest of a head: grow by a head-sized step, not a relay chunk.
             if client.buf.capacity() - client.buf.len() < IDLE_READ_BUFFER {
                 client.buf.reserve(HEAD_BUFFER);
             }
-            read_into_spare(&mut client.stream, &mut client.buf, timeout).await
+            read_into_spare(&mut client.stream, &mut client.buf, Some(left)).await
         };
         match got {
+            Err(IoFailure::Timeout) if head_deadline.is_some() => {
+                metrics::add(&shard.metrics.client_timeouts, 1);
+                return HeadRead::Refused(RequestError::HeadTimeout);
+            }
             Ok(0) | Err(_) => return HeadRead::Closed,
             Ok(_) => {}
         }
@@ -208,7 +219,7 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
     info: &ClientInfo,
     head: RequestHead,
 ) -> Next {
-    let mut exchange = Exchange::new(&head, Instant::now());
+    let mut exchange = Exchange::new(&head, Instant::now(), shard.config.debug_headers);
     let host = match head.host(&client.buf) {
         None => Err(ProxyError::MissingHost),
         Some(raw) => normalize_host(raw).ok_or(ProxyError::BadHost),
@@ -252,13 +263,11 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
         port: info.local_port,
     };
     let mut up_head = Vec::with_capacity(head.len + 192);
-    upstream_request(
-        &client.buf[..head.len],
-        &head,
-        &side,
-        shard.config.http_keep_alive,
-        &mut up_head,
-    );
+    let how = RequestRewrite {
+        keep_alive: shard.config.http_keep_alive,
+        underscores_in_headers: shard.config.underscores_in_headers,
+    };
+    upstream_request(&client.buf[..head.len], &head, &side, how, &mut up_head);
     if shard.access_log.is_some() {
         exchange.log = Some(Box::new(log_fields(&client.buf[..head.len], &head)));
     }

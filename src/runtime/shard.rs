@@ -53,6 +53,8 @@ pub struct Shard {
     pub access_log: Option<AccessLog>,
     /// This shard's counters, read by the admin endpoint.
     pub metrics: Arc<ShardMetrics>,
+    /// Rate limit for the warning about lopache's own shortages.
+    pub local_error_log: log::RateLimit,
     /// io_uring: a read on an idle socket waits in the kernel (on epoll it
     /// would fail with EAGAIN first), so idle connections read directly.
     pub read_waits_in_kernel: bool,
@@ -81,6 +83,7 @@ impl Shard {
             idle: IdleTimers::default(),
             access_log: None,
             metrics,
+            local_error_log: log::RateLimit::default(),
             read_waits_in_kernel: false,
             config,
         }

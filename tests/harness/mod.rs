@@ -84,3 +84,15 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Opens idle connections to `proxy` until its worker runs out of file
+/// descriptors (it logs that it pauses accepts); returns them to hold.
+pub fn exhaust_fds(proxy: &Lopache, connections: usize) -> Vec<std::net::TcpStream> {
+    let held: Vec<_> = (0..connections)
+        .filter_map(|_| std::net::TcpStream::connect(proxy.addr).ok())
+        .collect();
+    wait_for("the EMFILE warning", || {
+        proxy.stderr().contains("pausing accepts").then_some(())
+    });
+    held
+}

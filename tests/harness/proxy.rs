@@ -85,8 +85,12 @@ impl Lopache {
         env: &[(&str, &str)],
         wrapper: &[&str],
     ) -> Lopache {
-        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_lopache"));
-        Lopache::launch_binary(binary, config_text, file, env, wrapper)
+        // LOPACHE_TEST_BINARY runs the suite against another build (e.g. an
+        // older commit, to check that a new test fails there).
+        let binary = std::env::var_os("LOPACHE_TEST_BINARY")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_lopache").into());
+        Lopache::launch_binary(&binary, config_text, file, env, wrapper)
     }
 
     fn launch_binary(
