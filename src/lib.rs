@@ -20,6 +20,8 @@
 
 pub mod ascii;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod io;
 pub mod master;
