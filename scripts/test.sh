@@ -10,6 +10,12 @@ need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 # The TLS tests convert keys to PKCS#1 and SEC1 the way operators do.
 command -v openssl >/dev/null || need_apt+=(openssl)
+# The differential test (tests/differential.rs) runs three real backends.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v node >/dev/null || need_apt+=(nodejs)
+python3 -c 'import h11' 2>/dev/null || /usr/bin/python3 -c 'import h11' 2>/dev/null || need_apt+=(python3-h11)
+# The fd-shortage tests run lopache under prlimit.
+command -v prlimit >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
