@@ -429,3 +429,89 @@ fn debug_headers_are_off_unless_configured_and_underscored_names_dropped() {
         r.text()
     );
 }
+
+/// A client connection with a tiny receive buffer: what it does not read
+/// stays in the proxy, not in the kernel.
+fn slow_reader(addr: std::net::SocketAddr) -> RawConn {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(harness::WAIT)).unwrap();
+    RawConn::over(stream)
+}
+
+#[test]
+fn a_slow_reader_never_holds_the_backends_connection() {
+    // More than the kernel's socket buffers on both sides hold together
+    // (tcp_wmem and tcp_rmem at most 4 and 6 MiB by default).
+    const BIG: u64 = 32 << 20;
+    let backend = Backend::start(|r| match r.target.as_str() {
+        "/big" => Reply::Stream {
+            len: BIG,
+            chunked: true,
+        },
+        _ => Reply::ok("quick"),
+    });
+    let (_redis, proxy) = setup(
+        &[&backend],
+        "workers = 1\nmax_sockets = 1\nconnect_timeout = 1\ndebug_headers = true\n\
+         response_buffer_bytes = 67108864",
+    );
+    let mut slow = slow_reader(proxy.addr);
+    slow.send(b"GET /big HTTP/1.1\r\nHost: app.example\r\n\r\n");
+    wait_for("the large response to start", || {
+        (backend.count() == 1).then_some(())
+    });
+    // The slow reader has not read a byte: the one connection the backend
+    // may have on this shard is free again all the same.
+    let r = request(
+        proxy.addr,
+        "GET / HTTP/1.1\r\nHost: app.example\r\nX-Debug: 1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "quick"),
+        "{:?}",
+        r.header("x-debug-error")
+    );
+    // And the slow reader still gets every byte.
+    let big = slow.read_response(false);
+    assert_eq!(big.body.len() as u64, BIG);
+    let block = harness::backend::pattern_block();
+    let want: Vec<u8> = block.iter().cycle().take(BIG as usize).copied().collect();
+    assert!(big.body == want, "the body arrived changed");
+}
+
+#[test]
+fn read_ahead_stays_within_its_bounds() {
+    const BIG: u64 = 32 << 20;
+    let backend = Backend::start(|r| match r.target.as_str() {
+        "/big" => Reply::Stream {
+            len: BIG,
+            chunked: false,
+        },
+        _ => Reply::ok("quick"),
+    });
+    // 64 KiB of read-ahead cannot take a 32 MiB body: the slow reader keeps
+    // the connection, and the next request finds the pool full.
+    let (_redis, proxy) = setup(
+        &[&backend],
+        "workers = 1\nmax_sockets = 1\nconnect_timeout = 1\ndebug_headers = true\n\
+         response_buffer_bytes = 65536",
+    );
+    let mut slow = slow_reader(proxy.addr);
+    slow.send(b"GET /big HTTP/1.1\r\nHost: app.example\r\n\r\n");
+    wait_for("the large response to start", || {
+        (backend.count() == 1).then_some(())
+    });
+    let r = request(
+        proxy.addr,
+        "GET / HTTP/1.1\r\nHost: app.example\r\nX-Debug: 1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (r.status, r.header("x-debug-error")),
+        (503, Some("pool-exhausted"))
+    );
+    assert_eq!(slow.read_response(false).body.len() as u64, BIG);
+}

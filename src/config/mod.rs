@@ -96,6 +96,10 @@ pub struct Config {
     pub request_buffer_bytes: usize,
     pub client_body_timeout: Duration,
     pub client_header_timeout: Duration,
+    /// `server.response_buffer_bytes`.
+    pub response_buffer_bytes: usize,
+    /// `server.response_buffer_budget_mb` in bytes.
+    pub response_buffer_budget: usize,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub redis_timeout: Duration,

@@ -96,6 +96,11 @@ pub struct RawServer {
     pub client_body_timeout: u64,
     /// Seconds for one whole request head from its first byte; over it: 408.
     pub client_header_timeout: u64,
+    /// Bytes of one response read from the backend ahead of a slow client,
+    /// so that the backend's connection is released early.
+    pub response_buffer_bytes: u64,
+    /// MiB one shard holds for all responses read ahead together.
+    pub response_buffer_budget_mb: u64,
 }
 
 impl Default for RawServer {
@@ -127,6 +132,8 @@ impl Default for RawServer {
             request_buffer_bytes: DEFAULT_REQUEST_BUFFER_BYTES,
             client_body_timeout: 30,
             client_header_timeout: 10,
+            response_buffer_bytes: 1 << 20,
+            response_buffer_budget_mb: 256,
         }
     }
 }

@@ -14,9 +14,10 @@ use crate::http::{Limits, HARD_MAX_HEADERS};
 use crate::redis::url::RedisUrl;
 use crate::tls::{backend_client_config, load_certified_key, server_config, Preset, SniResolver};
 
-/// `server.request_buffer_bytes` is memory per request in flight: 16 MiB
-/// each is already generous (nginx buffers larger bodies to disk instead).
-const MAX_REQUEST_BUFFER_BYTES: u64 = 16 << 20;
+/// `server.request_buffer_bytes` and `response_buffer_bytes` are memory per
+/// request in flight: 64 MiB each is already generous (nginx buffers larger
+/// bodies to disk instead).
+const MAX_BUFFER_BYTES: u64 = 64 << 20;
 
 pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let main_driver = driver(&raw.driver.urls(), "driver")?;
@@ -33,10 +34,21 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
     positive(s.redis_timeout_ms, "server.redis_timeout_ms")?;
     positive(s.client_body_timeout, "server.client_body_timeout")?;
     positive(s.client_header_timeout, "server.client_header_timeout")?;
-    if s.request_buffer_bytes > MAX_REQUEST_BUFFER_BYTES {
+    for (value, key) in [
+        (s.request_buffer_bytes, "server.request_buffer_bytes"),
+        (s.response_buffer_bytes, "server.response_buffer_bytes"),
+    ] {
+        if value > MAX_BUFFER_BYTES {
+            return Err(ConfigError::new(
+                key,
+                format!("at most {MAX_BUFFER_BYTES} (a buffer per request in flight)"),
+            ));
+        }
+    }
+    if s.response_buffer_budget_mb > 1 << 20 {
         return Err(ConfigError::new(
-            "server.request_buffer_bytes",
-            format!("at most {MAX_REQUEST_BUFFER_BYTES} (a buffer per request in flight)"),
+            "server.response_buffer_budget_mb",
+            "at most 1048576",
         ));
     }
     if s.retry_on_error > 100 {
@@ -90,6 +102,8 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         request_buffer_bytes: s.request_buffer_bytes as usize,
         client_body_timeout: Duration::from_secs(s.client_body_timeout),
         client_header_timeout: Duration::from_secs(s.client_header_timeout),
+        response_buffer_bytes: s.response_buffer_bytes as usize,
+        response_buffer_budget: (s.response_buffer_budget_mb as usize).saturating_mul(1 << 20),
         connect_timeout: Duration::from_secs(s.connect_timeout),
         response_timeout: Duration::from_secs(s.response_timeout),
         redis_timeout: Duration::from_millis(s.redis_timeout_ms),

@@ -2,6 +2,7 @@
 //! buffers, and body relays that stream with a bounded buffer whatever the
 //! body's size.
 
+pub mod ahead;
 pub mod pump;
 pub mod relay;
 pub mod timed;

@@ -112,6 +112,69 @@ impl BodyRelay {
         matches!(self.state, State::Done)
     }
 
+    /// Moves what belongs to the body from the front of `buf` to `out`, as it
+    /// is to be written (chunked coding removed in `Decode` mode); what
+    /// follows the body stays in `buf`. `written` is not counted here: the
+    /// caller counts pieces as their writes complete.
+    pub fn extract(
+        &mut self,
+        buf: &mut BytesMut,
+        out: &mut std::collections::VecDeque<BytesMut>,
+    ) -> Result<(), RelayError> {
+        let mut push = |piece: BytesMut| {
+            if !piece.is_empty() {
+                out.push_back(piece);
+            }
+        };
+        match &mut self.state {
+            State::Done => {}
+            State::Length(left) => {
+                let take = (buf.len() as u64).min(*left) as usize;
+                *left -= take as u64;
+                if *left == 0 {
+                    self.state = State::Done;
+                }
+                push(buf.split_to(take));
+            }
+            State::Chunked(decoder, ChunkedMode::Verbatim) => {
+                let n = decoder.advance(buf)?;
+                if decoder.is_done() {
+                    self.state = State::Done;
+                }
+                push(buf.split_to(n));
+            }
+            State::Chunked(decoder, ChunkedMode::Decode) => {
+                while !buf.is_empty() && !decoder.is_done() {
+                    match decoder.step(buf)? {
+                        Step::Framing(n) => buf.advance(n),
+                        Step::Data(n) => push(buf.split_to(n)),
+                    }
+                }
+                if decoder.is_done() {
+                    self.state = State::Done;
+                }
+            }
+            State::UntilClose => push(buf.split()),
+        }
+        Ok(())
+    }
+
+    /// The source ended: the end of a close-delimited body, else a body cut short.
+    pub fn source_closed(&mut self) -> Result<(), RelayError> {
+        match self.state {
+            State::UntilClose | State::Done => {
+                self.state = State::Done;
+                Ok(())
+            }
+            _ => Err(RelayError::Truncated),
+        }
+    }
+
+    /// Counts `n` bytes as written to the destination.
+    pub fn count_written(&mut self, n: u64) {
+        self.written += n;
+    }
+
     /// Adopts the state `buffered` returned, once its bytes were written.
     pub fn commit(&mut self, next: BodyRelay) {
         *self = next;

@@ -19,6 +19,7 @@ use crate::http::request::{Method, RequestHead};
 use crate::http::response::{parse_response, ResponseHead};
 use crate::http::rewrite::{client_response, ClientFraming};
 use crate::http::{BodyKind, Version};
+use crate::io::ahead::ReadAhead;
 use crate::io::pump::{BodyRelay, ChunkedMode, Deadlines, RelayError};
 use crate::io::timed::{read_some, write_all, IoFailure};
 use crate::observe::metrics;
@@ -292,7 +293,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     };
     // A full pool is lopache's limit (`max_sockets`), not the backend's
     // failure: 503 after `connect_timeout`, nothing marked dead.
-    let Ok(Some(_slot)) = monoio::time::timeout(cfg.connect_timeout, shard.pool.slot(addr)).await
+    let Ok(Some(slot)) = monoio::time::timeout(cfg.connect_timeout, shard.pool.slot(addr)).await
     else {
         metrics::add(&shard.metrics.pool_exhausted, 1);
         return failed(ProxyError::PoolExhausted, false, false);
@@ -465,33 +466,46 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     }
     exchange.status = resp.status;
     exchange.bytes = response_body.written;
-    if write_all(&mut client.stream, out, cfg.tcp_timeout)
-        .await
-        .is_err()
-    {
-        return Attempt::Done(Next::Close);
-    }
-    let deadlines = Deadlines {
-        read: Some(cfg.response_timeout),
-        write: cfg.tcp_timeout,
+    // After an upgrade request that was refused, the backend's view of the
+    // connection is uncertain: do not reuse it.
+    let reuse = resp.reusable && cfg.http_keep_alive && !exchange.upgrade;
+    // The upstream connection (and its `max_sockets` slot) goes back as soon
+    // as the backend's response is read in full, before the client has taken
+    // it: a slow reader holds only its own connection.
+    let release = move |up: UpstreamStream, rest: BytesMut| {
+        if reuse && rest.is_empty() {
+            shard.pool.put_idle(key, up);
+        }
+        drop(slot);
     };
-    let relayed = response_body
-        .run(&mut up, &mut ubuf, &mut client.stream, deadlines)
-        .await;
-    exchange.bytes = response_body.written;
-    match relayed {
-        Ok(_) => {}
+    let written = if response_body.is_done() {
+        // The usual response: all of it came with the head.
+        release(up, ubuf);
+        write_all(&mut client.stream, out, cfg.tcp_timeout)
+            .await
+            .map(|_| response_body.written)
+            .map_err(RelayError::Write)
+    } else {
+        let deadlines = Deadlines {
+            read: Some(cfg.response_timeout),
+            write: cfg.tcp_timeout,
+        };
+        let ahead = ReadAhead {
+            per_response: cfg.response_buffer_bytes,
+            shard_left: &shard.response_buffer_left,
+        };
+        let relay =
+            response_body.run_ahead(up, ubuf, out, &mut client.stream, ahead, deadlines, release);
+        Box::pin(relay).await
+    };
+    match written {
+        Ok(bytes) => exchange.bytes = bytes,
         Err(RelayError::Write(_)) => return Attempt::Done(Next::Close),
         Err(e) => {
             // The head is already out: all we can do is cut the client off.
             log_debug!("backend {} broke off its response: {e}", url);
             return Attempt::Done(Next::Close);
         }
-    }
-    // After an upgrade request that was refused, the backend's view of the
-    // connection is uncertain: do not reuse it.
-    if resp.reusable && cfg.http_keep_alive && ubuf.is_empty() && !exchange.upgrade {
-        shard.pool.put_idle(key, up);
     }
     Attempt::Done(if client_keep {
         Next::KeepAlive

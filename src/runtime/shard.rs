@@ -53,6 +53,9 @@ pub struct Shard {
     pub access_log: Option<AccessLog>,
     /// This shard's counters, read by the admin endpoint.
     pub metrics: Arc<ShardMetrics>,
+    /// Bytes this shard may still read ahead of slow clients, over all
+    /// responses (`server.response_buffer_budget_mb`).
+    pub response_buffer_left: std::cell::Cell<usize>,
     /// Rate limit for the warning about lopache's own shortages.
     pub local_error_log: log::RateLimit,
     /// io_uring: a read on an idle socket waits in the kernel (on epoll it
@@ -84,6 +87,7 @@ impl Shard {
             access_log: None,
             metrics,
             local_error_log: log::RateLimit::default(),
+            response_buffer_left: std::cell::Cell::new(config.response_buffer_budget),
             read_waits_in_kernel: false,
             config,
         }
