@@ -441,11 +441,12 @@ fn slow_reader(addr: std::net::SocketAddr) -> RawConn {
     RawConn::over(stream)
 }
 
-#[test]
-fn a_slow_reader_never_holds_the_backends_connection() {
-    // More than the kernel's socket buffers on both sides hold together
-    // (tcp_wmem and tcp_rmem at most 4 and 6 MiB by default).
-    const BIG: u64 = 32 << 20;
+/// A 32 MiB body (more than the kernel's socket buffers on both sides hold
+/// together: tcp_wmem and tcp_rmem are at most 4 and 6 MiB by default) goes
+/// to a client that reads none of it, with `read_ahead` bytes of read-ahead
+/// and one upstream connection allowed. Returns the answer another client
+/// then gets, and the body the slow client finally reads.
+fn slow_reader_beside_another(read_ahead: u64) -> (harness::HttpResponse, Vec<u8>) {
     let backend = Backend::start(|r| match r.target.as_str() {
         "/big" => Reply::Stream {
             len: BIG,
@@ -455,63 +456,49 @@ fn a_slow_reader_never_holds_the_backends_connection() {
     });
     let (_redis, proxy) = setup(
         &[&backend],
-        "workers = 1\nmax_sockets = 1\nconnect_timeout = 1\ndebug_headers = true\n\
-         response_buffer_bytes = 67108864",
+        &format!(
+            "workers = 1\nmax_sockets = 1\nconnect_timeout = 1\ndebug_headers = true\n\
+             response_buffer_bytes = {read_ahead}"
+        ),
     );
     let mut slow = slow_reader(proxy.addr);
     slow.send(b"GET /big HTTP/1.1\r\nHost: app.example\r\n\r\n");
     wait_for("the large response to start", || {
         (backend.count() == 1).then_some(())
     });
-    // The slow reader has not read a byte: the one connection the backend
-    // may have on this shard is free again all the same.
-    let r = request(
+    let other = request(
         proxy.addr,
         "GET / HTTP/1.1\r\nHost: app.example\r\nX-Debug: 1\r\nConnection: close\r\n\r\n",
     );
+    (other, slow.read_response(false).body)
+}
+
+const BIG: u64 = 32 << 20;
+
+#[test]
+fn a_slow_reader_never_holds_the_backends_connection() {
+    let (other, body) = slow_reader_beside_another(64 << 20);
+    // The one connection the backend may have on this shard was free again.
     assert_eq!(
-        (r.status, r.text().as_str()),
+        (other.status, other.text().as_str()),
         (200, "quick"),
         "{:?}",
-        r.header("x-debug-error")
+        other.header("x-debug-error")
     );
     // And the slow reader still gets every byte.
-    let big = slow.read_response(false);
-    assert_eq!(big.body.len() as u64, BIG);
     let block = harness::backend::pattern_block();
     let want: Vec<u8> = block.iter().cycle().take(BIG as usize).copied().collect();
-    assert!(big.body == want, "the body arrived changed");
+    assert!(body == want, "the body arrived changed");
 }
 
 #[test]
 fn read_ahead_stays_within_its_bounds() {
-    const BIG: u64 = 32 << 20;
-    let backend = Backend::start(|r| match r.target.as_str() {
-        "/big" => Reply::Stream {
-            len: BIG,
-            chunked: false,
-        },
-        _ => Reply::ok("quick"),
-    });
-    // 64 KiB of read-ahead cannot take a 32 MiB body: the slow reader keeps
-    // the connection, and the next request finds the pool full.
-    let (_redis, proxy) = setup(
-        &[&backend],
-        "workers = 1\nmax_sockets = 1\nconnect_timeout = 1\ndebug_headers = true\n\
-         response_buffer_bytes = 65536",
-    );
-    let mut slow = slow_reader(proxy.addr);
-    slow.send(b"GET /big HTTP/1.1\r\nHost: app.example\r\n\r\n");
-    wait_for("the large response to start", || {
-        (backend.count() == 1).then_some(())
-    });
-    let r = request(
-        proxy.addr,
-        "GET / HTTP/1.1\r\nHost: app.example\r\nX-Debug: 1\r\nConnection: close\r\n\r\n",
-    );
+    // 64 KiB of read-ahead cannot take 32 MiB: the slow reader keeps the
+    // connection, and the next request finds the pool full.
+    let (other, body) = slow_reader_beside_another(64 << 10);
     assert_eq!(
-        (r.status, r.header("x-debug-error")),
+        (other.status, other.header("x-debug-error")),
         (503, Some("pool-exhausted"))
     );
-    assert_eq!(slow.read_response(false).body.len() as u64, BIG);
+    assert_eq!(body.len() as u64, BIG);
 }
