@@ -24,6 +24,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod http;
 pub mod io;
+pub mod lru;
 pub mod master;
 pub mod net;
 pub mod observe;

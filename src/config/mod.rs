@@ -114,6 +114,8 @@ pub struct Config {
     pub https_listeners: Vec<HttpsListener>,
     /// `https.redis_certificates`, and how long a shard caches a lookup.
     pub redis_certificates: Option<Duration>,
+    /// `https.redis_certificates_cache`: certificates a shard keeps.
+    pub redis_certificates_cache: usize,
     /// How `https://` backends are verified.
     pub backend_tls: std::sync::Arc<rustls::ClientConfig>,
     pub limits: Limits,

@@ -190,6 +190,8 @@ pub struct RawHttps {
     pub redis_certificates: bool,
     /// Seconds a shard keeps what it found in Redis for a name.
     pub redis_certificates_ttl: u64,
+    /// Certificates from Redis one shard keeps (least recently used go first).
+    pub redis_certificates_cache: u32,
     pub preset: String,
 }
 
@@ -203,6 +205,7 @@ impl Default for RawHttps {
             certificates_dir: String::new(),
             redis_certificates: false,
             redis_certificates_ttl: 30,
+            redis_certificates_cache: 1000,
             preset: "intermediate".into(),
         }
     }

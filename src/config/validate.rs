@@ -10,7 +10,7 @@ use super::routes::RouteTable;
 use super::HttpsListener;
 use super::{Config, ConfigError, Driver};
 use crate::http::error_page::ErrorPages;
-use crate::http::{Limits, HARD_MAX_HEADERS};
+use crate::http::{Limits, HARD_MAX_HEADERS, HARD_MAX_RESPONSE_HEADERS};
 use crate::redis::url::RedisUrl;
 use crate::tls::{backend_client_config, load_certified_key, server_config, Preset, SniResolver};
 
@@ -34,6 +34,10 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
     positive(s.redis_timeout_ms, "server.redis_timeout_ms")?;
     positive(s.client_body_timeout, "server.client_body_timeout")?;
     positive(s.client_header_timeout, "server.client_header_timeout")?;
+    positive(
+        raw.https.redis_certificates_cache.into(),
+        "https.redis_certificates_cache",
+    )?;
     for (value, key) in [
         (s.request_buffer_bytes, "server.request_buffer_bytes"),
         (s.response_buffer_bytes, "server.response_buffer_bytes"),
@@ -119,6 +123,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
             .https
             .redis_certificates
             .then(|| Duration::from_secs(raw.https.redis_certificates_ttl)),
+        redis_certificates_cache: raw.https.redis_certificates_cache as usize,
         backend_tls,
         limits,
         run_as,
@@ -245,6 +250,13 @@ fn limits(raw: &RawConfig) -> Result<Limits, ConfigError> {
     check(l.chunk_line_bytes, 64, 1 << 20, "chunk_line_bytes")?;
     check(l.trailer_bytes, 0, 1 << 20, "trailer_bytes")?;
     check(l.response_head_bytes, 1024, 1 << 20, "response_head_bytes")?;
+    check(
+        l.response_header_count,
+        8,
+        HARD_MAX_RESPONSE_HEADERS,
+        "response_header_count",
+    )?;
+    check(l.path_segments, 1, 1024, "path_segments")?;
     Ok(*l)
 }
 

@@ -27,7 +27,7 @@ use crate::io::pump::{BodyRelay, ChunkedMode};
 pub type Target = fn(&[u8]);
 
 /// Every fuzz target by name, as `fuzz/` and the corpus test know them.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 10] = [
     ("request_head", request_head),
     ("response_head", response_head),
     ("chunked", chunked),
@@ -36,6 +36,8 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("config_json", config_json),
     ("request_reparse", request_reparse),
     ("response_reparse", response_reparse),
+    ("path_patterns", path_patterns),
+    ("cert_keys", cert_keys),
 ];
 
 /// Small limits, so the fuzzer reaches every limit branch quickly.
@@ -47,6 +49,8 @@ fn limits() -> Limits {
         chunk_line_bytes: 64,
         trailer_bytes: 256,
         response_head_bytes: 2048,
+        response_header_count: 64,
+        path_segments: 8,
     }
 }
 
@@ -74,7 +78,7 @@ pub fn response_head(data: &[u8]) {
     let Some((&flags, data)) = data.split_first() else {
         return;
     };
-    if let Ok(Some(resp)) = parse_response(data, limits().response_head_bytes, flags & 1 == 1) {
+    if let Ok(Some(resp)) = parse_response(data, &limits(), flags & 1 == 1) {
         let bytes = &data[..resp.len];
         let _ = resp.reason(bytes);
         for h in &resp.headers {
@@ -138,6 +142,54 @@ pub fn config_toml(data: &[u8]) {
 pub fn config_json(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::config::from_json(text, std::path::Path::new("/nonexistent"));
+    }
+}
+
+/// The `path_matches` pattern builder against the obvious implementation
+/// (split, join, append `/*`): same patterns, and a path over the segment
+/// limit is refused rather than turned into patterns.
+pub fn path_patterns(data: &[u8]) {
+    let path = String::from_utf8_lossy(data);
+    let max = limits().path_segments;
+    let slashes = path.matches('/').count();
+    match crate::routing::rules::PathPatterns::new(&path, max) {
+        Err(_) => assert!(slashes > max),
+        Ok(patterns) => {
+            let parts: Vec<&str> = path.split('/').collect();
+            let want: Vec<String> = (0..parts.len())
+                .map(|i| {
+                    let joined = parts[..=i].join("/");
+                    if i + 1 < parts.len() {
+                        format!("{joined}/*")
+                    } else {
+                        joined
+                    }
+                })
+                .collect();
+            let got: Vec<String> = patterns.iter().map(|(a, b)| format!("{a}{b}")).collect();
+            assert_eq!(got, want);
+            assert_eq!(patterns.len(), want.len());
+        }
+    }
+}
+
+/// The Redis keys a certificate is looked up under: the exact name first,
+/// and every name below one parent shares that parent's wildcard key (which
+/// is what the certificate cache is keyed by).
+pub fn cert_keys(data: &[u8]) {
+    let name = String::from_utf8_lossy(data);
+    let (exact, wildcard) = crate::tls::redis_certs::cert_keys(&name);
+    assert_eq!(exact, format!("tls:{name}"));
+    match name.split_once('.') {
+        Some((_, parent)) if !parent.is_empty() => {
+            assert_eq!(
+                wildcard.as_deref(),
+                Some(format!("tls:*.{parent}").as_str())
+            );
+            let sibling = format!("other.{parent}");
+            assert_eq!(crate::tls::redis_certs::cert_keys(&sibling).1, wildcard);
+        }
+        _ => assert_eq!(wildcard, None),
     }
 }
 
@@ -215,7 +267,7 @@ pub fn response_reparse(data: &[u8]) {
             Version::Http11
         },
     );
-    let Ok(Some(resp)) = parse_response(data, limits().response_head_bytes, was_head) else {
+    let Ok(Some(resp)) = parse_response(data, &limits(), was_head) else {
         return;
     };
     if resp.is_interim() || resp.status == 101 {

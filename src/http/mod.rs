@@ -27,6 +27,11 @@ pub struct Limits {
     pub trailer_bytes: usize,
     /// A backend's response head. Over it: 502.
     pub response_head_bytes: usize,
+    /// Header fields in one response head. Over it: 502.
+    pub response_header_count: usize,
+    /// Segments (`/`) of a path that `path_matches` route conditions turn
+    /// into patterns, one Redis SISMEMBER each. Over it: 414.
+    pub path_segments: usize,
 }
 
 pub const DEFAULT_REQUEST_HEAD_BYTES: usize = 16 * 1024;
@@ -35,8 +40,12 @@ pub const DEFAULT_URI_BYTES: usize = 8 * 1024;
 pub const DEFAULT_CHUNK_LINE_BYTES: usize = 4 * 1024;
 pub const DEFAULT_TRAILER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
-/// httparse needs a fixed array; configured header counts are capped here.
+pub const DEFAULT_RESPONSE_HEADER_COUNT: usize = 1000;
+pub const DEFAULT_PATH_SEGMENTS: usize = 32;
+/// httparse needs a fixed array; configured request header counts are capped here.
 pub const HARD_MAX_HEADERS: usize = 512;
+/// Configured response header counts are capped here.
+pub const HARD_MAX_RESPONSE_HEADERS: usize = 10_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -47,6 +56,8 @@ impl Default for Limits {
             chunk_line_bytes: DEFAULT_CHUNK_LINE_BYTES,
             trailer_bytes: DEFAULT_TRAILER_BYTES,
             response_head_bytes: DEFAULT_RESPONSE_HEAD_BYTES,
+            response_header_count: DEFAULT_RESPONSE_HEADER_COUNT,
+            path_segments: DEFAULT_PATH_SEGMENTS,
         }
     }
 }

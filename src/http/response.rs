@@ -5,7 +5,7 @@ use std::mem::MaybeUninit;
 
 use super::framing::FramingHeaders;
 use super::headers::list_contains;
-use super::{BodyKind, HeaderSpan, Version, HARD_MAX_HEADERS};
+use super::{BodyKind, HeaderSpan, Limits, Version};
 
 /// Why a backend's response head could not be used; all are answered with 502.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -14,6 +14,8 @@ pub enum ResponseError {
     Malformed,
     #[error("response head larger than the limit")]
     TooLarge,
+    #[error("more response header fields than the limit")]
+    TooManyHeaders,
     #[error("invalid Content-Length or Transfer-Encoding in response")]
     BadLength,
 }
@@ -53,28 +55,52 @@ impl ResponseHead {
     }
 }
 
+/// Header slots on the stack; a response with more fields (up to
+/// `limits.response_header_count`) is parsed again with slots on the heap.
+const INLINE_HEADERS: usize = 128;
+
 /// Parses a response head from the start of `buf`; `Ok(None)` means more bytes needed.
 pub fn parse_response(
     buf: &[u8],
-    max_head: usize,
+    limits: &Limits,
     request_was_head: bool,
 ) -> Result<Option<ResponseHead>, ResponseError> {
-    // Uninitialised slots, as for requests: no 16 KB of zeroing per response.
-    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HARD_MAX_HEADERS];
+    // Uninitialised slots, as for requests: no zeroing per response.
+    let mut inline = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; INLINE_HEADERS];
+    match parse_with(buf, limits, request_was_head, &mut inline) {
+        Err(ResponseError::TooManyHeaders) if limits.response_header_count >= INLINE_HEADERS => {
+            let mut heap: Vec<MaybeUninit<httparse::Header<'_>>> =
+                std::iter::repeat_with(MaybeUninit::uninit)
+                    .take(limits.response_header_count + 1)
+                    .collect();
+            parse_with(buf, limits, request_was_head, &mut heap)
+        }
+        other => other,
+    }
+}
+
+fn parse_with<'b>(
+    buf: &'b [u8],
+    limits: &Limits,
+    request_was_head: bool,
+    storage: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<ResponseHead>, ResponseError> {
+    let max_head = limits.response_head_bytes;
     let mut resp = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp,
-        buf,
-        &mut storage,
-    ) {
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, storage)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > max_head => {
             return Err(ResponseError::TooLarge)
         }
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooLarge),
+        Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooManyHeaders),
         Err(_) => return Err(ResponseError::Malformed),
     };
+    if resp.headers.len() > limits.response_header_count {
+        return Err(ResponseError::TooManyHeaders);
+    }
     if len > max_head {
         return Err(ResponseError::TooLarge);
     }
@@ -152,13 +178,15 @@ mod tests {
         let head_len = raw.len() - 5;
         for cut in 0..head_len {
             assert!(
-                parse_response(&raw[..cut], 1 << 16, false)
+                parse_response(&raw[..cut], &Limits::default(), false)
                     .unwrap()
                     .is_none(),
                 "{cut}"
             );
         }
-        let r = parse_response(raw, 1 << 16, false).unwrap().unwrap();
+        let r = parse_response(raw, &Limits::default(), false)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (r.status, r.len, r.body, r.reusable),
             (200, head_len, BodyKind::Length(5), true)
@@ -167,9 +195,35 @@ mod tests {
     }
 
     #[test]
+    fn header_count_limit_beyond_the_inline_slots() {
+        let head = |n: usize| {
+            format!(
+                "HTTP/1.1 200 OK\r\n{}Content-Length: 0\r\n\r\n",
+                "X: y\r\n".repeat(n)
+            )
+        };
+        let limits = Limits::default();
+        // 999 + Content-Length = 1000 fields: taken; one more: refused.
+        let r = parse_response(head(999).as_bytes(), &limits, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.headers.len(), 1000);
+        assert_eq!(
+            parse_response(head(1000).as_bytes(), &limits, false).unwrap_err(),
+            ResponseError::TooManyHeaders
+        );
+        let few = Limits {
+            response_header_count: 10,
+            ..limits
+        };
+        assert!(parse_response(head(9).as_bytes(), &few, false).is_ok());
+        assert!(parse_response(head(10).as_bytes(), &few, false).is_err());
+    }
+
+    #[test]
     fn reuse_and_framing_facts() {
         let p = |s: &str, head| {
-            parse_response(s.as_bytes(), 1 << 16, head)
+            parse_response(s.as_bytes(), &Limits::default(), head)
                 .unwrap()
                 .unwrap()
         };
@@ -198,13 +252,22 @@ mod tests {
         assert!(r.is_interim());
         assert!(parse_response(
             b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-            1 << 16,
+            &Limits::default(),
             false
         )
         .is_err());
-        assert!(parse_response(b"garbage\r\n\r\n", 1 << 16, false).is_err());
+        assert!(parse_response(b"garbage\r\n\r\n", &Limits::default(), false).is_err());
         // Found by the fuzzer: a status below 100 is no status at all.
-        assert!(parse_response(b"HTTP/1.1 050 Continue\r\n\r\n", 1 << 16, false).is_err());
+        assert!(
+            parse_response(b"HTTP/1.1 050 Continue\r\n\r\n", &Limits::default(), false).is_err()
+        );
+        for status in ["000", "012", "099"] {
+            let raw = format!("HTTP/1.1 {status} X\r\n\r\n");
+            assert!(
+                parse_response(raw.as_bytes(), &Limits::default(), false).is_err(),
+                "{status}"
+            );
+        }
         // Found by the fuzz seeds: no reason phrase at all.
         let r = p("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", false);
         assert_eq!((r.status, r.reason(b"")), (200, &b""[..]));

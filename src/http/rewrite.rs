@@ -259,7 +259,7 @@ mod tests {
     }
 
     fn respond(raw: &str, version: Version, framing: ClientFraming, head_req: bool) -> String {
-        let resp = parse_response(raw.as_bytes(), 1 << 16, head_req)
+        let resp = parse_response(raw.as_bytes(), &Limits::default(), head_req)
             .unwrap()
             .unwrap();
         let mut out = Vec::new();
@@ -461,7 +461,9 @@ mod tests {
     #[test]
     fn response_head_for_client() {
         let raw = b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\nX-App: 2\r\n\r\n";
-        let resp = parse_response(raw, 1 << 16, false).unwrap().unwrap();
+        let resp = parse_response(raw, &Limits::default(), false)
+            .unwrap()
+            .unwrap();
         assert_eq!(resp.body, BodyKind::Chunked);
         let mut out = Vec::new();
         client_response(

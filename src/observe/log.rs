@@ -85,6 +85,19 @@ impl RateLimit {
     }
 }
 
+/// At most `max` bytes of `text` (cut on a character boundary, and marked):
+/// log lines quote what Redis or a peer sent, which may be of any size.
+pub fn truncated(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len()).into()
+}
+
 #[macro_export]
 macro_rules! log_info {
     ($($t:tt)*) => { $crate::observe::log::emit("info", format_args!($($t)*)) };
@@ -112,6 +125,13 @@ macro_rules! log_debug {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncation_keeps_short_text_and_cuts_on_a_boundary() {
+        assert_eq!(truncated("short", 10), "short");
+        assert_eq!(truncated("abcdefgh", 3), "abc... (8 bytes)");
+        assert_eq!(truncated("\u{e9}\u{e9}", 3), "\u{e9}... (4 bytes)");
+    }
 
     #[test]
     fn rate_limit_counts_what_it_suppresses() {

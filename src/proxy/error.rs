@@ -40,6 +40,10 @@ pub enum ProxyError {
     PoolExhausted,
     #[error("lopache is out of a local resource (descriptors, ports, memory)")]
     LocalResources,
+    #[error("the frontend's list in Redis is over the reply size limit")]
+    RouteTooLarge,
+    #[error("more path segments than route conditions take")]
+    PathTooLong,
 }
 
 impl ProxyError {
@@ -48,6 +52,7 @@ impl ProxyError {
             ProxyError::MissingHost | ProxyError::BadHost | ProxyError::UnknownFrontend => 400,
             ProxyError::MethodNotAllowed => 405,
             ProxyError::BodyTimeout => 408,
+            ProxyError::PathTooLong => 414,
             ProxyError::RoutingUnavailable
             | ProxyError::PoolExhausted
             | ProxyError::LocalResources => 503,
@@ -55,7 +60,8 @@ impl ProxyError {
             | ProxyError::UpstreamConnect
             | ProxyError::UpstreamFailed
             | ProxyError::BadUpstreamResponse
-            | ProxyError::BadBackendUrl => 502,
+            | ProxyError::BadBackendUrl
+            | ProxyError::RouteTooLarge => 502,
             ProxyError::UpstreamTimeout => 504,
         }
     }
@@ -66,11 +72,13 @@ impl ProxyError {
             | ProxyError::BadHost
             | ProxyError::UnknownFrontend
             | ProxyError::MethodNotAllowed
-            | ProxyError::BodyTimeout => Side::Client,
+            | ProxyError::BodyTimeout
+            | ProxyError::PathTooLong => Side::Client,
             ProxyError::RoutingUnavailable
             | ProxyError::BadBackendUrl
             | ProxyError::PoolExhausted
-            | ProxyError::LocalResources => Side::Lopache,
+            | ProxyError::LocalResources
+            | ProxyError::RouteTooLarge => Side::Lopache,
             ProxyError::NoLiveBackend
             | ProxyError::UpstreamConnect
             | ProxyError::UpstreamFailed
@@ -96,6 +104,8 @@ impl ProxyError {
             ProxyError::BodyTimeout => "body-timeout",
             ProxyError::PoolExhausted => "pool-exhausted",
             ProxyError::LocalResources => "local-resources",
+            ProxyError::RouteTooLarge => "route-too-large",
+            ProxyError::PathTooLong => "path-too-long",
         }
     }
 }

@@ -25,8 +25,9 @@ use crate::io::timed::{read_some, write_all, IoFailure};
 use crate::observe::metrics;
 use crate::routing::cache::RouteCache;
 use crate::routing::dead::{self, DeadMark};
+use crate::routing::lookup::LookupError;
 use crate::routing::rules::RequestFacts;
-use crate::routing::{choose_backend, choose_destination, find_frontend, Frontend};
+use crate::routing::{choose_backend, choose_destination, find_frontend, Frontend, RouteError};
 use crate::runtime::Shard;
 use crate::upstream::pool::{connect, PoolKey};
 use crate::upstream::stream::UpstreamStream;
@@ -151,11 +152,18 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
     facts: RequestFacts,
 ) -> Next {
     let cfg = &shard.config;
-    let (destination, mut prefetched) =
-        match choose_destination(&cfg.routing, &shard.redis, &facts, &host).await {
-            Ok(chosen) => chosen,
-            Err(e) => return routing_unavailable(shard, client, exchange, &host, e, None).await,
-        };
+    let (destination, mut prefetched) = match choose_destination(
+        &cfg.routing,
+        &shard.redis,
+        &facts,
+        &host,
+        cfg.limits.path_segments,
+    )
+    .await
+    {
+        Ok(chosen) => chosen,
+        Err(e) => return routing_unavailable(shard, client, exchange, &host, e, None).await,
+    };
     let slot = RouteCache::slot(&cfg.routing, destination);
     let mut tried: Vec<usize> = Vec::new();
     let mut failures = 0u32;
@@ -237,25 +245,26 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
     }
 }
 
-/// Redis could not answer a lookup: counted, logged, 503.
+/// Routing failed: Redis could not answer (counted, 503), the frontend's
+/// list is too large (502), or the path too long for route conditions (414).
 async fn routing_unavailable<S: AsyncWriteRent>(
     shard: &Shard,
     client: &mut Client<S>,
     exchange: &mut Exchange,
     host: &str,
-    error: crate::routing::RouteError,
+    error: RouteError,
     target: Option<&Target<'_>>,
 ) -> Next {
     log_debug!("routing {host} failed: {error}");
-    metrics::add(&shard.metrics.redis_errors, 1);
-    reply_error(
-        shard,
-        client,
-        exchange,
-        ProxyError::RoutingUnavailable,
-        target,
-    )
-    .await
+    let answer = match error {
+        RouteError::Redis(_) | RouteError::BadReply(LookupError::BadReply(_)) => {
+            metrics::add(&shard.metrics.redis_errors, 1);
+            ProxyError::RoutingUnavailable
+        }
+        RouteError::BadReply(LookupError::TooLarge(_)) => ProxyError::RouteTooLarge,
+        RouteError::PathTooLong(_) => ProxyError::PathTooLong,
+    };
+    reply_error(shard, client, exchange, answer, target).await
 }
 
 /// One try against one backend.
@@ -280,8 +289,15 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     let backend = match BackendUrl::parse(&url) {
         Ok(b) => b,
         Err(e) => {
-            log_warn!("{e}");
-            return failed(ProxyError::BadBackendUrl, true, true);
+            // Routing data, not a backend: nothing to mark dead, and another
+            // attempt would only read the same list again.
+            if let Some(suppressed) = shard.bad_url_log.allow(std::time::Duration::from_secs(1)) {
+                log_warn!(
+                    "{host}: {} ({suppressed} more since the last warning)",
+                    crate::observe::log::truncated(&e.to_string(), 200)
+                );
+            }
+            return failed(ProxyError::BadBackendUrl, false, false);
         }
     };
     let addr = match shard.dns.resolve(backend.host, backend.port).await {
@@ -392,9 +408,22 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     }
 
     let mut ubuf = BytesMut::with_capacity(8 * 1024);
+    // `response_timeout` bounds the wait for the final status line, however
+    // many interim responses come first, and those are counted too: a
+    // backend streaming `100 Continue` forever is a broken backend.
+    let final_deadline = Instant::now() + cfg.response_timeout;
+    let mut interim_seen = 0;
     let resp = loop {
-        match read_response_head(shard, &mut up, &mut ubuf, exchange.method == Method::Head).await {
+        let was_head = exchange.method == Method::Head;
+        match read_response_head(shard, &mut up, &mut ubuf, was_head, final_deadline).await {
+            Ok(r) if r.is_interim() && interim_seen == MAX_INTERIM_RESPONSES => {
+                log_debug!(
+                    "backend {url} sent more than {MAX_INTERIM_RESPONSES} interim responses"
+                );
+                return failed(ProxyError::BadUpstreamResponse, false, false);
+            }
             Ok(r) if r.is_interim() => {
+                interim_seen += 1;
                 // 1xx other than 101: pass on to HTTP/1.1 clients (a 100 only
                 // if we did not already send our own).
                 let pass = exchange.version == Version::Http11
@@ -652,6 +681,9 @@ async fn refuse_body<S: AsyncWriteRent>(shard: &Shard, client: &mut Client<S>) -
     Next::CloseLinger
 }
 
+/// Interim (1xx) responses taken before the final one; more is a 502.
+const MAX_INTERIM_RESPONSES: usize = 32;
+
 enum HeadFailure {
     Timeout,
     /// Closed or failed before a complete head arrived.
@@ -659,22 +691,25 @@ enum HeadFailure {
     Invalid,
 }
 
+/// Reads one response head (interim or final), by `deadline`.
 async fn read_response_head(
     shard: &Shard,
     up: &mut UpstreamStream,
     buf: &mut BytesMut,
     request_was_head: bool,
+    deadline: Instant,
 ) -> Result<ResponseHead, HeadFailure> {
     let cfg = &shard.config;
     loop {
         if !buf.is_empty() {
-            match parse_response(buf, cfg.limits.response_head_bytes, request_was_head) {
+            match parse_response(buf, &cfg.limits, request_was_head) {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => {}
                 Err(_) => return Err(HeadFailure::Invalid),
             }
         }
-        match read_some(up, buf, Some(cfg.response_timeout)).await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match read_some(up, buf, Some(left)).await {
             Ok(0) | Err(IoFailure::Io(_)) => return Err(HeadFailure::Closed),
             Ok(_) => {}
             Err(IoFailure::Timeout) => return Err(HeadFailure::Timeout),

@@ -25,7 +25,8 @@ use monoio::buf::{IoBufMut, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpStream, UnixStream};
 
-use super::codec::{decode_reply, encode_command, Reply};
+use super::codec::{self, decode_reply, encode_command, Reply};
+use super::scan::{ReplyScanner, Scan};
 use super::url::{Endpoint, RedisUrl};
 use crate::observe::metrics::{self, ShardMetrics};
 use crate::{log_info, log_warn};
@@ -258,10 +259,14 @@ pub(super) struct Session {
     buf: BytesMut,
     /// At least one batch has completed on it (so a failure may mean it went stale).
     used: bool,
+    /// Where the reply being read ends (kept between reads).
+    scanner: ReplyScanner,
 }
 
 impl Session {
-    /// Reads until `count` replies are decoded.
+    /// Reads until `count` replies are decoded. A reply over
+    /// `MAX_REPLY_BYTES` is skipped as it arrives and stands in the batch as
+    /// [`codec::too_large`], failing only the caller it belonged to.
     pub(super) async fn read_replies(
         &mut self,
         count: usize,
@@ -269,19 +274,23 @@ impl Session {
     ) -> std::io::Result<Vec<Reply>> {
         let mut out = Vec::with_capacity(count);
         while out.len() < count {
-            match decode_reply(&self.buf) {
-                Ok(Some((reply, used))) => {
-                    self.buf.advance(used);
+            let scanned = self
+                .scanner
+                .scan(&self.buf)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+            match scanned {
+                Scan::Complete(n) => {
+                    let reply = decode_exact(&self.buf[..n])?;
+                    self.buf.advance(n);
                     out.push(reply);
                     continue;
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        e.to_string(),
-                    ))
+                Scan::Skipped(n) => {
+                    self.buf.advance(n);
+                    out.push(codec::too_large());
+                    continue;
                 }
+                Scan::NeedMore(droppable) => self.buf.advance(droppable),
             }
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
                 self.buf.reserve(READ_CHUNK);
@@ -331,6 +340,7 @@ pub(super) async fn connect(url: &RedisUrl, timeout: Duration) -> std::io::Resul
         conn,
         buf: BytesMut::with_capacity(READ_CHUNK),
         used: false,
+        scanner: ReplyScanner::new(codec::MAX_REPLY_BYTES),
     };
     let mut hello = Vec::new();
     let mut count = 0;
@@ -355,6 +365,17 @@ pub(super) async fn connect(url: &RedisUrl, timeout: Duration) -> std::io::Resul
         }
     }
     Ok(session)
+}
+
+/// Decodes a reply the scanner found whole.
+fn decode_exact(bytes: &[u8]) -> std::io::Result<Reply> {
+    match decode_reply(bytes) {
+        Ok(Some((reply, used))) if used == bytes.len() => Ok(reply),
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a reply the decoder reads differently: {other:?}"),
+        )),
+    }
 }
 
 /// Resolves when there is at least one queued command.

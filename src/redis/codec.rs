@@ -14,6 +14,19 @@ pub use redis_protocol::resp2::types::OwnedFrame as Reply;
 /// means a misconfigured key and is refused rather than buffered.
 pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
+/// The error reply a reply over [`MAX_REPLY_BYTES`] is replaced by: the
+/// connection lives on, and only the caller it was for sees this.
+pub fn too_large() -> Reply {
+    Reply::Error(TOO_LARGE.into())
+}
+
+const TOO_LARGE: &str = "LOPACHE-TOO-LARGE reply over the size limit, skipped";
+
+/// The reply stands for one that was too large (see [`too_large`]).
+pub fn is_too_large(reply: &Reply) -> bool {
+    matches!(reply, Reply::Error(e) if e == TOO_LARGE)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     #[error("reply larger than {MAX_REPLY_BYTES} bytes")]

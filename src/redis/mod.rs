@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod scan;
 pub mod subscriber;
 pub mod url;
 

@@ -1,10 +1,14 @@
-//! The Hipache lookup as one pipeline: `LRANGE P frontend:<cand> 0 -1` for each
-//! candidate and `SMEMBERS P dead:<host>`, then the first non-empty list wins.
+//! The Hipache lookup as one pipeline: `LRANGE P frontend:<cand> 0 1000` for
+//! each candidate and `SMEMBERS P dead:<host>`, then the first non-empty list
+//! wins. A list's first [`MAX_BACKENDS`] backends are used; a list whose reply
+//! is over the Redis client's size limit fails its lookup alone (502).
 
 use std::borrow::Cow;
 
 use super::candidates::Candidates;
-use crate::redis::codec::{array_items, encode_command_parts, string_bytes, strings, Reply};
+use crate::redis::codec::{
+    array_items, encode_command_parts, is_too_large, string_bytes, strings, Reply,
+};
 use crate::redis::SharedReplies;
 
 /// A frontend as found in Redis. It points into the lookup's replies, which
@@ -73,10 +77,18 @@ impl Frontend {
     }
 }
 
+/// Backends read from one frontend list: Hipache reads them all, but a list
+/// is routing data, and a thousand backends behind one name is already far
+/// beyond any deployment; more are ignored (README, Redis schema).
+pub const MAX_BACKENDS: usize = 1000;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
     #[error("unexpected reply from redis: {0}")]
     BadReply(String),
+    /// The reply for this key was over the Redis client's size limit.
+    #[error("{0}: reply over the size limit")]
+    TooLarge(String),
 }
 
 /// Appends the lookup pipeline; returns how many replies to expect.
@@ -87,7 +99,8 @@ pub fn encode_lookup(
     out: &mut Vec<u8>,
 ) -> usize {
     const LRANGE: &[&[u8]] = &[b"LRANGE"];
-    const ALL: [&[&[u8]]; 2] = [&[b"0"], &[b"-1"]];
+    // The identifier and MAX_BACKENDS backends: elements 0 to MAX_BACKENDS.
+    const ALL: [&[&[u8]]; 2] = [&[b"0"], &[b"1000"]];
     let prefix = prefix.as_bytes();
     for i in 0..candidates.len() {
         let [a, b] = candidates.parts(i).map(str::as_bytes);
@@ -110,6 +123,9 @@ pub fn decode_lookup(
     if lists.len() != candidates.len() {
         return Err(LookupError::BadReply(format!("{} replies", replies.len())));
     }
+    if is_too_large(dead_reply) {
+        return Err(LookupError::TooLarge("dead set".into()));
+    }
     if let Reply::Error(e) = dead_reply {
         return Err(LookupError::BadReply(e.clone()));
     }
@@ -119,6 +135,12 @@ pub fn decode_lookup(
         .filter_map(|m| std::str::from_utf8(m).ok()?.trim().parse().ok())
         .collect();
     for (i, reply) in lists.iter().enumerate() {
+        if is_too_large(reply) {
+            return Err(LookupError::TooLarge(format!(
+                "frontend:{}",
+                candidates.key(i)
+            )));
+        }
         if let Reply::Error(e) = reply {
             let cand = candidates.key(i);
             return Err(LookupError::BadReply(format!("frontend:{cand}: {e}")));
@@ -172,7 +194,7 @@ mod tests {
         ] {
             crate::redis::codec::encode_command(
                 &mut expected,
-                &[b"LRANGE", key.as_bytes(), b"0", b"-1"],
+                &[b"LRANGE", key.as_bytes(), b"0", b"1000"],
             );
         }
         crate::redis::codec::encode_command(&mut expected, &[b"SMEMBERS", b"p:dead:x.a.b"]);
@@ -218,5 +240,11 @@ mod tests {
         let f = decode(vec![odd, bulk(&[]), bulk(&[])]).unwrap().unwrap();
         assert_eq!(f.identifier(), "i\u{fffd}d");
         assert_eq!(f.backend_count(), 0);
+        // An oversized list fails this lookup alone, and says so.
+        let big = crate::redis::codec::too_large();
+        assert_eq!(
+            decode(vec![big, bulk(&[]), bulk(&[])]),
+            Err(LookupError::TooLarge("frontend:a".into()))
+        );
     }
 }

@@ -12,10 +12,10 @@ pub mod rules;
 pub use lookup::Frontend;
 
 use crate::config::routes::{Destination, RouteTable};
-use crate::redis::codec::{encode_command, Reply};
+use crate::redis::codec::{encode_command_parts, Reply};
 use crate::redis::{RedisClient, RedisError};
 use dead::DeadBackends;
-use rules::{evaluate, path_patterns, path_queries, pre_evaluate, RequestFacts, Tri};
+use rules::{evaluate, path_queries, pre_evaluate, PathPatterns, RequestFacts, Tri};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
@@ -23,6 +23,8 @@ pub enum RouteError {
     Redis(#[from] RedisError),
     #[error("{0}")]
     BadReply(#[from] lookup::LookupError),
+    #[error("{0}")]
+    PathTooLong(#[from] rules::TooManySegments),
 }
 
 /// Looks the host up: `Ok(None)` when no frontend matches.
@@ -48,6 +50,7 @@ pub async fn choose_destination<'t>(
     clients: &[RedisClient],
     facts: &RequestFacts,
     host: &str,
+    max_segments: usize,
 ) -> Result<(&'t Destination, Option<Option<Frontend>>), RouteError> {
     for route in &table.routes {
         match pre_evaluate(&route.condition, facts) {
@@ -57,7 +60,7 @@ pub async fn choose_destination<'t>(
         }
         let dest = &route.destination;
         let queries = path_queries(&route.condition);
-        let patterns = path_patterns(&facts.path);
+        let patterns = PathPatterns::new(&facts.path, max_segments)?;
         let mut answers = vec![false; queries.len()];
         let mut prefetched = None;
         let mut servers: Vec<usize> = queries.iter().map(|q| q.1).collect();
@@ -73,9 +76,10 @@ pub async fn choose_destination<'t>(
                 .query(|out| {
                     let mut n = 0;
                     for &i in &on_server {
-                        let key = format!("{}{host}", queries[i].0);
-                        for p in &patterns {
-                            encode_command(out, &[b"SISMEMBER", key.as_bytes(), p.as_bytes()]);
+                        let key: &[&[u8]] = &[queries[i].0.as_bytes(), host.as_bytes()];
+                        for (a, b) in patterns.iter() {
+                            let pattern: &[&[u8]] = &[a.as_bytes(), b.as_bytes()];
+                            encode_command_parts(out, &[&[b"SISMEMBER"], key, pattern]);
                             n += 1;
                         }
                     }

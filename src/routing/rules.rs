@@ -34,18 +34,53 @@ impl From<bool> for Tri {
 }
 
 /// Lopache's patterns for a path: `/public/jobs/1` gives `/*`, `/public/*`,
-/// `/public/jobs/*`, `/public/jobs/1`; `/` gives `/*` and `/`.
+/// `/public/jobs/*`, `/public/jobs/1`; `/` gives `/*` and `/`. A pattern is a
+/// prefix of the path and an optional `/*`, given as those two slices so
+/// that it is written straight into a Redis command, never copied. One
+/// pattern per `/` plus the path itself: a path of more than
+/// `limits.path_segments` slashes is refused before any is built (414), so
+/// the work (and the SISMEMBERs sent to Redis) stay bounded per request.
+#[derive(Debug, Clone, Copy)]
+pub struct PathPatterns<'p> {
+    path: &'p str,
+}
+
+/// The path has more segments than `limits.path_segments`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("more than {0} path segments")]
+pub struct TooManySegments(pub usize);
+
+impl<'p> PathPatterns<'p> {
+    pub fn new(path: &'p str, max_segments: usize) -> Result<Self, TooManySegments> {
+        if path.bytes().filter(|&b| b == b'/').count() > max_segments {
+            return Err(TooManySegments(max_segments));
+        }
+        Ok(PathPatterns { path })
+    }
+
+    /// How many patterns there are.
+    pub fn len(&self) -> usize {
+        self.path.bytes().filter(|&b| b == b'/').count() + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Each pattern as (prefix of the path, `"/*"` or `""`).
+    pub fn iter(&self) -> impl Iterator<Item = (&'p str, &'static str)> + 'p {
+        let path = self.path;
+        path.match_indices('/')
+            .map(move |(at, _)| (&path[..at], "/*"))
+            .chain(std::iter::once((path, "")))
+    }
+}
+
+/// The patterns as strings (tests, and the fuzz target's comparison).
 pub fn path_patterns(path: &str) -> Vec<String> {
-    let parts: Vec<&str> = path.split('/').collect();
-    (0..parts.len())
-        .map(|i| {
-            let joined = parts[..=i].join("/");
-            if i + 1 < parts.len() {
-                format!("{joined}/*")
-            } else {
-                joined
-            }
-        })
+    PathPatterns { path }
+        .iter()
+        .map(|(a, b)| format!("{a}{b}"))
         .collect()
 }
 

@@ -58,6 +58,8 @@ pub struct Shard {
     pub response_buffer_left: std::cell::Cell<usize>,
     /// Rate limit for the warning about lopache's own shortages.
     pub local_error_log: log::RateLimit,
+    /// Rate limit for the warning about unusable backend URLs in Redis.
+    pub bad_url_log: log::RateLimit,
     /// io_uring: a read on an idle socket waits in the kernel (on epoll it
     /// would fail with EAGAIN first), so idle connections read directly.
     pub read_waits_in_kernel: bool,
@@ -80,6 +82,7 @@ impl Shard {
             backend_tls: monoio_rustls::TlsConnector::from(config.backend_tls.clone()),
             tls_certs: crate::tls::redis_certs::RedisCertCache::new(
                 config.redis_certificates.unwrap_or_default(),
+                config.redis_certificates_cache,
             ),
             route_cache: RouteCache::new(config.route_cache, 1 + config.routing.routes.len()),
             drain: Drain::default(),
@@ -87,6 +90,7 @@ impl Shard {
             access_log: None,
             metrics,
             local_error_log: log::RateLimit::default(),
+            bad_url_log: log::RateLimit::default(),
             response_buffer_left: std::cell::Cell::new(config.response_buffer_budget),
             read_waits_in_kernel: false,
             config,

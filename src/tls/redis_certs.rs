@@ -1,11 +1,17 @@
 //! Certificates held in Redis, PlanB's way: a HASH `tls:<name>` (never
-//! prefixed, like `hchecker_ping`) with fields `certificate` and `key` (PEM).
-//! Each shard caches what it found, including "nothing", for
-//! `https.redis_certificates_ttl` seconds, so a certificate changed in Redis
-//! is served within that time and a handshake costs at most one lookup.
+//! prefixed, like `hchecker_ping`) with fields `certificate` and `key` (PEM),
+//! or `tls:*.<parent>` for a wildcard.
+//!
+//! Each shard caches by the Redis key that answered, not by the name a
+//! client asked for: a flood of random `<x>.wild.example` names shares the
+//! one server config built from `tls:*.wild.example` (about 38 KB), where a
+//! config per name took a worker to 928 MB. Both maps are LRU-bounded, and
+//! entries (including "nothing usable") live `https.redis_certificates_ttl`
+//! seconds, so a certificate changed in Redis is served within that time. A
+//! name whose wildcard is already cached costs one `EXISTS` for its exact key.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,28 +19,50 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 use super::{certified_key_from_pem, server_config, Preset, SniResolver};
+use crate::lru::Lru;
 use crate::redis::codec::{encode_command, strings, Reply};
 use crate::redis::RedisClient;
 use crate::{log_debug, log_warn};
 
-/// Above this many cached names, expired ones are swept on insert.
-const SWEEP_THRESHOLD: usize = 10_000;
+/// The Redis keys that may hold the certificate for `name`, in the order
+/// they are tried: `tls:<name>`, then `tls:*.<parent>` when `name` has one.
+pub fn cert_keys(name: &str) -> (String, Option<String>) {
+    let wildcard = name
+        .split_once('.')
+        .filter(|(_, parent)| !parent.is_empty())
+        .map(|(_, parent)| format!("tls:*.{parent}"));
+    (format!("tls:{name}"), wildcard)
+}
 
-/// What Redis held for one name (`None`: nothing usable), and when it was asked.
-type Entry = (Option<Arc<ServerConfig>>, Instant);
+/// A cached value and when it was fetched.
+type Fresh<T> = (T, Instant);
+
+/// What one Redis key's certificate gives (`None`: nothing usable).
+type KeyConfig = Fresh<Option<Arc<ServerConfig>>>;
 
 pub struct RedisCertCache {
     ttl: Duration,
-    /// By SNI name.
-    entries: RefCell<HashMap<String, Entry>>,
+    /// By Redis key: the config its certificate gives (`None`: unusable).
+    configs: RefCell<Lru<Rc<str>, KeyConfig>>,
+    /// By SNI name: the key that answered for it (`None`: no key did).
+    names: RefCell<Lru<String, Fresh<Option<Rc<str>>>>>,
 }
 
 impl RedisCertCache {
-    pub fn new(ttl: Duration) -> Self {
+    /// A cache of at most `max_certificates` configs (and ten times as many
+    /// names) per shard, each kept `ttl`.
+    pub fn new(ttl: Duration, max_certificates: usize) -> Self {
         RedisCertCache {
             ttl,
-            entries: RefCell::new(HashMap::new()),
+            configs: RefCell::new(Lru::new(max_certificates)),
+            names: RefCell::new(Lru::new(max_certificates.saturating_mul(10))),
         }
+    }
+
+    fn config_for(&self, key: &Rc<str>) -> Option<Option<Arc<ServerConfig>>> {
+        let mut configs = self.configs.borrow_mut();
+        let (config, at) = configs.get(key)?;
+        (at.elapsed() < self.ttl).then(|| config.clone())
     }
 
     /// A server config for `name` from `tls:<name>`, else `tls:*.<parent>`;
@@ -45,15 +73,40 @@ impl RedisCertCache {
         name: &str,
         preset: Preset,
     ) -> Option<Arc<ServerConfig>> {
-        if let Some((config, at)) = self.entries.borrow().get(name) {
-            if at.elapsed() < self.ttl {
-                return config.clone();
+        let known = self
+            .names
+            .borrow_mut()
+            .get(&name.to_string())
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(key, _)| key.clone());
+        match known {
+            Some(None) => return None,
+            Some(Some(key)) => {
+                if let Some(config) = self.config_for(&key) {
+                    return config;
+                }
+            }
+            None => {}
+        }
+        let (exact, wildcard) = cert_keys(name);
+        let wildcard: Option<Rc<str>> = wildcard.map(Into::into);
+        // The wildcard's config is at hand: only the exact key's existence
+        // is in question, which is one small command instead of two hashes.
+        if let Some(w) = &wildcard {
+            if let Some(config @ Some(_)) = self.config_for(w) {
+                match redis.command(&[b"EXISTS", exact.as_bytes()]).await {
+                    Ok(Reply::Integer(0)) => {
+                        self.remember(name, Some(w.clone()));
+                        return config;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        log_debug!("certificate lookup for {name} failed: {e}");
+                        return None;
+                    }
+                }
             }
         }
-        let exact = format!("tls:{name}");
-        let wildcard = name
-            .split_once('.')
-            .map(|(_, parent)| format!("tls:*.{parent}"));
         let replies = redis
             .query(|out| {
                 encode_command(out, &[b"HGETALL", exact.as_bytes()]);
@@ -71,35 +124,73 @@ impl RedisCertCache {
                 return None;
             }
         };
-        let found = replies.into_iter().find_map(|r| certificate(r, name));
-        let config = found.and_then(|key| {
-            server_config(SniResolver::default().with_default(Some(key)), preset).ok()
-        });
-        let mut entries = self.entries.borrow_mut();
-        if entries.len() > SWEEP_THRESHOLD {
-            let ttl = self.ttl;
-            entries.retain(|_, (_, at)| at.elapsed() < ttl);
+        let keys = std::iter::once(Rc::<str>::from(exact)).chain(wildcard);
+        for (key, reply) in keys.zip(replies) {
+            if !strings(&reply).is_some_and(|fields| !fields.is_empty()) {
+                continue; // no such key (or not a hash)
+            }
+            let config = match self.config_for(&key) {
+                Some(cached) => cached,
+                None => {
+                    let built = certificate(&reply, &key).and_then(|certified| {
+                        server_config(SniResolver::default().with_default(Some(certified)), preset)
+                            .ok()
+                    });
+                    let entry = (built.clone(), Instant::now());
+                    self.configs.borrow_mut().insert(key.clone(), entry);
+                    built
+                }
+            };
+            if config.is_some() {
+                self.remember(name, Some(key));
+                return config;
+            }
         }
-        entries.insert(name.to_string(), (config.clone(), Instant::now()));
-        config
+        self.remember(name, None);
+        None
+    }
+
+    fn remember(&self, name: &str, key: Option<Rc<str>>) {
+        self.names
+            .borrow_mut()
+            .insert(name.to_string(), (key, Instant::now()));
     }
 }
 
-/// The certificate in one HGETALL reply, if it holds a usable pair.
-fn certificate(reply: Reply, name: &str) -> Option<Arc<CertifiedKey>> {
-    let fields = strings(&reply)?;
+/// The certificate in one HGETALL reply, if it holds a usable pair. An
+/// unusable one is reported when its config is built: once per key and TTL.
+fn certificate(reply: &Reply, key: &str) -> Option<Arc<CertifiedKey>> {
+    let fields = strings(reply)?;
     let get = |field: &[u8]| {
         fields
             .chunks(2)
             .find(|kv| kv[0] == field)
             .and_then(|kv| kv.get(1))
     };
-    let (cert, key) = (get(b"certificate")?, get(b"key")?);
-    match certified_key_from_pem(cert, key) {
+    let (cert, pem_key) = (get(b"certificate")?, get(b"key")?);
+    match certified_key_from_pem(cert, pem_key) {
         Ok(k) => Some(k),
         Err((_, e)) => {
-            log_warn!("certificate for {name} in Redis is unusable: {e}");
+            log_warn!("certificate in Redis {key} is unusable: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cert_keys;
+
+    #[test]
+    fn keys_for_a_name() {
+        assert_eq!(
+            cert_keys("shop.wild.example"),
+            (
+                "tls:shop.wild.example".into(),
+                Some("tls:*.wild.example".into())
+            )
+        );
+        assert_eq!(cert_keys("localhost"), ("tls:localhost".into(), None));
+        assert_eq!(cert_keys("odd."), ("tls:odd.".into(), None));
     }
 }
