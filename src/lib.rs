@@ -19,6 +19,7 @@
 //! so no locks are taken per request.
 
 pub mod ascii;
+pub mod clock;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -72,7 +72,41 @@ fn config_errors_exit_2_naming_the_key() {
         ("[server]\nnope = 1\n", "server.nope: unknown key"),
         ("driver = \"mysql://x\"\n", "driver: "),
         ("[http]\nbind = [\"not an address!\"]\n", "http.bind[0]: "),
+        // Durations near 2^63 passed and then panicked at the first deadline.
+        (
+            "[server]\ndead_backend_ttl = 9223372036854775807\n",
+            "server.dead_backend_ttl: at most",
+        ),
+        (
+            "[server]\ntcp_timeout = 9223372036854775807\n",
+            "server.tcp_timeout: at most",
+        ),
+        (
+            "[server]\ndrain_timeout = 31536001\n",
+            "server.drain_timeout: at most",
+        ),
+        (
+            "[server]\nredis_timeout_ms = 9223372036854775807\n",
+            "server.redis_timeout_ms: at most",
+        ),
     ];
+    let json = dir.path().join("bad.json");
+    std::fs::write(
+        &json,
+        r#"{"server": {"deadBackendTTL": 9223372036854775807}}"#,
+    )
+    .unwrap();
+    let o = lopache(
+        &["--config", json.to_str().unwrap(), "--dry"],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("server.dead_backend_ttl: at most"),
+        "{}",
+        stderr(&o)
+    );
     for (text, want) in cases {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, text).unwrap();

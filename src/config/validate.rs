@@ -19,6 +19,10 @@ use crate::tls::{backend_client_config, load_certified_key, server_config, Prese
 /// bodies to disk instead).
 const MAX_BUFFER_BYTES: u64 = 64 << 20;
 
+/// Every duration key is at most a year: longer means "never" in practice,
+/// and a bound keeps deadline arithmetic far from overflowing.
+const MAX_DURATION_SECS: u64 = 365 * 24 * 3600;
+
 pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let main_driver = driver(&raw.driver.urls(), "driver")?;
     let s = &raw.server;
@@ -33,6 +37,31 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
     positive(s.max_connections as u64, "server.max_connections")?;
     positive(s.redis_timeout_ms, "server.redis_timeout_ms")?;
     positive(s.client_body_timeout, "server.client_body_timeout")?;
+    for (secs, key) in [
+        (s.tcp_timeout, "server.tcp_timeout"),
+        (s.dead_backend_ttl, "server.dead_backend_ttl"),
+        (s.connect_timeout, "server.connect_timeout"),
+        (s.response_timeout, "server.response_timeout"),
+        (s.upstream_idle_timeout, "server.upstream_idle_timeout"),
+        (s.dns_ttl, "server.dns_ttl"),
+        (s.websocket_idle_timeout, "server.websocket_idle_timeout"),
+        (s.drain_timeout, "server.drain_timeout"),
+        (s.client_body_timeout, "server.client_body_timeout"),
+        (s.client_header_timeout, "server.client_header_timeout"),
+        (
+            raw.https.redis_certificates_ttl,
+            "https.redis_certificates_ttl",
+        ),
+        (s.redis_timeout_ms / 1000, "server.redis_timeout_ms"),
+        (s.route_cache_ms / 1000, "server.route_cache_ms"),
+    ] {
+        if secs > MAX_DURATION_SECS {
+            return Err(ConfigError::new(
+                key,
+                format!("at most {MAX_DURATION_SECS} seconds (365 days)"),
+            ));
+        }
+    }
     positive(s.client_header_timeout, "server.client_header_timeout")?;
     positive(
         raw.https.redis_certificates_cache.into(),

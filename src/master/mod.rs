@@ -157,7 +157,7 @@ pub fn run(config_path: PathBuf, config: Config, text: String) -> ExitCode {
             master.first_start = false;
             let holding = master.sockets.counts();
             master.serving = serving.map(|pid| Worker::adopted(pid, holding.clone()));
-            let deadline = Instant::now() + master.config.drain_timeout + KILL_GRACE;
+            let deadline = crate::clock::from_now(master.config.drain_timeout + KILL_GRACE);
             master.draining = draining
                 .into_iter()
                 .map(|pid| Draining {
@@ -293,7 +293,7 @@ impl Master {
         self.stopping = true;
         self.restart_at = None;
         self.sockets.close_all();
-        let deadline = Instant::now() + self.config.drain_timeout + KILL_GRACE;
+        let deadline = crate::clock::from_now(self.config.drain_timeout + KILL_GRACE);
         for pid in self.worker_pids() {
             send(pid, libc::SIGTERM);
         }
@@ -407,7 +407,7 @@ impl Master {
                 );
                 self.draining.push(Draining {
                     worker: old,
-                    deadline: Instant::now() + self.config.drain_timeout + KILL_GRACE,
+                    deadline: crate::clock::from_now(self.config.drain_timeout + KILL_GRACE),
                 });
             }
             None => log_info!("worker {pid} serving ({})", why.name()),

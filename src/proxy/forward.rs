@@ -411,7 +411,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     // `response_timeout` bounds the wait for the final status line, however
     // many interim responses come first, and those are counted too: a
     // backend streaming `100 Continue` forever is a broken backend.
-    let final_deadline = Instant::now() + cfg.response_timeout;
+    let final_deadline = crate::clock::from_now(cfg.response_timeout);
     let mut interim_seen = 0;
     let resp = loop {
         let was_head = exchange.method == Method::Head;
@@ -571,7 +571,7 @@ async fn buffer_request_body<S: AsyncReadRent + AsyncWriteRent>(
         }
         exchange.continue_sent = true;
     }
-    let deadline = Instant::now() + cfg.client_body_timeout;
+    let deadline = crate::clock::from_now(cfg.client_body_timeout);
     let mut relay = BodyRelay::new(exchange.body, ChunkedMode::Verbatim, &cfg.limits);
     let mut scanned = 0;
     loop {

@@ -178,7 +178,7 @@ async fn read_head<S: AsyncReadRent>(shard: &Shard, client: &mut Client<S>) -> H
             }
         } else {
             let deadline = *head_deadline
-                .get_or_insert_with(|| Instant::now() + shard.config.client_header_timeout);
+                .get_or_insert_with(|| crate::clock::from_now(shard.config.client_header_timeout));
             let left = deadline.saturating_duration_since(Instant::now());
             // The rest of a head: grow by a head-sized step, not a relay chunk.
             if client.buf.capacity() - client.buf.len() < IDLE_READ_BUFFER {

@@ -79,7 +79,7 @@ impl RouteCache {
             host.to_string(),
             Cached {
                 frontend: frontend.clone(),
-                until: now + ttl,
+                until: crate::clock::after(now, ttl),
             },
         );
     }

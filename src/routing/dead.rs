@@ -45,7 +45,7 @@ impl DeadBackends {
         }
         let flags = map.entry(host.to_string()).or_default();
         flags.retain(|(u, t)| u != url && *t > now);
-        flags.push((url.to_string(), now + ttl));
+        flags.push((url.to_string(), crate::clock::after(now, ttl)));
     }
 }
 

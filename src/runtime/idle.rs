@@ -36,7 +36,7 @@ impl IdleTimers {
     pub fn deadline(&self, limit: Option<Duration>) -> IdleDeadline<'_> {
         IdleDeadline {
             timers: self,
-            deadline: limit.map(|d| Instant::now() + d),
+            deadline: limit.map(crate::clock::from_now),
             slot: None,
         }
     }

@@ -263,7 +263,7 @@ fn drain_all(
         limit.as_secs()
     );
     flag.store(true, std::sync::atomic::Ordering::Relaxed);
-    let deadline = std::time::Instant::now() + limit;
+    let deadline = crate::clock::from_now(limit);
     let mut ended = 0;
     while ended < shards {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
