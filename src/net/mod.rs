@@ -16,6 +16,26 @@ pub fn is_local_shortage(e: &std::io::Error) -> bool {
     )
 }
 
+/// An idle connection (a pooled backend connection, the Redis connection
+/// between batches) must have nothing to read: a 0-byte peek means the peer
+/// closed it, bytes mean it sent something unsolicited, and only "would
+/// block" means it is still open and quiet.
+pub fn is_quiet(fd: std::os::fd::RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv on a valid, open fd owned by the caller's stream, into a
+    // 1-byte local buffer; MSG_PEEK leaves the socket's data untouched and
+    // MSG_DONTWAIT makes the call non-blocking whatever the fd's mode.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_local_shortage;

@@ -735,10 +735,14 @@ fn mark_backend_dead(shard: &Shard, host: &str, target: &Target) {
     }
     let cfg = &shard.config;
     let url = target.url();
-    shard.dead.flag(host, &url, cfg.dead_backend_ttl);
+    if !shard.dead.flag(host, &url, cfg.dead_backend_ttl) {
+        return; // flagged by a request that failed before this one
+    }
     shard.route_cache.forget(host);
+    let prefix = &target.destination.prefix;
     let mark = DeadMark {
         host: host.to_string(),
+        list_key: format!("{prefix}frontend:{}", target.frontend.key(host)),
         url: url.into_owned(),
         index: target.index,
         count: target.count(),

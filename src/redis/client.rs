@@ -28,8 +28,9 @@ use monoio::net::{TcpStream, UnixStream};
 use super::codec::{self, decode_reply, encode_command, Reply};
 use super::scan::{ReplyScanner, Scan};
 use super::url::{Endpoint, RedisUrl};
+use crate::observe::log::{truncated, RateLimit};
 use crate::observe::metrics::{self, ShardMetrics};
-use crate::{log_info, log_warn};
+use crate::{log_debug, log_info, log_warn};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -234,6 +235,14 @@ enum Conn {
 }
 
 impl Conn {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Conn::Tcp(s) => s.as_raw_fd(),
+            Conn::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
     async fn write_all(&mut self, buf: Vec<u8>) -> std::io::Result<()> {
         let (res, _) = match self {
             Conn::Tcp(s) => s.write_all(buf).await,
@@ -312,17 +321,37 @@ impl Session {
         Ok(out)
     }
 
-    /// Writes `bytes` and reads `count` replies.
+    /// Writes `bytes`.
+    pub(super) async fn send(&mut self, bytes: Vec<u8>, timeout: Duration) -> std::io::Result<()> {
+        monoio::time::timeout(timeout, self.conn.write_all(bytes))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))?
+    }
+
+    /// Writes `bytes` and reads exactly `count` replies. RESP2 replies carry
+    /// no request id, so a reply nobody asked for would shift every later
+    /// one onto the wrong caller: bytes left over after the batch are a
+    /// protocol error, and the connection must be dropped.
     pub(super) async fn exchange(
         &mut self,
         bytes: Vec<u8>,
         count: usize,
         timeout: Duration,
     ) -> std::io::Result<Vec<Reply>> {
-        monoio::time::timeout(timeout, self.conn.write_all(bytes))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))??;
-        self.read_replies(count, timeout).await
+        self.send(bytes, timeout).await?;
+        let replies = self.read_replies(count, timeout).await?;
+        if !self.buf.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a reply nobody asked for",
+            ));
+        }
+        Ok(replies)
+    }
+
+    /// Nothing arrived (and the peer did not close) since the last batch.
+    fn is_quiet(&self) -> bool {
+        self.buf.is_empty() && crate::net::is_quiet(self.conn.raw_fd())
     }
 }
 
@@ -391,71 +420,85 @@ async fn work_queued(inner: &Inner) {
     .await
 }
 
+/// How the Redis server has been doing, for the log and the back-off.
+struct Health {
+    backoff: Duration,
+    /// Why it is unavailable, while it is (logged once when it starts).
+    outage: Option<String>,
+    /// Batches have been answered with error replies (`-LOADING`, `-NOAUTH`,
+    /// a wrong type...) since the last batch without.
+    erroring: bool,
+    error_log: RateLimit,
+}
+
+/// Error replies are logged at most this often.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Health {
+    fn new() -> Health {
+        Health {
+            backoff: MIN_BACKOFF,
+            outage: None,
+            erroring: false,
+            error_log: RateLimit::default(),
+        }
+    }
+
+    /// A batch failed: log the start of an outage, and back off (queries
+    /// fail at once until then), whether connecting or the exchange failed.
+    fn failed(&mut self, inner: &Inner, why: String) {
+        if self.outage.is_none() {
+            log_warn!("redis {} unavailable: {why}", inner.url.masked());
+        }
+        self.outage = Some(why);
+        inner
+            .down_until
+            .set(Some(crate::clock::from_now(self.backoff)));
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// A batch was answered: the end of an outage, and error replies.
+    fn answered(&mut self, inner: &Inner, replies: &[Reply]) {
+        if self.outage.take().is_some() {
+            log_info!("redis {} is back", inner.url.masked());
+        }
+        self.backoff = MIN_BACKOFF;
+        inner.down_until.set(None);
+        let error = replies.iter().find_map(|r| match r {
+            Reply::Error(e) if !codec::is_too_large(r) => Some(e),
+            _ => None,
+        });
+        match error {
+            Some(e) => {
+                if let Some(more) = self.error_log.allow(ERROR_LOG_INTERVAL) {
+                    log_warn!(
+                        "redis {} answers with an error: {} ({more} more batches since the last warning)",
+                        inner.url.masked(),
+                        truncated(e, 200)
+                    );
+                }
+                self.erroring = true;
+            }
+            None if self.erroring => {
+                log_info!("redis {} answers without errors again", inner.url.masked());
+                self.erroring = false;
+            }
+            None => {}
+        }
+    }
+}
+
 /// The connection task: one per client, for the life of the shard.
 async fn run(inner: Rc<Inner>) {
     let mut session: Option<Session> = None;
-    let mut backoff = MIN_BACKOFF;
-    let mut outage_logged = false;
+    let mut health = Health::new();
     loop {
         work_queued(&inner).await;
         let (bytes, batch) = inner.take_batch();
         let count: usize = batch.iter().map(|w| w.replies).sum();
-        // A reused connection may have gone stale (Redis restarted): one retry
-        // on a fresh connection, which is safe because every command we send
-        // is either a read or an idempotent mark.
-        let mut result = Err(std::io::Error::other("not attempted"));
-        for _attempt in 0..2 {
-            if session.is_none() {
-                match monoio::time::timeout(inner.timeout, connect(&inner.url, inner.timeout)).await
-                {
-                    Ok(Ok(s)) => {
-                        if outage_logged {
-                            log_info!("redis {} is back", inner.url.masked());
-                        }
-                        outage_logged = false;
-                        backoff = MIN_BACKOFF;
-                        inner.down_until.set(None);
-                        session = Some(s);
-                    }
-                    failure => {
-                        let why = match failure {
-                            Ok(Err(e)) => e.to_string(),
-                            _ => "connect timed out".to_string(),
-                        };
-                        if !outage_logged {
-                            log_warn!("redis {} unavailable: {why}", inner.url.masked());
-                            outage_logged = true;
-                        }
-                        inner.down_until.set(Some(Instant::now() + backoff));
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        result = Err(std::io::Error::other(why));
-                        break;
-                    }
-                }
-            }
-            let Some(s) = session.as_mut() else { break };
-            let was_used = s.used;
-            let sent = Instant::now();
-            result = s.exchange(bytes.clone(), count, inner.timeout).await;
-            match &result {
-                Ok(_) => {
-                    inner.metrics.redis_rtt.observe(sent.elapsed());
-                    s.used = true;
-                    break;
-                }
-                Err(e) => {
-                    if !outage_logged {
-                        log_warn!("redis {} connection lost: {e}", inner.url.masked());
-                    }
-                    session = None;
-                    if !was_used {
-                        break;
-                    }
-                }
-            }
-        }
-        match result {
+        match exchange(&inner, &mut session, bytes, count).await {
             Ok(mut replies) => {
+                health.answered(&inner, &replies);
                 // Hand each caller its share, in the order they queued.
                 let mut rest = replies.drain(..);
                 for w in batch {
@@ -463,9 +506,66 @@ async fn run(inner: Rc<Inner>) {
                     w.answer(Ok(Rc::new(mine)));
                 }
             }
-            Err(_) => inner.fail(batch, RedisError::Unavailable),
+            Err(why) => {
+                health.failed(&inner, why);
+                inner.fail(batch, RedisError::Unavailable);
+            }
         }
     }
+}
+
+/// Sends one batch and reads its replies, connecting first if needed. A
+/// connection that was used before may have gone stale (Redis restarted, or
+/// sent something while idle): one retry on a fresh connection, which is
+/// safe because every command we send is either a read or an idempotent
+/// mark. `Err` says why the batch failed.
+async fn exchange(
+    inner: &Inner,
+    session: &mut Option<Session>,
+    bytes: Vec<u8>,
+    count: usize,
+) -> Result<Vec<Reply>, String> {
+    for _attempt in 0..2 {
+        if session.is_none() {
+            match monoio::time::timeout(inner.timeout, connect(&inner.url, inner.timeout)).await {
+                Ok(Ok(s)) => *session = Some(s),
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("connect timed out".into()),
+            }
+        }
+        let Some(s) = session.as_mut() else {
+            break;
+        };
+        let was_used = s.used;
+        if was_used && !s.is_quiet() {
+            // Closed, or a reply nobody asked for arrived while idle.
+            log_debug!(
+                "redis {}: idle connection not quiet, reconnecting",
+                inner.url.masked()
+            );
+            *session = None;
+            continue;
+        }
+        let sent = Instant::now();
+        match s.exchange(bytes.clone(), count, inner.timeout).await {
+            Ok(replies) => {
+                inner.metrics.redis_rtt.observe(sent.elapsed());
+                s.used = true;
+                return Ok(replies);
+            }
+            Err(e) => {
+                *session = None;
+                if !was_used || e.kind() == std::io::ErrorKind::InvalidData {
+                    return Err(e.to_string());
+                }
+                log_debug!(
+                    "redis {}: {e}; retrying on a new connection",
+                    inner.url.masked()
+                );
+            }
+        }
+    }
+    Err("connection lost twice".into())
 }
 
 #[cfg(test)]

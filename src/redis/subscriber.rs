@@ -39,7 +39,13 @@ pub async fn subscribe(
         if let Ok(Ok(mut session)) = monoio::time::timeout(timeout, connect(&url, timeout)).await {
             let mut command = Vec::new();
             encode_command(&mut command, &[b"SUBSCRIBE", channel]);
-            if session.exchange(command, 1, timeout).await.is_ok() {
+            // Messages may follow the confirmation at once: not `exchange`,
+            // which refuses bytes beyond the replies it asked for.
+            let subscribed = match session.send(command, timeout).await {
+                Ok(()) => session.read_replies(1, timeout).await.is_ok(),
+                Err(_) => false,
+            };
+            if subscribed {
                 pause = RETRY_MIN;
                 on_event(Event::Subscribed);
                 while let Ok(mut replies) = session.read_replies(1, SILENCE).await {

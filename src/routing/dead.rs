@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::redis::codec::{encode_command, Reply};
+use crate::redis::codec::Reply;
 use crate::redis::RedisClient;
 use crate::{log_debug, log_warn};
 
@@ -34,7 +34,10 @@ impl DeadBackends {
         flags.iter().any(|(u, t)| u == url && now < *t)
     }
 
-    pub fn flag(&self, host: &str, url: &str, ttl: Duration) {
+    /// Flags `url` dead for `host` for `ttl`. False when it already was:
+    /// requests that were in flight to it when it failed need not tell Redis
+    /// again (four hung requests sent four marks).
+    pub fn flag(&self, host: &str, url: &str, ttl: Duration) -> bool {
         let mut map = self.until.borrow_mut();
         let now = Instant::now();
         if map.len() > SWEEP_THRESHOLD {
@@ -44,8 +47,10 @@ impl DeadBackends {
             });
         }
         let flags = map.entry(host.to_string()).or_default();
+        let was_flagged = flags.iter().any(|(u, t)| u == url && *t > now);
         flags.retain(|(u, t)| u != url && *t > now);
         flags.push((url.to_string(), crate::clock::after(now, ttl)));
+        !was_flagged
     }
 }
 
@@ -54,18 +59,50 @@ impl DeadBackends {
 pub struct DeadMark {
     /// The requested host (the dead set is keyed by it, not by the matched key).
     pub host: String,
+    /// The frontend list the backend was chosen from, prefixed
+    /// (`frontend:*.example.com` for a wildcard match).
+    pub list_key: String,
     pub url: String,
-    /// 0-based among the frontend's backends.
+    /// 0-based among the frontend's backends, when it was chosen.
     pub index: usize,
+    /// How many backends the list had at lookup time.
     pub count: usize,
 }
 
-impl DeadMark {
-    /// `<host>;<backend url>;<index>;<backend count>`, Hipache's message.
-    pub fn message(&self) -> String {
-        format!("{};{};{};{}", self.host, self.url, self.index, self.count)
-    }
-}
+/// The mark, in one atomic step on the write Redis. Hipache's schema marks
+/// by list index, but the list may have changed since the lookup (a deploy
+/// swapping backends with LSET, a rotation with LREM/RPUSH): the index is
+/// checked to still hold the URL that failed, else the URL's current index
+/// is used, else (no longer listed) nothing is marked. A write Redis that
+/// does not hold the list at all cannot check: the mark goes by index, as
+/// Hipache's does. KEYS: the list, the dead set. ARGV: url, index, ttl,
+/// host, "1" when an external health checker owns the dead sets (then only
+/// the message is published), the backend count at lookup time.
+const MARK_SCRIPT: &str = r#"
+local list = redis.call('LRANGE', KEYS[1], 1, 1000)
+local index = tonumber(ARGV[2])
+local count = #list
+if count == 0 then
+  count = tonumber(ARGV[6])
+elseif list[index + 1] ~= ARGV[1] then
+  index = nil
+  for i, url in ipairs(list) do
+    if url == ARGV[1] then
+      index = i - 1
+      break
+    end
+  end
+  if index == nil then
+    return -1
+  end
+end
+if ARGV[5] ~= '1' then
+  redis.call('SADD', KEYS[2], index)
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+redis.call('PUBLISH', 'dead', ARGV[4] .. ';' .. ARGV[1] .. ';' .. index .. ';' .. count)
+return index
+"#;
 
 /// Sends the mark to the write connection. Runs as its own task so the
 /// response is never delayed by it; failures are logged, not retried.
@@ -77,30 +114,37 @@ pub async fn publish(write: RedisClient, prefix: String, mark: DeadMark, ttl: Du
             .is_some_and(is_fresh),
         _ => false,
     };
-    let key = format!("{prefix}dead:{}", mark.host);
+    let dead_key = format!("{prefix}dead:{}", mark.host);
     let index = mark.index.to_string();
     let ttl_secs = ttl.as_secs().max(1).to_string();
-    let message = mark.message();
-    let result = write
-        .query(|out| {
-            let mut n = 1;
-            if !checker_running {
-                encode_command(out, &[b"SADD", key.as_bytes(), index.as_bytes()]);
-                encode_command(out, &[b"EXPIRE", key.as_bytes(), ttl_secs.as_bytes()]);
-                n += 2;
-            }
-            encode_command(out, &[b"PUBLISH", b"dead", message.as_bytes()]);
-            n
-        })
-        .await;
-    match result {
-        Ok(replies) => {
-            if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
-                log_warn!("marking {} dead in redis failed: {e}", mark.url);
-            } else {
-                log_debug!("marked {} dead for {}", mark.url, mark.host);
-            }
+    let checker = if checker_running { "1" } else { "0" };
+    let count = mark.count.to_string();
+    let args: [&[u8]; 11] = [
+        b"EVAL",
+        MARK_SCRIPT.as_bytes(),
+        b"2",
+        mark.list_key.as_bytes(),
+        dead_key.as_bytes(),
+        mark.url.as_bytes(),
+        index.as_bytes(),
+        ttl_secs.as_bytes(),
+        mark.host.as_bytes(),
+        checker.as_bytes(),
+        count.as_bytes(),
+    ];
+    match write.command(&args).await {
+        Ok(Reply::Integer(-1)) => {
+            log_debug!(
+                "{} is no longer listed for {}: not marked",
+                mark.url,
+                mark.host
+            )
         }
+        Ok(Reply::Integer(i)) => {
+            log_debug!("marked {} (index {i}) dead for {}", mark.url, mark.host)
+        }
+        Ok(Reply::Error(e)) => log_warn!("marking {} dead in redis failed: {e}", mark.url),
+        Ok(other) => log_warn!("marking {} dead in redis: unexpected {other:?}", mark.url),
         Err(e) => log_warn!("marking {} dead in redis failed: {e}", mark.url),
     }
 }
@@ -127,14 +171,20 @@ mod tests {
     }
 
     #[test]
-    fn message_format() {
-        let m = DeadMark {
-            host: "a.com".into(),
-            url: "http://1.2.3.4:80".into(),
-            index: 1,
-            count: 3,
-        };
-        assert_eq!(m.message(), "a.com;http://1.2.3.4:80;1;3");
+    fn flagging_twice_reports_the_first_only() {
+        let d = DeadBackends::default();
+        assert!(d.flag("a", "http://x", Duration::from_secs(60)));
+        assert!(!d.flag("a", "http://x", Duration::from_secs(60)));
+        assert!(d.flag("a", "http://y", Duration::from_secs(60)));
+        assert!(d.flag("a", "http://z", Duration::ZERO));
+        assert!(
+            d.flag("a", "http://z", Duration::ZERO),
+            "an expired flag is flagged anew"
+        );
+    }
+
+    #[test]
+    fn checker_freshness() {
         assert!(is_fresh(
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -72,7 +72,9 @@ impl UpstreamPool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(key)?;
         while let Some(conn) = list.pop() {
-            if conn.since.elapsed() < self.idle_timeout && is_alive(conn.stream.raw_fd()) {
+            if conn.since.elapsed() < self.idle_timeout
+                && crate::net::is_quiet(conn.stream.raw_fd())
+            {
                 return Some(conn.stream);
             }
         }
@@ -94,25 +96,6 @@ impl UpstreamPool {
             list.push(Idle { stream, since: now });
         }
     }
-}
-
-/// An idle HTTP connection must have nothing to read: a 0-byte peek means the
-/// backend closed it, bytes mean it sent something unsolicited, and only
-/// "would block" means it is still open and quiet.
-fn is_alive(fd: std::os::fd::RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: recv on a valid, open fd owned by `stream`, into a 1-byte local
-    // buffer; MSG_PEEK leaves the socket's data untouched and MSG_DONTWAIT
-    // makes the call non-blocking whatever the fd's mode.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
 /// Connects to `addr` within `timeout`, with Nagle off (heads and small
