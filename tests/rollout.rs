@@ -290,3 +290,45 @@ fn a_destination_on_another_redis_server() {
         lopache::redis::Reply::Integer(0)
     );
 }
+
+#[test]
+fn rules_see_the_path_the_backend_sees_and_forward_it_unchanged() {
+    let redis = Redis::start();
+    let old = Backend::named("old");
+    let new = Backend::start(|r| harness::Reply::ok(&format!("new {}", r.target)));
+    redis.frontend("", "app.example", "app", &[old.url()]);
+    redis.frontend("rollout:", "app.example", "app", &[new.url()]);
+    redis.cmd(&["SADD", "paths:app.example", "/admin/*"]);
+    let routes = format!(
+        "[[routes]]\ncondition = {{ or = [ {{ path_prefix = \"/api/\" }}, \
+         {{ path_matches = {{ prefix = \"paths:\" }} }} ] }}\n\
+         destination = {{ random_backend_for_host = {{ driver = \"{}#rollout:\" }} }}\n",
+        redis.url()
+    );
+    let proxy = proxy_with_routes(&redis, &routes);
+    // Each reaches /api/x (or /admin/x) at a backend that decodes and
+    // resolves the path, so each is held to the rule.
+    for path in [
+        "/api/x",
+        "/%61pi/x",
+        "//api/x",
+        "/x/../api/x",
+        "/./api/x",
+        "/%2E%2E/api/x",
+        "/admin/x",
+        "/%61dmin//x",
+        "/y/../admin/x",
+    ] {
+        assert_eq!(
+            get_with(&proxy, path, None),
+            format!("new {path}"),
+            "{path}"
+        );
+    }
+    assert_eq!(get_with(&proxy, "/apix", None), "old");
+    assert_eq!(
+        get_with(&proxy, "/%2Fapi/x", None),
+        "old",
+        "an encoded slash is data"
+    );
+}

@@ -27,7 +27,7 @@ use crate::io::pump::{BodyRelay, ChunkedMode};
 pub type Target = fn(&[u8]);
 
 /// Every fuzz target by name, as `fuzz/` and the corpus test know them.
-pub const TARGETS: [(&str, Target); 10] = [
+pub const TARGETS: [(&str, Target); 11] = [
     ("request_head", request_head),
     ("response_head", response_head),
     ("chunked", chunked),
@@ -38,6 +38,7 @@ pub const TARGETS: [(&str, Target); 10] = [
     ("response_reparse", response_reparse),
     ("path_patterns", path_patterns),
     ("cert_keys", cert_keys),
+    ("normalize_path", normalize_path),
 ];
 
 /// Small limits, so the fuzzer reaches every limit branch quickly.
@@ -169,6 +170,21 @@ pub fn path_patterns(data: &[u8]) {
             let got: Vec<String> = patterns.iter().map(|(a, b)| format!("{a}{b}")).collect();
             assert_eq!(got, want);
             assert_eq!(patterns.len(), want.len());
+        }
+    }
+}
+
+/// The path route rules see: normalising is idempotent, and what comes out
+/// has no empty, `.` or `..` segment (nothing a backend would resolve
+/// further) and no escape of an unreserved character.
+pub fn normalize_path(data: &[u8]) {
+    let once = crate::routing::rules::normalize_path(data);
+    assert_eq!(crate::routing::rules::normalize_path(once.as_bytes()), once);
+    if let Some(inner) = once.strip_prefix('/') {
+        let segments: Vec<&str> = inner.split('/').collect();
+        for (i, seg) in segments.iter().enumerate() {
+            assert!(*seg != "." && *seg != "..", "{once:?}");
+            assert!(!seg.is_empty() || i + 1 == segments.len(), "{once:?}");
         }
     }
 }

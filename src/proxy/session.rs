@@ -359,7 +359,7 @@ fn request_facts(head_bytes: &[u8], head: &RequestHead) -> RequestFacts {
         .map(|h| String::from_utf8_lossy(h.value(head_bytes)).into_owned())
         .collect();
     RequestFacts {
-        path: String::from_utf8_lossy(path).into_owned(),
+        path: crate::routing::rules::normalize_path(path),
         cookies: cookies.join("; "),
     }
 }

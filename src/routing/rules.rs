@@ -9,10 +9,81 @@ use crate::config::routes::Condition;
 /// What the conditions look at in a request.
 #[derive(Debug, Clone, Default)]
 pub struct RequestFacts {
-    /// The request path without query string.
+    /// The request path without query string, normalised ([`normalize_path`]).
     pub path: String,
     /// The Cookie header values, joined with `; `.
     pub cookies: String,
+}
+
+/// The path as a backend reads it, for route conditions (the request itself
+/// is forwarded unchanged): percent-encoded unreserved characters decoded
+/// (RFC 3986 section 6.2.2.2), repeated slashes merged (as nginx's
+/// `merge_slashes`), then dot-segments removed (section 5.2.4). Otherwise a
+/// rule on `/api/` would miss `/%61pi/x`, `//api/x` and `/x/../api/x`, which
+/// reach `/api/x` all the same. Case is kept; other escapes stay as sent.
+pub fn normalize_path(raw: &[u8]) -> String {
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let byte = match raw[i..] {
+            [b'%', h, l, ..] => match (hex(h), hex(l)) {
+                (Some(h), Some(l)) if is_unreserved(h << 4 | l) => Some(h << 4 | l),
+                _ => None,
+            },
+            _ => None,
+        };
+        match byte {
+            Some(b) => {
+                decoded.push(b);
+                i += 3;
+            }
+            None => {
+                // A repeated slash is merged into one.
+                if !(raw[i] == b'/' && decoded.last() == Some(&b'/')) {
+                    decoded.push(raw[i]);
+                }
+                i += 1;
+            }
+        }
+    }
+    let mut out: Vec<&[u8]> = Vec::new();
+    let absolute = decoded.first() == Some(&b'/');
+    let segments: Vec<&[u8]> = decoded.split(|&b| b == b'/').collect();
+    let last = segments.len().saturating_sub(1);
+    for (n, segment) in segments.iter().enumerate() {
+        match *segment {
+            b"." => {}
+            b".." => {
+                out.pop();
+            }
+            s if n == 0 && absolute => debug_assert!(s.is_empty()),
+            s => out.push(s),
+        }
+        // A path ending in a dot-segment ends in a slash (`/a/..` is `/`).
+        if n == last && n > 0 && matches!(*segment, b"." | b"..") {
+            out.push(b"");
+        }
+    }
+    let mut path = Vec::with_capacity(decoded.len());
+    for (n, segment) in out.iter().enumerate() {
+        if absolute || n > 0 {
+            path.push(b'/');
+        }
+        path.extend_from_slice(segment);
+    }
+    if path.is_empty() && absolute {
+        path.push(b'/');
+    }
+    String::from_utf8_lossy(&path).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// RFC 3986 section 2.3.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
 /// A truth value that may not be known yet.
@@ -201,6 +272,32 @@ fn eval(c: &Condition, facts: &RequestFacts, answers: &[bool], next: &mut usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_normalised_as_backends_read_them() {
+        let table = [
+            ("/api/x", "/api/x"),
+            ("/%61pi/x", "/api/x"),
+            ("/%41PI/x", "/API/x"),
+            ("//api//x", "/api/x"),
+            ("/x/../api/x", "/api/x"),
+            ("/./api/./x", "/api/x"),
+            ("/%2e%2e/api", "/api"),
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            ("/..", "/"),
+            ("/../../x", "/x"),
+            ("/", "/"),
+            ("/a%2Fb", "/a%2Fb"),
+            ("/a%20b", "/a%20b"),
+            ("/%zz", "/%zz"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("*", "*"),
+        ];
+        for (raw, want) in table {
+            assert_eq!(normalize_path(raw.as_bytes()), want, "{raw}");
+        }
+    }
 
     fn facts(path: &str, cookies: &str) -> RequestFacts {
         RequestFacts {
