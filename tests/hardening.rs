@@ -324,9 +324,13 @@ fn lopaches_own_fd_shortage_is_a_503_and_marks_nothing_dead() {
     let b = Backend::named("b");
     let redis = Redis::start();
     redis.frontend("", "app.example", "app", &[a.url(), b.url()]);
+    // The same backends by name: resolving needs descriptors too.
+    let by_name = |be: &Backend| format!("http://localhost:{}", be.addr.port());
+    redis.frontend("", "named.example", "named", &[by_name(&a), by_name(&b)]);
     let cfg = harness::proxy::config(
         &format!("{:?}", redis.url()),
-        "workers = 1\nhttp_keep_alive = false\ndebug_headers = true\nretry_on_error = 3",
+        "workers = 1\nhttp_keep_alive = false\ndebug_headers = true\nretry_on_error = 3\n\
+         dns_ttl = 0",
     );
     let proxy = Lopache::start_wrapped(&cfg, &["prlimit", "--nofile=64:64", "--"]);
     let mut client = RawConn::connect(proxy.addr);
@@ -343,8 +347,21 @@ fn lopaches_own_fd_shortage_is_a_503_and_marks_nothing_dead() {
             (503, Some("local-resources"))
         );
     }
+    // By name, the shortage shows while resolving or while connecting:
+    // lopache's failure either way, never a dead backend.
+    for _ in 0..3 {
+        client.send(b"GET / HTTP/1.1\r\nHost: named.example\r\nX-Debug: 1\r\n\r\n");
+        let r = client.read_response(false);
+        let error = r.header("x-debug-error").unwrap_or("").to_string();
+        assert!(
+            (r.status, error.as_str()) == (503, "local-resources")
+                || (r.status, error.as_str()) == (502, "dns-failed"),
+            "{} {error}",
+            r.status
+        );
+    }
     assert_eq!(
-        redis.calls("sadd") + redis.calls("publish"),
+        redis.calls("sadd") + redis.calls("publish") + redis.calls("eval"),
         0,
         "no backend marked dead"
     );
@@ -501,4 +518,113 @@ fn read_ahead_stays_within_its_bounds() {
         (503, Some("pool-exhausted"))
     );
     assert_eq!(body.len() as u64, BIG);
+}
+
+/// A backend that reads a request head, answers 413 at once without reading
+/// the body, and then closes (`close`) or keeps the connection without
+/// reading anything more.
+fn early_413(close: bool) -> String {
+    harness::backend::after_head(move |mut conn| {
+        let _ = conn.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!",
+        );
+        if !close {
+            std::thread::sleep(Duration::from_secs(20));
+        }
+    })
+}
+
+#[test]
+fn a_backend_refusing_a_body_early_is_answered_and_not_marked_dead() {
+    for close in [true, false] {
+        let url = early_413(close);
+        let redis = Redis::start();
+        // Two entries, so that a failure would be marked dead.
+        redis.frontend("", "app.example", "app", &[url.clone(), url]);
+        let proxy = Lopache::start(
+            &redis.url(),
+            "workers = 1\nresponse_timeout = 3\nretry_on_error = 0\ndebug_headers = true",
+        );
+        let mut c = RawConn::connect(proxy.addr);
+        c.send(b"POST /up HTTP/1.1\r\nHost: app.example\r\nX-Debug: 1\r\nContent-Length: 4000000\r\n\r\n");
+        // More than the 64 KiB buffered up front; then the rest, in pieces,
+        // while the backend has long answered.
+        let piece = vec![b'x'; 100_000];
+        c.stream
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        for _ in 0..40 {
+            // lopache stops reading once it has the answer: the client's
+            // writes then fail or time out, as with any server.
+            if c.stream.write_all(&piece).is_err() {
+                break;
+            }
+        }
+        let r = c.read_response(false);
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (413, "big!"),
+            "close={close}: {:?}",
+            r.header("x-debug-error")
+        );
+        assert_eq!(
+            redis.calls("eval") + redis.calls("sadd"),
+            0,
+            "close={close}: a backend refusing a body is not dead"
+        );
+    }
+}
+
+#[test]
+fn no_100_continue_for_http10_and_interim_heads_are_rewritten() {
+    let backend = Backend::start(|r| {
+        match r.target.as_str() {
+        "/hints" => Reply::Raw(
+            b"HTTP/1.1 103 Early Hints\nLink: </a.css>\nConnection: X-Hop\nX-Hop: 1\nContent-Length: 5\n\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+        ),
+        _ => Reply::ok(&format!("{}", r.body_len)),
+    }
+    });
+    let (_redis, proxy) = setup(&[&backend], "");
+    // HTTP/1.0 with Expect: no 1xx may go to a 1.0 client.
+    let mut c = RawConn::connect(proxy.addr);
+    c.send(b"POST / HTTP/1.0\r\nHost: app.example\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc");
+    let r = c.read_head();
+    assert_eq!(r.status, 200);
+    // An interim head reaches the client as lopache writes heads.
+    let mut c = RawConn::connect(proxy.addr);
+    c.send(b"GET /hints HTTP/1.1\r\nHost: app.example\r\n\r\n");
+    let hints = c.read_head();
+    assert_eq!(hints.status, 103);
+    assert_eq!(hints.header("link"), Some("</a.css>"));
+    for gone in ["x-hop", "content-length", "connection"] {
+        assert_eq!(hints.header(gone), None, "{gone}");
+    }
+    assert_eq!(c.read_response(false).text(), "ok");
+}
+
+#[test]
+fn buffered_bodies_stay_within_the_shards_buffer_budget() {
+    let backend = Backend::named("app");
+    // 1 MiB holds sixteen 64 KiB bodies; the rest stream as they come.
+    let (_redis, proxy) = setup(
+        &[&backend],
+        "workers = 1\nbuffer_budget_mb = 1\nclient_body_timeout = 3",
+    );
+    let mut clients: Vec<RawConn> = (0..40)
+        .map(|_| {
+            let mut c = RawConn::connect(proxy.addr);
+            c.send(b"POST /up HTTP/1.1\r\nHost: app.example\r\nContent-Length: 65536\r\n\r\nx");
+            c
+        })
+        .collect();
+    wait_for("the bodies beyond the budget to stream", || {
+        (backend.connections() == 24).then_some(())
+    });
+    for c in &mut clients {
+        assert_eq!(c.read_response(false).status, 408);
+    }
+    assert_eq!(backend.connections(), 24, "sixteen bodies were buffered");
 }

@@ -98,8 +98,9 @@ pub struct Config {
     pub client_header_timeout: Duration,
     /// `server.response_buffer_bytes`.
     pub response_buffer_bytes: usize,
-    /// `server.response_buffer_budget_mb` in bytes.
-    pub response_buffer_budget: usize,
+    /// `server.buffer_budget_mb` in bytes: request bodies buffered and
+    /// responses read ahead, over a shard.
+    pub buffer_budget: usize,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub redis_timeout: Duration,

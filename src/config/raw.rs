@@ -99,8 +99,9 @@ pub struct RawServer {
     /// Bytes of one response read from the backend ahead of a slow client,
     /// so that the backend's connection is released early.
     pub response_buffer_bytes: u64,
-    /// MiB one shard holds for all responses read ahead together.
-    pub response_buffer_budget_mb: u64,
+    /// MiB one shard holds for slow peers, request bodies buffered and
+    /// responses read ahead together.
+    pub buffer_budget_mb: u64,
 }
 
 impl Default for RawServer {
@@ -133,7 +134,7 @@ impl Default for RawServer {
             client_body_timeout: 30,
             client_header_timeout: 10,
             response_buffer_bytes: 1 << 20,
-            response_buffer_budget_mb: 256,
+            buffer_budget_mb: 256,
         }
     }
 }

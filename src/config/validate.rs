@@ -78,9 +78,9 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
             ));
         }
     }
-    if s.response_buffer_budget_mb > 1 << 20 {
+    if s.buffer_budget_mb > 1 << 20 {
         return Err(ConfigError::new(
-            "server.response_buffer_budget_mb",
+            "server.buffer_budget_mb",
             "at most 1048576",
         ));
     }
@@ -136,7 +136,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         client_body_timeout: Duration::from_secs(s.client_body_timeout),
         client_header_timeout: Duration::from_secs(s.client_header_timeout),
         response_buffer_bytes: s.response_buffer_bytes as usize,
-        response_buffer_budget: (s.response_buffer_budget_mb as usize).saturating_mul(1 << 20),
+        buffer_budget: (s.buffer_budget_mb as usize).saturating_mul(1 << 20),
         connect_timeout: Duration::from_secs(s.connect_timeout),
         response_timeout: Duration::from_secs(s.response_timeout),
         redis_timeout: Duration::from_millis(s.redis_timeout_ms),

@@ -218,8 +218,14 @@ impl ChunkedDecoder {
                 if self.state == TrailerLineStart {
                     self.name_len = 0;
                 }
+                // Kept as a CGI-style backend reads it (`_` as `-`), so that
+                // `Content_Length` is refused like `Content-Length`.
                 if let Some(slot) = self.name.get_mut(self.name_len) {
-                    *slot = b.to_ascii_lowercase();
+                    *slot = if b == b'_' {
+                        b'-'
+                    } else {
+                        b.to_ascii_lowercase()
+                    };
                 }
                 self.name_len += 1;
                 self.trailer_byte(TrailerName)?

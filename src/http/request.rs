@@ -252,7 +252,9 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         Version::Http11 => !conn_close,
         Version::Http10 => conn_keep_alive && !conn_close,
     };
-    head.expect_continue &= !head.body.is_empty();
+    // RFC 9110 section 10.1.1: 100-continue in an HTTP/1.0 request is
+    // ignored (no 1xx may be sent to a 1.0 client).
+    head.expect_continue &= !head.body.is_empty() && version == Version::Http11;
     // RFC 6455 section 4.1: the opening handshake is an HTTP/1.1 GET.
     head.upgrade_websocket =
         conn_upgrade && upgrade_ws && version == Version::Http11 && head.method == Method::Get;

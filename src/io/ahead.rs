@@ -6,7 +6,6 @@
 //! connections. Reading and writing overlap: the next read runs while the
 //! previous piece is being written, so a fast client loses nothing.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -15,49 +14,19 @@ use std::task::Poll;
 use bytes::BytesMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
+use super::budget::{Budget, Charge};
 use super::pump::{BodyRelay, Deadlines, RelayError};
 use super::timed::{read_some, write_all, IoFailure};
 use super::RELAY_CHUNK;
 
 /// How far a body may be read ahead of its destination.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReadAhead<'b> {
     /// Bytes held for one response at most (`server.response_buffer_bytes`).
     pub per_response: usize,
-    /// Bytes the shard may still hold for all responses together; read-ahead
-    /// beyond one relay chunk stops while it is used up.
-    pub shard_left: &'b Cell<usize>,
-}
-
-/// Bytes charged to the shard's budget, given back however the relay ends.
-struct Charge<'b> {
-    budget: &'b Cell<usize>,
-    /// Bytes read ahead and not yet written.
-    held: usize,
-    /// The part of `held` taken from the budget (less when it ran dry).
-    taken: usize,
-}
-
-impl Charge<'_> {
-    fn add(&mut self, n: usize) {
-        let take = n.min(self.budget.get());
-        self.budget.set(self.budget.get() - take);
-        self.taken += take;
-        self.held += n;
-    }
-
-    fn release(&mut self, n: usize) {
-        self.held -= n.min(self.held);
-        let back = self.taken.saturating_sub(self.held);
-        self.taken -= back;
-        self.budget.set(self.budget.get() + back);
-    }
-}
-
-impl Drop for Charge<'_> {
-    fn drop(&mut self) {
-        self.release(self.held);
-    }
+    /// The shard's buffer budget; read-ahead beyond one relay chunk stops
+    /// while it is used up.
+    pub budget: &'b Budget,
 }
 
 type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -90,11 +59,7 @@ impl BodyRelay {
         W: AsyncWriteRent + 'a,
     {
         let mut queue: VecDeque<BytesMut> = VecDeque::new();
-        let mut charge = Charge {
-            budget: ahead.shard_left,
-            held: 0,
-            taken: 0,
-        };
+        let mut charge = Charge::new(ahead.budget);
         let mut source = Some((src, buf));
         let mut done_reading = Some(done_reading);
         let mut idle_dst: Option<&'a mut W> = None;
@@ -130,8 +95,8 @@ impl BodyRelay {
                     }));
                 }
             }
-            let may_read = charge.held < RELAY_CHUNK
-                || (charge.held < ahead.per_response && ahead.shard_left.get() > 0);
+            let may_read = charge.held() < RELAY_CHUNK
+                || (charge.held() < ahead.per_response && charge.room_for(1));
             if reading.is_none() && !self.is_done() && may_read {
                 if let Some((mut src, mut buf)) = source.take() {
                     reading = Some(Box::pin(async move {
@@ -175,31 +140,5 @@ impl BodyRelay {
                 Event::Read(Err(e), _, _) => return Err(RelayError::Read(e)),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_charge_gives_back_what_it_held_however_the_relay_ends() {
-        let budget = Cell::new(100);
-        {
-            let mut charge = Charge {
-                budget: &budget,
-                held: 0,
-                taken: 0,
-            };
-            charge.add(60);
-            assert_eq!(budget.get(), 40);
-            charge.release(10);
-            assert_eq!((budget.get(), charge.held), (50, 50));
-            charge.add(80); // over budget: the shard's figure stops at zero
-            assert_eq!((budget.get(), charge.held), (0, 130));
-            charge.release(100);
-            assert_eq!((budget.get(), charge.held), (70, 30));
-        }
-        assert_eq!(budget.get(), 100, "dropped: the budget is whole again");
     }
 }

@@ -3,6 +3,7 @@
 //! body's size.
 
 pub mod ahead;
+pub mod budget;
 pub mod pump;
 pub mod relay;
 pub mod timed;

@@ -27,6 +27,10 @@ pub enum RelayError {
     Chunked(#[from] ChunkedError),
     #[error("writing: {0}")]
     Write(IoFailure),
+    /// The destination sent something (or closed) before the body was all
+    /// written: see [`BodyRelay::run_watching`].
+    #[error("the destination answered before the body ended")]
+    Answered,
 }
 
 /// How a chunked body reaches the destination.
@@ -190,7 +194,23 @@ impl BodyRelay {
         dst: &mut W,
         deadlines: Deadlines,
     ) -> Result<u64, RelayError> {
+        self.run_watching(src, buf, dst, deadlines, &|| false).await
+    }
+
+    /// [`run`](Self::run), stopping with [`RelayError::Answered`] when
+    /// `answered()` says so before a piece is read.
+    pub async fn run_watching<R: AsyncReadRent, W: AsyncWriteRent>(
+        &mut self,
+        src: &mut R,
+        buf: &mut BytesMut,
+        dst: &mut W,
+        deadlines: Deadlines,
+        answered: &dyn Fn() -> bool,
+    ) -> Result<u64, RelayError> {
         loop {
+            if !matches!(self.state, State::Done) && answered() {
+                return Err(RelayError::Answered);
+            }
             match &mut self.state {
                 State::Done => return Ok(self.written),
                 State::Length(left) => {

@@ -44,6 +44,8 @@ pub enum ProxyError {
     RouteTooLarge,
     #[error("more path segments than route conditions take")]
     PathTooLong,
+    #[error("the backend's host name did not resolve")]
+    DnsFailed,
 }
 
 impl ProxyError {
@@ -61,7 +63,8 @@ impl ProxyError {
             | ProxyError::UpstreamFailed
             | ProxyError::BadUpstreamResponse
             | ProxyError::BadBackendUrl
-            | ProxyError::RouteTooLarge => 502,
+            | ProxyError::RouteTooLarge
+            | ProxyError::DnsFailed => 502,
             ProxyError::UpstreamTimeout => 504,
         }
     }
@@ -78,7 +81,8 @@ impl ProxyError {
             | ProxyError::BadBackendUrl
             | ProxyError::PoolExhausted
             | ProxyError::LocalResources
-            | ProxyError::RouteTooLarge => Side::Lopache,
+            | ProxyError::RouteTooLarge
+            | ProxyError::DnsFailed => Side::Lopache,
             ProxyError::NoLiveBackend
             | ProxyError::UpstreamConnect
             | ProxyError::UpstreamFailed
@@ -106,6 +110,7 @@ impl ProxyError {
             ProxyError::LocalResources => "local-resources",
             ProxyError::RouteTooLarge => "route-too-large",
             ProxyError::PathTooLong => "path-too-long",
+            ProxyError::DnsFailed => "dns-failed",
         }
     }
 }

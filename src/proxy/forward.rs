@@ -20,8 +20,9 @@ use crate::http::response::{parse_response, ResponseHead};
 use crate::http::rewrite::{client_response, ClientFraming};
 use crate::http::{BodyKind, Version};
 use crate::io::ahead::ReadAhead;
+use crate::io::budget::Charge;
 use crate::io::pump::{BodyRelay, ChunkedMode, Deadlines, RelayError};
-use crate::io::timed::{read_some, write_all, IoFailure};
+use crate::io::timed::{read_into_spare, read_some, write_all, IoFailure};
 use crate::observe::metrics;
 use crate::routing::cache::RouteCache;
 use crate::routing::dead::{self, DeadMark};
@@ -72,6 +73,9 @@ pub(super) struct Exchange {
     pub body_buffered: bool,
     /// lopache already answered `Expect: 100-continue` itself.
     pub continue_sent: bool,
+    /// The buffered body's share of the shard's buffer budget, given back
+    /// once the body has gone upstream (or the exchange ends).
+    pub body_charge: Option<Charge>,
 }
 
 impl Exchange {
@@ -94,6 +98,7 @@ impl Exchange {
             body_consumed: head.body.is_empty(),
             body_buffered: head.body.is_empty(),
             continue_sent: false,
+            body_charge: None,
         }
     }
 
@@ -300,11 +305,27 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
             return failed(ProxyError::BadBackendUrl, false, false);
         }
     };
-    let addr = match shard.dns.resolve(backend.host, backend.port).await {
-        Ok(a) => a,
-        Err(e) => {
+    // A name that does not resolve says nothing about the backend's health
+    // (the resolver, or lopache's own descriptors, may be what failed): no
+    // dead mark, no retry, and no longer than `connect_timeout`.
+    let resolved = monoio::time::timeout(
+        cfg.connect_timeout,
+        shard.dns.resolve(backend.host, backend.port),
+    )
+    .await;
+    let addr = match resolved {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) if crate::net::is_local_shortage(&e) => {
+            local_shortage(shard, &backend.host, &e);
+            return failed(ProxyError::LocalResources, false, false);
+        }
+        Ok(Err(e)) => {
             log_debug!("resolving {} failed: {e}", backend.host);
-            return failed(ProxyError::UpstreamConnect, true, true);
+            return failed(ProxyError::DnsFailed, false, false);
+        }
+        Err(_) => {
+            log_debug!("resolving {} timed out", backend.host);
+            return failed(ProxyError::DnsFailed, false, false);
         }
     };
     // A full pool is lopache's limit (`max_sockets`), not the backend's
@@ -332,7 +353,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         {
             Ok(s) => (s, false),
             Err(e) if crate::net::is_local_shortage(&e) => {
-                local_shortage(shard, addr, &e);
+                local_shortage(shard, &addr, &e);
                 return failed(ProxyError::LocalResources, false, false);
             }
             Err(e) => {
@@ -356,20 +377,21 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     let mut first = Vec::with_capacity(up_head.len() + early);
     first.extend_from_slice(up_head);
     first.extend_from_slice(&client.buf[..early]);
-    if write_all(&mut up, first, Some(cfg.response_timeout))
-        .await
-        .is_err()
-    {
-        // A pooled connection the backend had closed is not the backend's fault.
-        return failed(
-            ProxyError::UpstreamFailed,
-            !reused,
-            reused || exchange.replayable(),
-        );
+    // The request body was not all sent (the backend stopped taking it).
+    let mut body_cut = false;
+    match write_all(&mut up, first, Some(cfg.response_timeout)).await {
+        Ok(_) => {
+            request_body.commit(after_early);
+            client.buf.advance(early);
+            exchange.body_charge = None;
+        }
+        // A pooled connection the backend had closed is not its fault.
+        Err(_) if reused => return failed(ProxyError::UpstreamFailed, false, true),
+        // A backend may refuse a body by answering and closing at once.
+        Err(_) if !exchange.body.is_empty() => body_cut = true,
+        Err(_) => return failed(ProxyError::UpstreamFailed, true, exchange.replayable()),
     }
-    request_body.commit(after_early);
-    client.buf.advance(early);
-    if exchange.expect_continue && !exchange.continue_sent {
+    if exchange.expect_continue && !exchange.continue_sent && !body_cut {
         // We answer 100 ourselves (Expect is not forwarded), once a backend is ready.
         if write_all(
             &mut client.stream,
@@ -382,14 +404,25 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
             return Attempt::Done(Next::Close);
         }
     }
-    if !exchange.body.is_empty() {
+    if !exchange.body.is_empty() && !body_cut {
         let deadlines = Deadlines {
             read: Some(cfg.client_body_timeout),
             write: Some(cfg.response_timeout),
         };
-        let relayed =
-            Box::pin(request_body.run(&mut client.stream, &mut client.buf, &mut up, deadlines))
-                .await;
+        // A backend may answer before it has the whole body (a 413 for an
+        // upload it will not take) and stop reading: between pieces the
+        // relay looks for such an answer (plain TCP only: a TLS connection
+        // carries records, session tickets say, that are no answer).
+        let plain = up.plain_fd();
+        let answered = move || plain.is_some_and(|fd| !crate::net::is_quiet(fd));
+        let relayed = Box::pin(request_body.run_watching(
+            &mut client.stream,
+            &mut client.buf,
+            &mut up,
+            deadlines,
+            &answered,
+        ))
+        .await;
         match relayed {
             Ok(_) => exchange.body_consumed = true,
             Err(RelayError::Read(IoFailure::Timeout)) => {
@@ -403,7 +436,11 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
                 log_debug!("invalid chunked request body: {e}");
                 return Attempt::Done(refuse_body(shard, client).await);
             }
-            Err(RelayError::Write(_)) => return failed(ProxyError::UpstreamFailed, true, false),
+            // The backend stopped taking the body, or answered before it
+            // had it all. Its answer (if any) is relayed and both
+            // connections close; closing on a body it refuses is its right,
+            // so no answer is a 502 but never a dead mark.
+            Err(RelayError::Write(_) | RelayError::Answered) => body_cut = true,
         }
     }
 
@@ -411,7 +448,11 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     // `response_timeout` bounds the wait for the final status line, however
     // many interim responses come first, and those are counted too: a
     // backend streaming `100 Continue` forever is a broken backend.
-    let final_deadline = crate::clock::from_now(cfg.response_timeout);
+    let final_deadline = match body_cut {
+        // An answer that came early is already here (or never will be).
+        true => crate::clock::from_now(cfg.response_timeout.min(EARLY_ANSWER_WAIT)),
+        false => crate::clock::from_now(cfg.response_timeout),
+    };
     let mut interim_seen = 0;
     let resp = loop {
         let was_head = exchange.method == Method::Head;
@@ -428,7 +469,19 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
                 // if we did not already send our own).
                 let pass = exchange.version == Version::Http11
                     && !(r.status == 100 && exchange.expect_continue);
-                let interim = ubuf.split_to(r.len);
+                // Rewritten like a final head (hop-by-hop and framing fields
+                // dropped, lines in CRLF), not passed on byte for byte.
+                let mut interim = Vec::with_capacity(r.len);
+                client_response(
+                    &ubuf[..r.len],
+                    &r,
+                    exchange.version,
+                    true,
+                    ClientFraming::AsIs,
+                    b"",
+                    &mut interim,
+                );
+                ubuf.advance(r.len);
                 if pass
                     && write_all(&mut client.stream, interim, cfg.tcp_timeout)
                         .await
@@ -450,6 +503,9 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
                 .await;
             }
             Ok(r) => break r,
+            Err(HeadFailure::Timeout | HeadFailure::Closed) if body_cut => {
+                return failed(ProxyError::UpstreamFailed, false, false);
+            }
             Err(HeadFailure::Timeout) => return failed(ProxyError::UpstreamTimeout, true, false),
             Err(HeadFailure::Closed) => {
                 return failed(ProxyError::UpstreamFailed, !reused, exchange.replayable());
@@ -497,7 +553,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     exchange.bytes = response_body.written;
     // After an upgrade request that was refused, the backend's view of the
     // connection is uncertain: do not reuse it.
-    let reuse = resp.reusable && cfg.http_keep_alive && !exchange.upgrade;
+    let reuse = resp.reusable && cfg.http_keep_alive && !exchange.upgrade && !body_cut;
     // The upstream connection (and its `max_sockets` slot) goes back as soon
     // as the backend's response is read in full, before the client has taken
     // it: a slow reader holds only its own connection.
@@ -521,7 +577,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         };
         let ahead = ReadAhead {
             per_response: cfg.response_buffer_bytes,
-            shard_left: &shard.response_buffer_left,
+            budget: &shard.buffer_budget,
         };
         let relay =
             response_body.run_ahead(up, ubuf, out, &mut client.stream, ahead, deadlines, release);
@@ -538,6 +594,10 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     }
     Attempt::Done(if client_keep {
         Next::KeepAlive
+    } else if !exchange.body_consumed {
+        // The client may still be sending the body the backend refused:
+        // closing at once would reset the connection under our answer.
+        Next::CloseLinger
     } else {
         Next::Close
     })
@@ -571,6 +631,19 @@ async fn buffer_request_body<S: AsyncReadRent + AsyncWriteRent>(
         }
         exchange.continue_sent = true;
     }
+    let want = match exchange.body {
+        BodyKind::Length(n) => usize::try_from(n).map_or(usize::MAX, |n| n),
+        _ => usize::MAX,
+    }
+    .min(cfg.request_buffer_bytes);
+    let mut charge = Charge::new(&shard.buffer_budget);
+    if !charge.room_for(want) {
+        // The shard holds all it may for slow peers: this body streams.
+        exchange.body_buffered = true;
+        return Ok(());
+    }
+    charge.add(want);
+    exchange.body_charge = Some(charge);
     let deadline = crate::clock::from_now(cfg.client_body_timeout);
     let mut relay = BodyRelay::new(exchange.body, ChunkedMode::Verbatim, &cfg.limits);
     let mut scanned = 0;
@@ -590,7 +663,13 @@ async fn buffer_request_body<S: AsyncReadRent + AsyncWriteRent>(
             return Ok(());
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        match read_some(&mut client.stream, &mut client.buf, Some(left)).await {
+        // Room for what is still to come, and no more: a body read in 32 KiB
+        // steps would double its buffer past what it needs.
+        let missing = want.saturating_sub(scanned).max(1024);
+        if client.buf.capacity() - client.buf.len() < missing {
+            client.buf.reserve(missing);
+        }
+        match read_into_spare(&mut client.stream, &mut client.buf, Some(left)).await {
             Ok(0) | Err(IoFailure::Io(_)) => return Err(Next::Close),
             Ok(_) => {}
             Err(IoFailure::Timeout) => {
@@ -604,7 +683,7 @@ async fn buffer_request_body<S: AsyncReadRent + AsyncWriteRent>(
 
 /// lopache could not open an upstream socket for want of its own resources:
 /// counted, and logged at most once a second per shard.
-fn local_shortage(shard: &Shard, addr: std::net::SocketAddr, e: &std::io::Error) {
+fn local_shortage(shard: &Shard, addr: &dyn std::fmt::Display, e: &std::io::Error) {
     metrics::add(&shard.metrics.local_errors, 1);
     if let Some(suppressed) = shard
         .local_error_log
@@ -680,6 +759,10 @@ async fn refuse_body<S: AsyncWriteRent>(shard: &Shard, client: &mut Client<S>) -
     let _ = write_all(&mut client.stream, out, shard.config.tcp_timeout).await;
     Next::CloseLinger
 }
+
+/// How long an answer that came before the whole request body is waited for
+/// once the backend stopped taking the body.
+const EARLY_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Interim (1xx) responses taken before the final one; more is a 502.
 const MAX_INTERIM_RESPONSES: usize = 32;

@@ -24,7 +24,7 @@ pub enum RouteError {
     #[error("{0}")]
     BadReply(#[from] lookup::LookupError),
     #[error("{0}")]
-    PathTooLong(#[from] rules::TooManySegments),
+    PathTooLong(#[from] rules::PathTooLong),
 }
 
 /// Looks the host up: `Ok(None)` when no frontend matches.
@@ -61,6 +61,9 @@ pub async fn choose_destination<'t>(
         let dest = &route.destination;
         let queries = path_queries(&route.condition);
         let patterns = PathPatterns::new(&facts.path, max_segments)?;
+        for (prefix, _) in &queries {
+            patterns.check_bytes(prefix.len() + host.len())?;
+        }
         let mut answers = vec![false; queries.len()];
         let mut prefetched = None;
         let mut servers: Vec<usize> = queries.iter().map(|q| q.1).collect();

@@ -116,17 +116,37 @@ pub struct PathPatterns<'p> {
     path: &'p str,
 }
 
-/// The path has more segments than `limits.path_segments`.
+/// Why a path is refused before its patterns are built (414).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("more than {0} path segments")]
-pub struct TooManySegments(pub usize);
+pub enum PathTooLong {
+    #[error("more than {0} path segments")]
+    Segments(usize),
+    /// The queries would carry more than this many bytes to Redis.
+    #[error("path patterns of more than {0} bytes")]
+    Bytes(usize),
+}
+
+/// Bytes of SISMEMBER keys and patterns one condition may send to Redis
+/// for one request: 32 patterns of an 8 KiB path would be 256 KiB, 30 times
+/// what the client sent.
+pub const MAX_PATTERN_BYTES: usize = 32 * 1024;
 
 impl<'p> PathPatterns<'p> {
-    pub fn new(path: &'p str, max_segments: usize) -> Result<Self, TooManySegments> {
+    pub fn new(path: &'p str, max_segments: usize) -> Result<Self, PathTooLong> {
         if path.bytes().filter(|&b| b == b'/').count() > max_segments {
-            return Err(TooManySegments(max_segments));
+            return Err(PathTooLong::Segments(max_segments));
         }
         Ok(PathPatterns { path })
+    }
+
+    /// Checks what the queries for these patterns would send, each under a
+    /// key of `key_len` bytes, against [`MAX_PATTERN_BYTES`].
+    pub fn check_bytes(&self, key_len: usize) -> Result<(), PathTooLong> {
+        let bytes: usize = self.iter().map(|(a, b)| a.len() + b.len() + key_len).sum();
+        match bytes > MAX_PATTERN_BYTES {
+            true => Err(PathTooLong::Bytes(MAX_PATTERN_BYTES)),
+            false => Ok(()),
+        }
     }
 
     /// How many patterns there are.

@@ -53,9 +53,9 @@ pub struct Shard {
     pub access_log: Option<AccessLog>,
     /// This shard's counters, read by the admin endpoint.
     pub metrics: Arc<ShardMetrics>,
-    /// Bytes this shard may still read ahead of slow clients, over all
-    /// responses (`server.response_buffer_budget_mb`).
-    pub response_buffer_left: std::cell::Cell<usize>,
+    /// Bytes this shard may still hold for slow peers, request bodies and
+    /// responses together (`server.buffer_budget_mb`).
+    pub buffer_budget: crate::io::budget::Budget,
     /// Rate limit for the warning about lopache's own shortages.
     pub local_error_log: log::RateLimit,
     /// Rate limit for the warning about unusable backend URLs in Redis.
@@ -91,7 +91,7 @@ impl Shard {
             metrics,
             local_error_log: log::RateLimit::default(),
             bad_url_log: log::RateLimit::default(),
-            response_buffer_left: std::cell::Cell::new(config.response_buffer_budget),
+            buffer_budget: std::rc::Rc::new(std::cell::Cell::new(config.buffer_budget)),
             read_waits_in_kernel: false,
             config,
         }

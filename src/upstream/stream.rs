@@ -22,6 +22,15 @@ impl UpstreamStream {
         UpstreamStream::Tls(Box::new(stream), fd)
     }
 
+    /// The socket of a plain TCP connection (`None` over TLS, where bytes
+    /// to read are not necessarily application data).
+    pub fn plain_fd(&self) -> Option<RawFd> {
+        match self {
+            UpstreamStream::Plain(s) => Some(s.as_raw_fd()),
+            UpstreamStream::Tls(..) => None,
+        }
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         match self {
             UpstreamStream::Plain(s) => s.as_raw_fd(),

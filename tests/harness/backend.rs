@@ -347,3 +347,26 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Received> {
     req.body_hash = hash;
     Some(req)
 }
+
+/// A raw backend for answers the scriptable one cannot give: for each
+/// connection it reads one request head, then hands the socket to `then`
+/// (which may write anything, stall, or close). Returns its URL.
+pub fn after_head(then: impl Fn(TcpStream) + Send + Sync + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let then = Arc::new(then);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let then = then.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                then(conn);
+            });
+        }
+    });
+    url
+}
