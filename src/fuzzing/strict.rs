@@ -163,9 +163,11 @@ fn field_line(line: &[u8]) -> Strict<(Vec<u8>, Vec<u8>)> {
 fn content_length(msg: &Message) -> Strict<Option<u64>> {
     match msg.headers_named(b"content-length")[..] {
         [] => Ok(None),
-        [v] if !v.is_empty() && v.len() < 19 && v.iter().all(u8::is_ascii_digit) => {
-            Ok(std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()))
-        }
+        [v] if !v.is_empty() && v.iter().all(u8::is_ascii_digit) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| "Content-Length over 2^64".into()),
         _ => Err("Content-Length not a single plain number".into()),
     }
 }
