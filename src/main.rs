@@ -103,14 +103,16 @@ fn main() -> ExitCode {
 
 /// A worker: the config text and sockets come from the master.
 fn run_worker(path: &std::path::Path) -> ExitCode {
-    let (text, ready) = match lopache::master::worker_inputs() {
+    let (text, files, ready) = match lopache::master::worker_inputs() {
         Ok(inputs) => inputs,
         Err(e) => {
             eprintln!("lopache: {e}");
             return ExitCode::from(2);
         }
     };
-    let config = match lopache::config::from_text(path, &text) {
+    // The files the config names come from the master, as it read them
+    // when it validated this text: the last configuration that validated.
+    let config = match lopache::config::from_text_with(path, &text, files) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("lopache: config error: {e}");

@@ -194,23 +194,97 @@ fn a_replacement_runs_the_last_good_config_even_if_the_file_broke_since() {
     assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");
 }
 
+/// lopache with an HTTPS listener whose certificate and key are files in
+/// `dir`, and an HTTP one; `server` lines go to `[server]`.
+fn with_certificate_files(
+    redis: &Redis,
+    dir: &TempDir,
+    server: &str,
+) -> (Lopache, harness::tls::Pki) {
+    let pki = harness::tls::Pki::new();
+    pki.leaf(&["app.example"]).write(dir.path(), "site");
+    let cfg = format!(
+        "driver = {:?}\n[server]\nworkers = 1\n{server}\n[http]\nport = 0\nbind = [\"127.0.0.1\"]\n\
+         [https]\nport = 0\nbind = [\"127.0.0.1\"]\ncert = {:?}\nkey = {:?}\n",
+        redis.url(),
+        dir.path().join("site.crt"),
+        dir.path().join("site.key")
+    );
+    (Lopache::start_config(&cfg, &[]), pki)
+}
+
+/// The certificate file is gone and the key file holds another key: what
+/// the master read when it validated the config is what workers get.
+fn break_certificate_files(dir: &TempDir, pki: &harness::tls::Pki) {
+    std::fs::remove_file(dir.path().join("site.crt")).unwrap();
+    std::fs::write(dir.path().join("site.key"), pki.leaf(&["other"]).key_pem).unwrap();
+}
+
+fn https_answers(proxy: &Lopache, pki: &harness::tls::Pki) -> bool {
+    let client = pki.client(&[&rustls::version::TLS13]);
+    harness::tls::connect(proxy.https_addr.unwrap(), "app.example", client).is_ok_and(|mut c| {
+        c.send(b"GET / HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n");
+        c.read_response(false).status == 200
+    })
+}
+
+#[test]
+fn a_worker_restarted_after_a_crash_uses_the_certificates_the_master_read() {
+    let (redis, _backend) = app_on_one_backend();
+    let dir = TempDir::new("certs");
+    let (proxy, pki) = with_certificate_files(&redis, &dir, "");
+    assert!(https_answers(&proxy, &pki));
+    break_certificate_files(&dir, &pki);
+    // A reload now is refused and the running config kept, as before ...
+    proxy.signal("HUP");
+    proxy.wait_for_log("still serving the previous config", 1);
+    // ... and so is a worker started after a crash: plain HTTP and TLS both
+    // keep answering, with the certificate that validated.
+    send_signal(proxy.worker_pid(), "KILL");
+    proxy.wait_for_log("serving (restart)", 1);
+    assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");
+    assert!(https_answers(&proxy, &pki));
+    assert!(
+        !proxy.stderr().contains("config error"),
+        "{}",
+        proxy.stderr()
+    );
+}
+
+#[test]
+fn the_memory_guard_replacement_uses_the_certificates_the_master_read() {
+    let (redis, _backend) = app_on_one_backend();
+    let dir = TempDir::new("certs");
+    let (proxy, pki) = with_certificate_files(&redis, &dir, "memory_limit_mb = 1");
+    break_certificate_files(&dir, &pki);
+    proxy.wait_for_log("serving (memory limit)", 1);
+    assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");
+    assert!(https_answers(&proxy, &pki));
+    let log = proxy.stderr();
+    assert!(!log.contains("config error"), "{log}");
+    assert!(log.contains("server.memory_limit_mb = 1 is below"), "{log}");
+}
+
 #[test]
 fn a_crash_loop_backs_off_and_recovers() {
     let (redis, _backend) = app_on_one_backend();
-    // Workers read the error page directory at start: while it is missing,
-    // every replacement dies before serving.
-    let pages = TempDir::new("pages");
-    let dir = pages.path().join("static");
-    std::fs::create_dir(&dir).unwrap();
-    let proxy = Lopache::start(&redis.url(), &format!("static_dir = {:?}", dir));
-    std::fs::remove_dir(&dir).unwrap();
-    send_signal(proxy.worker_pid(), "KILL");
+    let proxy = Lopache::start(&redis.url(), "");
+    // Three workers in a row die young (killed as soon as they serve).
+    for served in 1..=3 {
+        let pid = wait_for("a worker serving", || {
+            let pids = proxy.serving_pids();
+            (pids.len() == served).then(|| pids[served - 1])
+        });
+        send_signal(pid, "KILL");
+    }
     proxy.wait_for_log("workers keep dying young (3 in a row)", 1);
     let stderr = proxy.stderr();
     assert!(stderr.contains("next start in 100 ms"), "{stderr}");
     assert!(stderr.contains("next start in 200 ms"), "{stderr}");
-    std::fs::create_dir(&dir).unwrap();
-    proxy.wait_for_log("serving (restart)", 1);
+    // Left alone, the next one serves.
+    wait_for("a fourth worker serving", || {
+        (proxy.serving_pids().len() == 4).then_some(())
+    });
     assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");
 }
 

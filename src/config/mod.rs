@@ -1,6 +1,7 @@
 //! Configuration: raw serde structs (unknown keys refused) are validated into a
 //! frozen [`Config`] before any thread starts. Every error names its key.
 
+pub mod files;
 mod hipache_json;
 pub mod raw;
 pub mod routes;
@@ -128,6 +129,9 @@ pub struct Config {
     pub memory_limit: Option<u64>,
     /// Keys of the drop-in JSON config that are not implemented, one warning each.
     pub warnings: Vec<String>,
+    /// Every file the config names, as read when it was validated: the
+    /// workers started for this config read these, not the disk.
+    pub files: files::Files,
 }
 
 /// The config path when `--config` is not given: `config.toml`, or
@@ -152,27 +156,33 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
 }
 
 /// Validates `text` as the file at `path` would be: JSON when the name ends
-/// in `.json`, TOML otherwise, relative paths resolved against its directory.
+/// in `.json`, TOML otherwise, relative paths resolved against its
+/// directory, the files it names read from disk.
 pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    from_text_with(path, text, files::Files::from_disk())
+}
+
+/// [`from_text`], with the files it names read through `files` (a worker
+/// passes what the master read when it validated the same text).
+pub fn from_text_with(path: &Path, text: &str, files: files::Files) -> Result<Config, ConfigError> {
     let base = path.parent().unwrap_or(Path::new("."));
     if path.extension().is_some_and(|e| e == "json") {
-        return from_json(text, base);
+        let (raw, ignored) = hipache_json::translate(text)?;
+        let mut config = validate::validate(raw, base, files)?;
+        config.warnings.splice(0..0, ignored);
+        return Ok(config);
     }
-    from_toml(text, base)
+    validate::validate(parse_raw(text)?, base, files)
 }
 
 /// Parses and validates TOML text; relative paths in it resolve against `base`.
 pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
-    let raw = parse_raw(text)?;
-    validate::validate(raw, base)
+    from_text_with(&base.join("config.toml"), text, files::Files::from_disk())
 }
 
 /// Translates a Hipache/Lopache config.json and validates the result.
 pub fn from_json(text: &str, base: &Path) -> Result<Config, ConfigError> {
-    let (raw, ignored) = hipache_json::translate(text)?;
-    let mut config = validate::validate(raw, base)?;
-    config.warnings.splice(0..0, ignored);
-    Ok(config)
+    from_text_with(&base.join("config.json"), text, files::Files::from_disk())
 }
 
 fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
+use super::files::Files;
 use super::raw::{BindSpec, RawCondition, RawConfig};
 use super::routes::RouteTable;
 use super::HttpsListener;
@@ -19,11 +20,19 @@ use crate::tls::{backend_client_config, load_certified_key, server_config, Prese
 /// bodies to disk instead).
 const MAX_BUFFER_BYTES: u64 = 64 << 20;
 
+/// A worker's resident set right after it starts is 15-25 MiB; a memory
+/// limit below this replaces every worker as soon as it has served a while.
+const MIN_MEMORY_LIMIT_MB: u64 = 64;
+
 /// Every duration key is at most a year: longer means "never" in practice,
 /// and a bound keeps deadline arithmetic far from overflowing.
 const MAX_DURATION_SECS: u64 = 365 * 24 * 3600;
 
-pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+pub(super) fn validate(
+    raw: RawConfig,
+    base: &Path,
+    mut files: Files,
+) -> Result<Config, ConfigError> {
     let main_driver = driver(&raw.driver.urls(), "driver")?;
     let s = &raw.server;
     let workers = match s.workers {
@@ -89,7 +98,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
     }
     let error_pages = match s.static_dir.as_str() {
         "" => ErrorPages::builtin(),
-        dir => ErrorPages::load(&base.join(dir)).map_err(|e| {
+        dir => ErrorPages::load(&mut files, &base.join(dir)).map_err(|e| {
             ConfigError::new("server.static_dir", format!("cannot read {dir}: {e}"))
         })?,
     };
@@ -101,9 +110,9 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
             "no listener: give at least one address",
         ));
     }
-    let https_listeners = https(&raw, base, &http_listeners)?;
+    let https_listeners = https(&raw, base, &http_listeners, &mut files)?;
     let backend_ca = (!s.backend_ca.is_empty()).then(|| base.join(&s.backend_ca));
-    let backend_tls = backend_client_config(backend_ca.as_deref())?;
+    let backend_tls = backend_client_config(&mut files, backend_ca.as_deref())?;
     if !raw.admin.bind.is_empty() && raw.admin.bind.parse::<SocketAddr>().is_err() {
         return Err(ConfigError::new(
             "admin.bind",
@@ -158,7 +167,10 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         run_as,
         route_cache: (s.route_cache_ms > 0).then(|| Duration::from_millis(s.route_cache_ms)),
         memory_limit: (s.memory_limit_mb > 0).then(|| s.memory_limit_mb.saturating_mul(1 << 20)),
-        warnings: Vec::new(),
+        warnings: memory_limit_warning(s.memory_limit_mb)
+            .into_iter()
+            .collect(),
+        files,
         raw,
     })
 }
@@ -169,6 +181,7 @@ fn https(
     raw: &RawConfig,
     base: &Path,
     http: &[SocketAddr],
+    files: &mut Files,
 ) -> Result<Vec<HttpsListener>, ConfigError> {
     let h = &raw.https;
     let preset = Preset::parse(&h.preset).ok_or_else(|| {
@@ -177,21 +190,22 @@ fn https(
     if h.bind.is_empty() {
         return Ok(Vec::new());
     }
-    let load = |cert: &str, key: &str, cert_key: &str, key_key: &str| match (
+    let load = |files: &mut Files, cert: &str, key: &str, cert_key: &str, key_key: &str| match (
         cert.is_empty(),
         key.is_empty(),
     ) {
         (true, true) => Ok(None),
         (false, false) => {
-            load_certified_key(&base.join(cert), &base.join(key), cert_key, key_key).map(Some)
+            load_certified_key(files, &base.join(cert), &base.join(key), cert_key, key_key)
+                .map(Some)
         }
         (true, false) => Err(ConfigError::new(cert_key, format!("needed with {key_key}"))),
         (false, true) => Err(ConfigError::new(key_key, format!("needed with {cert_key}"))),
     };
-    let section_default = load(&h.cert, &h.key, "https.cert", "https.key")?;
+    let section_default = load(files, &h.cert, &h.key, "https.cert", "https.key")?;
     let by_name = match h.certificates_dir.as_str() {
         "" => SniResolver::default(),
-        dir => SniResolver::load_dir(&base.join(dir))?,
+        dir => SniResolver::load_dir(files, &base.join(dir))?,
     };
     let mut out: Vec<HttpsListener> = Vec::new();
     for (i, b) in h.bind.iter().enumerate() {
@@ -203,6 +217,7 @@ fn https(
         }
         let own = match b {
             BindSpec::Table(t) => load(
+                files,
                 t.cert.as_deref().unwrap_or(""),
                 t.key.as_deref().unwrap_or(""),
                 &format!("{key}.cert"),
@@ -226,6 +241,17 @@ fn https(
         });
     }
     Ok(out)
+}
+
+/// A limit a worker cannot stay under is allowed (tests use one to make the
+/// guard act), but said so at start.
+fn memory_limit_warning(mb: u64) -> Option<String> {
+    (mb > 0 && mb < MIN_MEMORY_LIMIT_MB).then(|| {
+        format!(
+            "server.memory_limit_mb = {mb} is below what a worker needs ({MIN_MEMORY_LIMIT_MB} MiB at the least): \
+             every worker will be replaced soon after it starts"
+        )
+    })
 }
 
 fn positive(v: u64, key: &str) -> Result<(), ConfigError> {

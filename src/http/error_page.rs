@@ -57,12 +57,12 @@ impl ErrorPages {
     }
 
     /// Reads every `error_<code>.html` and `error_default.html` in `dir`.
-    pub fn load(dir: &Path) -> std::io::Result<Self> {
+    pub fn load(files: &mut crate::config::files::Files, dir: &Path) -> std::io::Result<Self> {
         let mut pages = ErrorPages::default();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for path in files.read_dir(dir)? {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
             let Some(stem) = name
                 .strip_prefix("error_")
                 .and_then(|n| n.strip_suffix(".html"))
@@ -70,9 +70,9 @@ impl ErrorPages {
                 continue;
             };
             if stem == "default" {
-                pages.custom_default = Some(std::fs::read(entry.path())?);
+                pages.custom_default = Some(files.read(&path)?);
             } else if let Ok(code) = stem.parse::<u16>() {
-                pages.custom.insert(code, std::fs::read(entry.path())?);
+                pages.custom.insert(code, files.read(&path)?);
             }
         }
         Ok(pages)
@@ -142,7 +142,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("error_502.html"), "custom 502").unwrap();
         std::fs::write(dir.join("error_default.html"), "custom default").unwrap();
-        let p = ErrorPages::load(&dir).unwrap();
+        let p = ErrorPages::load(&mut crate::config::files::Files::from_disk(), &dir).unwrap();
         assert_eq!(p.body(502), b"custom 502");
         assert_eq!(p.body(504), b"custom default");
         std::fs::remove_dir_all(&dir).unwrap();

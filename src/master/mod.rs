@@ -97,6 +97,9 @@ struct Master {
     /// When to start a replacement worker (after a crash).
     restart_at: Option<Instant>,
     next_memory_check: Instant,
+    /// Pause before the memory guard tries again after its replacement
+    /// failed to start (doubles, as crash restarts do).
+    memory_backoff: Duration,
     /// Set on SIGTERM/SIGINT/SIGQUIT.
     stopping: bool,
     /// No worker has served yet: a failing first worker ends the master.
@@ -147,6 +150,7 @@ pub fn run(config_path: PathBuf, config: Config, text: String) -> ExitCode {
         crashes: 0,
         restart_at: None,
         next_memory_check: Instant::now() + MEMORY_CHECK,
+        memory_backoff: MEMORY_CHECK,
         stopping: false,
         first_start: true,
     };
@@ -342,6 +346,7 @@ impl Master {
                 &self.argv0,
                 &self.config_path,
                 &text,
+                &config.files,
                 &self.sockets,
             )
             .map_err(|e| format!("cannot run the worker: {e}")),
@@ -420,6 +425,9 @@ impl Master {
         self.config = config;
         self.text = text;
         self.first_start = false;
+        if why == Why::Memory {
+            self.memory_backoff = MEMORY_CHECK;
+        }
         if self.reload_queued {
             self.reload_queued = false;
             self.reload(Why::Reload);
@@ -445,6 +453,16 @@ impl Master {
             self.forget_unused_sockets();
             if self.serving.is_none() && !self.stopping {
                 self.schedule_restart(p.worker.started.elapsed());
+            }
+            if p.why == Why::Memory {
+                // A replacement that cannot start would otherwise be tried
+                // again at the next check, every second.
+                self.memory_backoff = (self.memory_backoff * 2).min(BACKOFF_MAX);
+                self.next_memory_check = crate::clock::from_now(self.memory_backoff);
+                log_warn!(
+                    "memory limit: next replacement in {} ms",
+                    self.memory_backoff.as_millis()
+                );
             }
             return Ok(());
         }

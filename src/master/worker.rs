@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use crate::config::files::Files;
 use crate::net::sockets::{set_fd_cloexec, SocketKey, Sockets, SOCKETS_ENV};
 
 /// Names the descriptor holding the config text.
@@ -77,9 +78,10 @@ pub fn spawn(
     argv0: &OsString,
     config_path: &Path,
     config_text: &str,
+    files: &Files,
     sockets: &Sockets,
 ) -> io::Result<Worker> {
-    let config = config_memfd(config_text)?;
+    let config = config_memfd(config_text, files)?;
     let (ready_read, ready_write) = pipe()?;
     let mut inherit = sockets.raw_fds();
     inherit.push(config.as_raw_fd());
@@ -124,8 +126,9 @@ pub fn spawn(
     })
 }
 
-/// An anonymous in-memory file holding `text`, rewound.
-fn config_memfd(text: &str) -> io::Result<File> {
+/// An anonymous in-memory file holding `text` and the files it names (as
+/// the master read them), rewound: the text's length, the text, the files.
+fn config_memfd(text: &str, files: &Files) -> io::Result<File> {
     // SAFETY: memfd_create takes a NUL-terminated name and flags; the new
     // descriptor is owned by the File from here on.
     let fd = unsafe { libc::memfd_create(c"lopache-config".as_ptr(), libc::MFD_CLOEXEC) };
@@ -134,7 +137,9 @@ fn config_memfd(text: &str) -> io::Result<File> {
     }
     // SAFETY: `fd` was just created and is owned by nothing else.
     let mut file = unsafe { File::from_raw_fd(fd) };
+    file.write_all(&(text.len() as u64).to_le_bytes())?;
     file.write_all(text.as_bytes())?;
+    file.write_all(&files.encode())?;
     file.rewind()?;
     Ok(file)
 }
@@ -156,8 +161,9 @@ fn pipe() -> io::Result<(File, OwnedFd)> {
     Ok((read, write))
 }
 
-/// In the worker: the config text and the readiness pipe the master passed.
-pub fn worker_inputs() -> Result<(String, Option<File>), String> {
+/// In the worker: the config text, the files it names as the master read
+/// them, and the readiness pipe the master passed.
+pub fn worker_inputs() -> Result<(String, Files, Option<File>), String> {
     let fd_from = |name: &str| -> Result<Option<RawFd>, String> {
         match std::env::var(name) {
             Ok(v) => v
@@ -171,16 +177,31 @@ pub fn worker_inputs() -> Result<(String, Option<File>), String> {
         .ok_or_else(|| "--worker is only for processes the master starts".to_string())?;
     // SAFETY: the master passed these descriptors to this process alone.
     let mut config = unsafe { File::from_raw_fd(config_fd) };
-    let mut text = String::new();
+    let mut bundle = Vec::new();
     config
-        .read_to_string(&mut text)
+        .read_to_end(&mut bundle)
         .map_err(|e| format!("cannot read the config from the master: {e}"))?;
+    let (text, files) = split_bundle(&bundle)?;
     // SAFETY: as above, the readiness pipe's write end is ours alone.
     let ready = fd_from(READY_FD_ENV)?.map(|fd| unsafe { File::from_raw_fd(fd) });
     if let Some(r) = &ready {
         set_fd_cloexec(r.as_raw_fd(), true);
     }
-    Ok((text, ready))
+    Ok((text, files, ready))
+}
+
+/// The config text and the files from what [`config_memfd`] wrote.
+fn split_bundle(bundle: &[u8]) -> Result<(String, Files), String> {
+    let bad = || "the config from the master is cut short".to_string();
+    let (len, rest) = bundle.split_first_chunk::<8>().ok_or_else(bad)?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| bad())?;
+    if rest.len() < len {
+        return Err(bad());
+    }
+    let (text, files) = rest.split_at(len);
+    let text =
+        String::from_utf8(text.to_vec()).map_err(|_| "the config is not UTF-8".to_string())?;
+    Ok((text, Files::decode(files)?))
 }
 
 /// How a waited-for process ended, for the log.

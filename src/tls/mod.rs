@@ -20,6 +20,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
+use crate::config::files::Files;
 use crate::config::ConfigError;
 pub use sni::SniResolver;
 
@@ -62,18 +63,19 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// Reads a PEM certificate chain and private key (PKCS#8, PKCS#1 or SEC1)
 /// and checks that they belong together. Errors name `cert_key` / `key_key`.
 pub fn load_certified_key(
+    files: &mut Files,
     cert_path: &Path,
     key_path: &Path,
     cert_key: &str,
     key_key: &str,
 ) -> Result<Arc<CertifiedKey>, ConfigError> {
-    let cert_pem = std::fs::read(cert_path).map_err(|e| {
+    let cert_pem = files.read(cert_path).map_err(|e| {
         ConfigError::new(
             cert_key,
             format!("cannot read {}: {e}", cert_path.display()),
         )
     })?;
-    let key_pem = std::fs::read(key_path).map_err(|e| {
+    let key_pem = files.read(key_path).map_err(|e| {
         ConfigError::new(
             key_key,
             format!("cannot read a private key from {}: {e}", key_path.display()),
@@ -119,6 +121,7 @@ pub fn certified_key_from_pem(
 /// The client config for `https://` backends: the OS trust store (when one
 /// is installed) plus the PEM certificates in `backend_ca`, if given.
 pub fn backend_client_config(
+    files: &mut Files,
     backend_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
     let mut roots = rustls::RootCertStore::empty();
@@ -127,8 +130,11 @@ pub fn backend_client_config(
     }
     if let Some(path) = backend_ca {
         let key = "server.backend_ca";
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect::<Result<_, _>>())
+        let pem = files
+            .read(path)
+            .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
             .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
         if certs.is_empty() {
             return Err(ConfigError::new(

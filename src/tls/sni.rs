@@ -10,6 +10,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::load_certified_key;
+use crate::config::files::Files;
 use crate::config::ConfigError;
 
 #[derive(Debug, Default, Clone)]
@@ -36,15 +37,13 @@ impl SniResolver {
     }
 
     /// Loads every `<name>.crt` with its `<name>.key` from `dir`.
-    pub fn load_dir(dir: &Path) -> Result<SniResolver, ConfigError> {
+    pub fn load_dir(files: &mut Files, dir: &Path) -> Result<SniResolver, ConfigError> {
         let key = "https.certificates_dir";
-        let entries = std::fs::read_dir(dir)
+        let entries = files
+            .read_dir(dir)
             .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", dir.display())))?;
         let mut resolver = SniResolver::default();
-        for entry in entries {
-            let path = entry
-                .map_err(|e| ConfigError::new(key, e.to_string()))?
-                .path();
+        for path in entries {
             let (Some(name), Some("crt")) = (
                 path.file_stem().and_then(|s| s.to_str()),
                 path.extension().and_then(|e| e.to_str()),
@@ -53,6 +52,7 @@ impl SniResolver {
             };
             let key_path = path.with_extension("key");
             let pair = load_certified_key(
+                files,
                 &path,
                 &key_path,
                 &format!("{key} ({name}.crt)"),
