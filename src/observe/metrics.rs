@@ -74,8 +74,18 @@ pub struct ShardMetrics {
     pub pool_exhausted: AtomicU64,
     /// Request heads or bodies the client did not finish in time (408).
     pub client_timeouts: AtomicU64,
-    /// Idle upstream connections kept in the pool (refreshed every second).
+    /// Idle upstream connections kept in the pool (refreshed every second,
+    /// after the sweep that closes expired and peer-closed ones).
     pub pool_idle: AtomicU64,
+    /// Upstream connections opened.
+    pub upstream_opened: AtomicU64,
+    /// Idle upstream connections the sweep closed (expired or closed by
+    /// the backend).
+    pub upstream_idle_closed: AtomicU64,
+    /// Entries of the shard's per-backend and per-host maps (refreshed
+    /// every second): pool keys, names resolved, route cache, dead flags,
+    /// certificates from Redis.
+    pub map_sizes: [AtomicU64; 5],
     /// Request head to the end of the answer.
     pub request_latency: Histogram,
     /// Upstream request sent to the backend's response complete.
@@ -104,6 +114,9 @@ impl ShardMetrics {
         }
     }
 }
+
+/// The maps of `ShardMetrics::map_sizes`, in order.
+pub const MAP_NAMES: [&str; 5] = ["pool", "dns", "route_cache", "dead", "certificates"];
 
 /// Selects one of a shard's histograms.
 type PickHistogram = fn(&ShardMetrics) -> &Histogram;
@@ -219,6 +232,33 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
         "Request heads or bodies not received within client_header_timeout or client_body_timeout (408).",
         &|m| m.client_timeouts.load(Relaxed),
     );
+    series(
+        &mut out,
+        "lopache_upstream_opened_total",
+        "counter",
+        "Upstream connections opened.",
+        &|m| m.upstream_opened.load(Relaxed),
+    );
+    series(
+        &mut out,
+        "lopache_upstream_idle_closed_total",
+        "counter",
+        "Idle upstream connections closed by the pool's sweep (expired, or closed by the backend).",
+        &|m| m.upstream_idle_closed.load(Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP lopache_shard_map_entries Entries of a shard's per-backend and per-host maps.\n# TYPE lopache_shard_map_entries gauge"
+    );
+    for (i, m) in shards.iter().enumerate() {
+        for (name, n) in MAP_NAMES.iter().zip(&m.map_sizes) {
+            let _ = writeln!(
+                out,
+                "lopache_shard_map_entries{{shard=\"{i}\",map=\"{name}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+    }
     series(
         &mut out,
         "lopache_upstream_idle_connections",

@@ -351,7 +351,10 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         ))
         .await
         {
-            Ok(s) => (s, false),
+            Ok(s) => {
+                metrics::add(&shard.metrics.upstream_opened, 1);
+                (s, false)
+            }
             Err(e) if crate::net::is_local_shortage(&e) => {
                 local_shortage(shard, &addr, &e);
                 return failed(ProxyError::LocalResources, false, false);

@@ -94,6 +94,17 @@ impl RouteCache {
     pub fn clear(&self) {
         self.maps.borrow_mut().iter_mut().for_each(HashMap::clear);
     }
+
+    /// Forgets expired entries (run by the shard once a second, so hosts
+    /// nobody asks for again do not stay); returns how many are kept.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut maps = self.maps.borrow_mut();
+        for map in maps.iter_mut() {
+            map.retain(|_, c| c.until > now);
+        }
+        maps.iter().map(HashMap::len).sum()
+    }
 }
 
 #[cfg(test)]
@@ -136,5 +147,7 @@ mod tests {
         }
         let kept = cache.maps.borrow()[0].len();
         assert!((1..=MAX_ENTRIES).contains(&kept), "{kept} entries");
+        assert_eq!(short.sweep(), 0, "expired entries are swept");
+        assert_eq!(cache.sweep(), kept);
     }
 }

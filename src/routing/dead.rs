@@ -25,6 +25,18 @@ pub struct DeadBackends {
 }
 
 impl DeadBackends {
+    /// Forgets expired flags and the hosts left with none (run by the shard
+    /// once a second); returns how many flags are kept.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut map = self.until.borrow_mut();
+        map.retain(|_, flags| {
+            flags.retain(|(_, t)| *t > now);
+            !flags.is_empty()
+        });
+        map.values().map(Vec::len).sum()
+    }
+
     pub fn is_dead(&self, host: &str, url: &str) -> bool {
         let map = self.until.borrow();
         let Some(flags) = map.get(host) else {
@@ -181,6 +193,10 @@ mod tests {
             d.flag("a", "http://z", Duration::ZERO),
             "an expired flag is flagged anew"
         );
+        assert_eq!(d.sweep(), 2, "the expired flag goes");
+        assert!(d.flag("b", "http://x", Duration::ZERO));
+        assert_eq!(d.sweep(), 2, "and so does a host left with none");
+        assert!(!d.until.borrow().contains_key("b"));
     }
 
     #[test]

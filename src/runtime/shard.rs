@@ -26,7 +26,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::SyncSender;
 
 use crate::observe::access_log::{self, AccessLog};
-use crate::observe::metrics::ShardMetrics;
+use crate::observe::metrics::{self, ShardMetrics};
 use crate::routing::cache::RouteCache;
 
 /// Everything a connection task on this shard may use.
@@ -121,17 +121,31 @@ const MEMORY_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// activity, so after a burst an idle shard would keep its peak memory
 /// resident. Collecting once a second costs nothing measurable and keeps
 /// idle keep-alive connections cheap.
-/// The same tick refreshes the pool-size gauge.
+/// The same tick sweeps every per-backend and per-host map, so that what a
+/// backend or host left behind (an idle connection the backend closed, a
+/// name, a flag, a cached lookup) goes within a second of expiring, without
+/// waiting for traffic to the same backend; and it refreshes the gauges.
 async fn housekeeping(shard: Rc<Shard>) {
+    use std::sync::atomic::Ordering::Relaxed;
     loop {
         monoio::time::sleep(MEMORY_TRIM_INTERVAL).await;
+        let closed = shard.pool.sweep();
+        let m = &shard.metrics;
+        metrics::add(&m.upstream_idle_closed, closed as u64);
+        m.pool_idle.store(shard.pool.idle_count() as u64, Relaxed);
+        let sizes = [
+            shard.pool.key_count(),
+            shard.dns.sweep(),
+            shard.route_cache.sweep(),
+            shard.dead.sweep(),
+            shard.tls_certs.len(),
+        ];
+        for (gauge, n) in m.map_sizes.iter().zip(sizes) {
+            gauge.store(n as u64, Relaxed);
+        }
         // SAFETY: mi_collect only walks this thread's mimalloc heap and
         // purges pages it no longer uses; it takes no pointers from us.
         unsafe { libmimalloc_sys::mi_collect(true) };
-        shard.metrics.pool_idle.store(
-            shard.pool.idle_count() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
     }
 }
 

@@ -150,6 +150,15 @@ impl RedisCertCache {
         None
     }
 
+    /// Certificates kept now (the LRU bounds them).
+    pub fn len(&self) -> usize {
+        self.configs.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn remember(&self, name: &str, key: Option<Rc<str>>) {
         self.names
             .borrow_mut()

@@ -32,6 +32,9 @@ pub async fn lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
+/// Names kept per shard; past this, expired ones go, and then all.
+const MAX_NAMES: usize = 10_000;
+
 /// Per-shard cache of resolved names with a fixed TTL.
 pub struct Resolver {
     ttl: Duration,
@@ -63,7 +66,24 @@ impl Resolver {
         }
         let addrs = lookup(host, port).await?;
         let addr = addrs[fastrand::usize(..addrs.len())];
-        self.cache.borrow_mut().insert(key, (addr, Instant::now()));
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= MAX_NAMES {
+            let ttl = self.ttl;
+            cache.retain(|_, (_, at)| at.elapsed() < ttl);
+            if cache.len() >= MAX_NAMES {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (addr, Instant::now()));
         Ok(addr)
+    }
+
+    /// Forgets expired names (run by the shard once a second, so names of
+    /// backends long gone do not stay); returns how many are kept.
+    pub fn sweep(&self) -> usize {
+        let ttl = self.ttl;
+        let mut cache = self.cache.borrow_mut();
+        cache.retain(|_, (_, at)| at.elapsed() < ttl);
+        cache.len()
     }
 }

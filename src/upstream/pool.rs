@@ -86,6 +86,37 @@ impl UpstreamPool {
         self.idle.borrow().values().map(Vec::len).sum()
     }
 
+    /// Backends with idle connections or a connection slot map entry.
+    pub fn key_count(&self) -> usize {
+        self.idle.borrow().len() + self.in_use.borrow().len()
+    }
+
+    /// Closes idle connections that expired or that the backend closed (a
+    /// socket it closed would otherwise sit in CLOSE-WAIT until the same
+    /// backend is used again, which after a deploy is never), and forgets
+    /// backends nobody uses: their idle lists once empty, their slot
+    /// semaphores once no request holds or waits for one. Run once a second
+    /// by the shard; returns how many connections it closed.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut closed = 0;
+        self.idle.borrow_mut().retain(|_, list| {
+            let before = list.len();
+            list.retain(|c| {
+                now.duration_since(c.since) < self.idle_timeout
+                    && crate::net::is_quiet(c.stream.raw_fd())
+            });
+            closed += before - list.len();
+            !list.is_empty()
+        });
+        // A semaphore is shared only with the permits and waiters of
+        // requests in flight: alone, it serves nobody.
+        self.in_use
+            .borrow_mut()
+            .retain(|_, sem| Rc::strong_count(sem) > 1);
+        closed
+    }
+
     /// Keeps `stream` for reuse, unless `max_sockets` idle ones are already kept.
     pub fn put_idle(&self, key: PoolKey, stream: UpstreamStream) {
         let mut idle = self.idle.borrow_mut();

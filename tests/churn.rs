@@ -1,0 +1,119 @@
+//! PaaS churn: backends come and go, each used a few times. Whatever a
+//! backend leaves behind on a shard (a pooled connection it closed, a slot
+//! semaphore, a resolved name, a dead flag) goes within a sweep interval of
+//! expiring, without further traffic to that backend.
+
+mod harness;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use harness::{get, wait_for, Lopache, Redis};
+
+/// A backend that answers one keep-alive request, then closes the
+/// connection after `idle` (as backends with a short keep-alive do).
+fn closes_when_idle(idle: Duration) -> String {
+    harness::backend::after_head(move |mut conn| {
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        std::thread::sleep(idle);
+    })
+}
+
+/// Sockets of `pid`'s network namespace in CLOSE-WAIT towards `port`.
+fn close_wait_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap()
+        + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 3
+                && cols[3] == "08"
+                && cols[2]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        })
+        .count()
+}
+
+fn metric(admin: SocketAddr, name_and_labels: &str) -> u64 {
+    let text = harness::request(admin, "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+    text.lines()
+        .filter(|l| l.starts_with(name_and_labels))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+fn start(redis: &Redis, server: &str) -> Lopache {
+    let cfg = format!(
+        "{}[admin]\nbind = \"127.0.0.1:0\"\n",
+        harness::proxy::config(
+            &format!("{:?}", redis.url()),
+            &format!("workers = 1\n{server}")
+        )
+    );
+    Lopache::start_config(&cfg, &[])
+}
+
+#[test]
+fn a_pooled_connection_the_backend_closed_is_released_within_a_sweep() {
+    let redis = Redis::start();
+    let url = closes_when_idle(Duration::from_millis(200));
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    redis.frontend("", "app.example", "app", &[url]);
+    // A long idle timeout: only the backend's close can end the connection.
+    let proxy = start(&redis, "upstream_idle_timeout = 3600");
+    assert_eq!(get(proxy.addr, "app.example", "/").text(), "ok");
+    wait_for("the backend to close its end", || {
+        (close_wait_to(port) > 0).then_some(())
+    });
+    wait_for("lopache to release its end", || {
+        (close_wait_to(port) == 0).then_some(())
+    });
+    let admin = proxy.admin_addr.unwrap();
+    assert_eq!(metric(admin, "lopache_upstream_idle_closed_total"), 1);
+    assert_eq!(metric(admin, "lopache_upstream_idle_connections"), 0);
+}
+
+#[test]
+fn hundreds_of_short_lived_backends_leave_nothing_behind() {
+    let redis = Redis::start();
+    let proxy = start(&redis, "upstream_idle_timeout = 1\ndns_ttl = 1");
+    let admin = proxy.admin_addr.unwrap();
+    // The connection to Redis is opened by the first lookup.
+    assert_eq!(get(proxy.addr, "nobody.example", "/").status, 400);
+    let baseline = proxy.fd_count();
+    // 300 backends, each behind a host of its own and used once; named by
+    // host name, so that the resolver cache fills too.
+    let backends: Vec<harness::Backend> = (0..300)
+        .map(|i| harness::Backend::named(&format!("b{i}")))
+        .collect();
+    for (i, b) in backends.iter().enumerate() {
+        let url = format!("http://localhost:{}", b.addr.port());
+        redis.frontend("", &format!("h{i}.example"), "h", &[url]);
+        assert_eq!(
+            get(proxy.addr, &format!("h{i}.example"), "/").text(),
+            format!("b{i}")
+        );
+    }
+    assert!(
+        proxy.fd_count() >= baseline + 250,
+        "pooled: {}",
+        proxy.fd_count()
+    );
+    // No request to them afterwards: within the idle timeout and a sweep,
+    // descriptors and maps are back where they started.
+    wait_for("the pooled connections to close", || {
+        (proxy.fd_count() <= baseline).then_some(())
+    });
+    wait_for("the shard's maps to empty", || {
+        let pool = metric(admin, "lopache_shard_map_entries{shard=\"0\",map=\"pool\"}");
+        let dns = metric(admin, "lopache_shard_map_entries{shard=\"0\",map=\"dns\"}");
+        (pool == 0 && dns == 0).then_some(())
+    });
+    assert!(metric(admin, "lopache_upstream_opened_total") >= 300);
+}
