@@ -4,6 +4,7 @@
 //! is skipped when it reaches the front. For maps keyed by what the network
 //! or Redis chooses (SNI names, Redis keys), which must stay bounded.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
@@ -37,11 +38,18 @@ impl<K: Clone + Eq + Hash, V> Lru<K, V> {
     }
 
     /// The entry for `key`, now the most recently used.
-    pub fn get(&mut self, key: &K) -> Option<&V> {
+    pub fn get<Q>(&mut self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let stamp = self.tick();
-        let entry = self.entries.get_mut(key)?;
-        entry.1 = stamp;
-        self.uses.push_back((key.clone(), stamp));
+        let (owned, _) = self.entries.get_key_value(key)?;
+        let owned = owned.clone();
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.1 = stamp;
+        }
+        self.uses.push_back((owned, stamp));
         self.compact();
         self.entries.get(key).map(|(v, _)| v)
     }

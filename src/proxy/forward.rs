@@ -457,8 +457,8 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         false => crate::clock::from_now(cfg.response_timeout),
     };
     let mut interim_seen = 0;
+    let was_head = exchange.method == Method::Head;
     let resp = loop {
-        let was_head = exchange.method == Method::Head;
         match read_response_head(shard, &mut up, &mut ubuf, was_head, final_deadline).await {
             Ok(r) if r.is_interim() && interim_seen == MAX_INTERIM_RESPONSES => {
                 log_debug!(
@@ -472,26 +472,28 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
                 // if we did not already send our own).
                 let pass = exchange.version == Version::Http11
                     && !(r.status == 100 && exchange.expect_continue);
-                // Rewritten like a final head (hop-by-hop and framing fields
-                // dropped, lines in CRLF), not passed on byte for byte.
-                let mut interim = Vec::with_capacity(r.len);
-                client_response(
-                    &ubuf[..r.len],
-                    &r,
-                    exchange.version,
-                    true,
-                    ClientFraming::AsIs,
-                    b"",
-                    &mut interim,
-                );
-                ubuf.advance(r.len);
-                if pass
-                    && write_all(&mut client.stream, interim, cfg.tcp_timeout)
+                if pass {
+                    // Rewritten like a final head (hop-by-hop and framing
+                    // fields dropped, lines in CRLF), not passed on byte for
+                    // byte.
+                    let mut interim = Vec::with_capacity(r.len);
+                    client_response(
+                        &ubuf[..r.len],
+                        &r,
+                        exchange.version,
+                        true,
+                        ClientFraming::AsIs,
+                        b"",
+                        &mut interim,
+                    );
+                    if write_all(&mut client.stream, interim, cfg.tcp_timeout)
                         .await
                         .is_err()
-                {
-                    return Attempt::Done(Next::Close);
+                    {
+                        return Attempt::Done(Next::Close);
+                    }
                 }
+                ubuf.advance(r.len);
             }
             Ok(r) if r.status == 101 => {
                 // Only a real WebSocket switch opens a tunnel; a 101 nobody

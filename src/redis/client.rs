@@ -423,8 +423,8 @@ async fn work_queued(inner: &Inner) {
 /// How the Redis server has been doing, for the log and the back-off.
 struct Health {
     backoff: Duration,
-    /// Why it is unavailable, while it is (logged once when it starts).
-    outage: Option<String>,
+    /// It is unavailable (logged once when that starts, once when it ends).
+    outage: bool,
     /// Batches have been answered with error replies (`-LOADING`, `-NOAUTH`,
     /// a wrong type...) since the last batch without.
     erroring: bool,
@@ -438,7 +438,7 @@ impl Health {
     fn new() -> Health {
         Health {
             backoff: MIN_BACKOFF,
-            outage: None,
+            outage: false,
             erroring: false,
             error_log: RateLimit::default(),
         }
@@ -447,10 +447,10 @@ impl Health {
     /// A batch failed: log the start of an outage, and back off (queries
     /// fail at once until then), whether connecting or the exchange failed.
     fn failed(&mut self, inner: &Inner, why: String) {
-        if self.outage.is_none() {
+        if !self.outage {
             log_warn!("redis {} unavailable: {why}", inner.url.masked());
         }
-        self.outage = Some(why);
+        self.outage = true;
         inner
             .down_until
             .set(Some(crate::clock::from_now(self.backoff)));
@@ -459,7 +459,7 @@ impl Health {
 
     /// A batch was answered: the end of an outage, and error replies.
     fn answered(&mut self, inner: &Inner, replies: &[Reply]) {
-        if self.outage.take().is_some() {
+        if std::mem::take(&mut self.outage) {
             log_info!("redis {} is back", inner.url.masked());
         }
         self.backoff = MIN_BACKOFF;

@@ -76,7 +76,7 @@ impl RedisCertCache {
         let known = self
             .names
             .borrow_mut()
-            .get(&name.to_string())
+            .get(name)
             .filter(|(_, at)| at.elapsed() < self.ttl)
             .map(|(key, _)| key.clone());
         match known {
