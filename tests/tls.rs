@@ -162,6 +162,60 @@ fn presets_choose_protocol_versions() {
     );
 }
 
+/// A TLS 1.2 client asking to renegotiate is told no at once (the
+/// `no_renegotiation` alert), not left waiting for an answer; with
+/// `tcp_timeout = 0` it would otherwise wait forever.
+#[test]
+fn renegotiation_is_refused_at_once() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    let pki = Pki::new();
+    let (_dir, files) = site_files(&pki, "secure.example");
+    let redis = Redis::start();
+    let cfg = format!(
+        "driver = {:?}\n[server]\nworkers = 1\ntcp_timeout = 0\n[http]\nport = 0\n\
+         bind = [\"127.0.0.1\"]\n[https]\nport = 0\nbind = [\"127.0.0.1\"]\n{files}",
+        redis.url()
+    );
+    let proxy = Lopache::start_config(&cfg, &[]);
+    let mut client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_2",
+            "-msg",
+            "-servername",
+            "secure.example",
+        ])
+        .arg("-connect")
+        .arg(proxy.https_addr.unwrap().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl (scripts/test.sh installs it)");
+    let seen = Arc::new(Mutex::new(String::new()));
+    let out = BufReader::new(client.stdout.take().unwrap());
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    let has = |what: &str| seen.lock().unwrap().contains(what).then_some(());
+    harness::wait_for("the TLS 1.2 handshake", || has("Verify return code"));
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"R\n").unwrap();
+    stdin.flush().unwrap();
+    harness::wait_for("the no_renegotiation alert", || {
+        has("warning no_renegotiation")
+    });
+    let _ = client.kill();
+    let _ = client.wait();
+}
+
 #[test]
 fn plaintext_on_the_tls_port_is_closed_promptly() {
     let pki = Pki::new();

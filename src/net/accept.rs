@@ -16,7 +16,6 @@ use crate::runtime::Shard;
 use crate::tls::accept::TlsListener;
 use crate::tls::HANDSHAKE_TIMEOUT;
 use crate::{log_debug, log_error, log_warn};
-use monoio_rustls::TlsAcceptor;
 
 /// Pause after EMFILE/ENFILE/ENOBUFS/ENOMEM before accepting again.
 const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
@@ -91,7 +90,7 @@ pub async fn accept_loop(
                             // port, an unknown name) just closes the socket.
                             match monoio::time::timeout(
                                 HANDSHAKE_TIMEOUT,
-                                handshake(&shard, stream, &tls),
+                                crate::tls::accept::accept(&shard, stream, &tls),
                             )
                             .await
                             {
@@ -131,23 +130,6 @@ pub async fn accept_loop(
             return;
         }
     }
-}
-
-/// With certificates in Redis, the name must be seen before the config is
-/// chosen; otherwise monoio-rustls runs the whole handshake on the
-/// listener's config.
-async fn handshake(
-    shard: &Shard,
-    stream: monoio::net::TcpStream,
-    tls: &TlsListener,
-) -> std::io::Result<monoio_rustls::ServerTlsStream<monoio::net::TcpStream>> {
-    if tls.from_redis {
-        return crate::tls::accept::accept(shard, stream, tls).await;
-    }
-    TlsAcceptor::from(tls.config.clone())
-        .accept(stream)
-        .await
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// Errors about one aborted connection, not the listener.

@@ -8,7 +8,8 @@ use std::io;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
-use monoio_rustls::ServerTlsStream;
+
+use crate::tls::stream::TlsStream;
 
 pub trait ClientStream: AsyncReadRent + AsyncWriteRent + Split + Sized + 'static {
     /// Resolves when a read would find bytes, without holding a read buffer.
@@ -27,7 +28,7 @@ impl ClientStream for TcpStream {
     }
 }
 
-impl ClientStream for ServerTlsStream<TcpStream> {
+impl ClientStream for TlsStream {
     /// rustls may already hold decrypted bytes that no socket readiness would
     /// announce, so a TLS connection reads directly (and keeps its buffer).
     fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {

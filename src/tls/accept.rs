@@ -1,17 +1,17 @@
-//! The TLS handshake when certificates may come from Redis: read the
-//! ClientHello first (rustls' `Acceptor`), pick the server config for its
-//! name (files, then Redis, then the listener's default), then drive the rest
-//! of the handshake here and hand the connection to monoio-rustls.
+//! The TLS handshake: read the ClientHello first (rustls' `Acceptor`), pick
+//! the server config for its name (files, then Redis when
+//! `https.redis_certificates` is on, then the listener's default), then drive
+//! the rest of the handshake here and hand the connection to `TlsStream`.
 
 use std::io;
 use std::sync::Arc;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use monoio_rustls::ServerTlsStream;
 use rustls::server::Acceptor;
 use rustls::{ServerConfig, ServerConnection};
 
+use super::stream::TlsStream;
 use super::{Preset, SniResolver};
 use crate::runtime::Shard;
 
@@ -71,7 +71,7 @@ pub async fn accept(
     shard: &Shard,
     mut tcp: TcpStream,
     listener: &TlsListener,
-) -> io::Result<ServerTlsStream<TcpStream>> {
+) -> io::Result<TlsStream> {
     let mut acceptor = Acceptor::default();
     let mut buf = vec![0u8; READ_CHUNK];
     let accepted = loop {
@@ -113,7 +113,7 @@ pub async fn accept(
             }
         }
     }
-    Ok(ServerTlsStream::new(tcp, conn))
+    Ok(TlsStream::new(tcp, conn))
 }
 
 /// Files by exact name first; then Redis (exact, then wildcard); then the

@@ -4,12 +4,12 @@
 //! the `ring` provider.
 //!
 //! `https://` backends are verified against the OS trust store plus
-//! `server.backend_ca`. Not here yet: certificates held in Redis
-//! (`https.redis_certificates`).
+//! `server.backend_ca`.
 
 pub mod accept;
 pub mod redis_certs;
 mod sni;
+pub mod stream;
 
 use std::path::Path;
 use std::sync::Arc;
