@@ -14,8 +14,10 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v node >/dev/null || need_apt+=(nodejs)
 python3 -c 'import h11' 2>/dev/null || /usr/bin/python3 -c 'import h11' 2>/dev/null || need_apt+=(python3-h11)
-# The fd-shortage tests run lopache under prlimit.
-command -v prlimit >/dev/null || need_apt+=(util-linux)
+# The fd-shortage tests run lopache under prlimit; the resolver tests in a
+# private mount namespace (unshare -m, mount --bind of resolv.conf).
+command -v prlimit >/dev/null && command -v unshare >/dev/null || need_apt+=(util-linux)
+command -v mount >/dev/null || need_apt+=(mount)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

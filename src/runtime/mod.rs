@@ -119,9 +119,11 @@ pub fn run(
     if cores.is_empty() {
         log_warn!("cannot list CPU cores; shards will not be pinned");
     }
-    // Name resolution runs here, off the shards; two threads are plenty for
-    // lookups that are cached per shard.
-    let resolver_pool = monoio::blocking::DefaultThreadPool::new(2);
+    // Name resolution runs here, off the shards: as many threads as the
+    // shards may run resolutions at once, so none waits for another's.
+    let resolver_pool = monoio::blocking::DefaultThreadPool::new(
+        config.workers * crate::upstream::dns::LOOKUPS_PER_SHARD,
+    );
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let metrics: Vec<Arc<crate::observe::metrics::ShardMetrics>> =

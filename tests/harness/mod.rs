@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod dns;
 pub mod fake_redis;
 pub mod load;
 pub mod proxy;
