@@ -126,22 +126,112 @@ fn reloads_and_a_binary_upgrade_under_load_fail_no_request() {
     assert!(exe().to_string_lossy().ends_with("(deleted)"));
     proxy.signal("USR2");
     proxy.wait_for_log("serving (upgrade)", 1);
+    let new_master = wait_for("the new master to take over", || {
+        proxy.new_masters().first().copied()
+    });
+    load.wait_for_more(200);
+    // The old master retires once its worker has drained.
+    wait_for("the old master to exit", || {
+        (!proxy.alive_master()).then_some(())
+    });
     load.wait_for_more(200);
     let report = load.stop();
     eprintln!("reload under load: {report:?}");
     assert_eq!(report.failures, 0, "failed requests: {:?}", report.errors);
     assert_eq!(report.non_2xx, 0);
-    assert!(report.ok >= 900, "{report:?}");
-    // The same master, now running the new file; 7 workers in turn.
-    assert!(proxy.alive_master());
-    assert_eq!(proxy.pid(), master);
-    assert_eq!(exe(), binary);
+    assert!(report.ok >= 1100, "{report:?}");
+    // A new master runs the new file, started by the old one; 7 workers in
+    // turn.
+    assert_ne!(new_master, master);
+    assert!(!is_dead(new_master));
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{new_master}/exe")).unwrap(),
+        binary
+    );
     assert_eq!(proxy.serving_pids().len(), 7, "{}", proxy.stderr());
     // Every retired worker drained and exited.
     for pid in &proxy.serving_pids()[..6] {
         let pid = *pid;
         wait_for("an old worker to exit", || is_dead(pid).then_some(()));
     }
+}
+
+/// A new binary that passes `--dry` but cannot start (here: the loader
+/// fails, as with a missing shared library) leaves the old master and its
+/// worker serving, under load, with not one request failed.
+#[test]
+fn a_failed_binary_upgrade_keeps_the_old_image_serving() {
+    use std::os::unix::fs::PermissionsExt;
+    let (redis, _backend) = app_on_one_backend();
+    let bin_dir = TempDir::new("upgrade");
+    let binary = bin_dir.path().join("lopache");
+    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &binary).unwrap();
+    let config = harness::proxy::config(&format!("{:?}", redis.url()), "");
+    let mut proxy = Lopache::start_from(&binary, &config);
+    let worker = proxy.worker_pid();
+    let load = Load::start(proxy.addr, "app.example", 4);
+    load.wait_for_more(200);
+    let staged = bin_dir.path().join("lopache.new");
+    std::fs::write(
+        &staged,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" --dry \"*) exec {:?} \"$@\" ;; esac\n\
+             echo 'lopache: error while loading shared libraries: libgone.so.1' >&2\nexit 127\n",
+            env!("CARGO_BIN_EXE_lopache")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&staged, &binary).unwrap();
+    proxy.signal("USR2");
+    proxy.wait_for_log("before serving; keeping this binary", 1);
+    load.wait_for_more(300);
+    let report = load.stop();
+    assert_eq!(report.failures, 0, "failed requests: {:?}", report.errors);
+    assert_eq!(report.non_2xx, 0);
+    // The same master and worker, still serving.
+    assert!(proxy.alive_master());
+    assert_eq!(proxy.worker_pid(), worker);
+    assert!(!is_dead(worker));
+    assert_eq!(get(proxy.addr, "app.example", "/").status, 200);
+    // A good binary afterwards upgrades as usual.
+    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &staged).unwrap();
+    std::fs::rename(&staged, &binary).unwrap();
+    proxy.signal("USR2");
+    proxy.wait_for_log("serving (upgrade)", 1);
+    assert_eq!(get(proxy.addr, "app.example", "/").status, 200);
+}
+
+/// Under systemd (`Type=notify`, `NotifyAccess=all`): READY=1 once the first
+/// worker serves; after an upgrade the new master names itself MAINPID.
+#[test]
+fn systemd_hears_ready_and_the_new_main_pid() {
+    use std::os::unix::net::UnixDatagram;
+    let (redis, _backend) = app_on_one_backend();
+    let dir = TempDir::new("notify");
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(harness::WAIT)).unwrap();
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let config = harness::proxy::config(&format!("{:?}", redis.url()), "");
+    let mut proxy = Lopache::start_config(&config, &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    assert_eq!(next(), "READY=1");
+    let master = proxy.pid();
+    proxy.signal("USR2");
+    let said = next();
+    let new_master = wait_for("the new master to take over", || {
+        proxy.new_masters().first().copied()
+    });
+    assert_ne!(new_master, master);
+    assert_eq!(said, format!("MAINPID={new_master}\nREADY=1"));
+    wait_for("the old master to exit", || {
+        (!proxy.alive_master()).then_some(())
+    });
+    assert_eq!(get(proxy.addr, "app.example", "/").status, 200);
 }
 
 #[test]

@@ -1,18 +1,22 @@
 //! The master process (the nginx/HAProxy model): it binds and owns every
 //! listening socket and keeps one worker process serving on them. The worker
 //! is replaced, without a socket ever closing, on SIGHUP (reload: the config
-//! is validated first), SIGUSR2 (binary upgrade: the master re-executes the
-//! binary on disk in place, keeping its pid, sockets and workers), a crash
+//! is validated first), SIGUSR2 (binary upgrade: the binary on disk starts as
+//! a new master holding the same sockets; once its worker serves it tells
+//! this master to retire, and a new master that fails leaves this one
+//! serving, as nginx's upgrade does), a crash
 //! (restarted at once, with back-off when it keeps crashing) and when its RSS
 //! passes `server.memory_limit_mb`. A new worker takes over only once it
 //! reports that every shard accepts; then the old one drains.
 //! Single-threaded on purpose: it forks, and waits on one `poll`.
 
+mod notify;
 mod signals;
 mod worker;
 
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -26,7 +30,12 @@ use worker::{describe_status, exit_code, Worker};
 pub use worker::worker_inputs;
 
 /// Names the workers a re-executed master inherits: `serving=12;draining=10,11`.
+/// Masters of earlier releases upgraded by re-executing in place and named
+/// their workers so; it is still read, so that such a master hands over to
+/// this one.
 pub const WORKERS_ENV: &str = "LOPACHE_WORKERS";
+/// Set for a new master started by SIGUSR2: the pid of the master it replaces.
+pub const UPGRADE_FROM_ENV: &str = "LOPACHE_UPGRADE_FROM";
 
 /// A worker that dies younger than this counts towards a crash loop.
 const MIN_UPTIME: Duration = Duration::from_secs(2);
@@ -35,6 +44,9 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A new worker must report readiness within this, or it is killed.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// A new master must serve within this (its worker's readiness and some),
+/// or it is stopped and this one keeps serving.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(70);
 /// How often the memory guard reads the worker's RSS.
 const MEMORY_CHECK: Duration = Duration::from_secs(1);
 /// Grace after `server.drain_timeout` before a draining worker is killed
@@ -71,6 +83,12 @@ struct Pending {
     why: Why,
 }
 
+/// The new master a SIGUSR2 started, until it serves (or fails).
+struct Upgrade {
+    pid: i32,
+    deadline: Instant,
+}
+
 /// A worker told to drain, and when it must be gone.
 struct Draining {
     worker: Worker,
@@ -79,7 +97,7 @@ struct Draining {
 
 struct Master {
     config_path: PathBuf,
-    /// The binary on disk, re-executed on upgrade.
+    /// The binary on disk, started as the new master on upgrade.
     exe: PathBuf,
     argv0: OsString,
     args: Vec<OsString>,
@@ -100,8 +118,13 @@ struct Master {
     /// Pause before the memory guard tries again after its replacement
     /// failed to start (doubles, as crash restarts do).
     memory_backoff: Duration,
-    /// Set on SIGTERM/SIGINT/SIGQUIT.
+    /// Set on SIGTERM/SIGINT/SIGQUIT, and when retiring after an upgrade.
     stopping: bool,
+    /// A new master started by SIGUSR2 that has not served yet.
+    upgrade: Option<Upgrade>,
+    /// This master was started by SIGUSR2: the old master to retire once
+    /// the first worker serves.
+    replaces: Option<i32>,
     /// No worker has served yet: a failing first worker ends the master.
     first_start: bool,
 }
@@ -125,9 +148,13 @@ pub fn run(config_path: PathBuf, config: Config, text: String) -> ExitCode {
         }
     };
     let adopted = adopted_workers(&sockets);
+    let replaces = std::env::var(UPGRADE_FROM_ENV)
+        .ok()
+        .and_then(|pid| pid.parse::<i32>().ok());
     // Single-threaded here: changing our own environment is safe.
     std::env::remove_var(SOCKETS_ENV);
     std::env::remove_var(WORKERS_ENV);
+    std::env::remove_var(UPGRADE_FROM_ENV);
     if let Err(e) = sockets.bind_for(&config) {
         log_error!("{e}");
         return ExitCode::from(1);
@@ -152,6 +179,8 @@ pub fn run(config_path: PathBuf, config: Config, text: String) -> ExitCode {
         next_memory_check: Instant::now() + MEMORY_CHECK,
         memory_backoff: MEMORY_CHECK,
         stopping: false,
+        upgrade: None,
+        replaces,
         first_start: true,
     };
     let why = match adopted {
@@ -171,6 +200,7 @@ pub fn run(config_path: PathBuf, config: Config, text: String) -> ExitCode {
                 .collect();
             Why::Upgrade
         }
+        None if replaces.is_some() => Why::Upgrade,
         None => Why::Start,
     };
     let config = master.config.clone();
@@ -225,8 +255,8 @@ impl Master {
                     timeout.as_millis().min(1000) as libc::c_int,
                 )
             };
-            for sig in signals.drain() {
-                self.on_signal(sig);
+            for (sig, sender) in signals.drain() {
+                self.on_signal(sig, sender);
             }
             if fds.len() > 1 && fds[1].revents != 0 {
                 self.check_ready();
@@ -251,6 +281,9 @@ impl Master {
     /// The earliest moment something is due.
     fn next_timer(&self) -> Instant {
         let mut next = self.next_memory_check;
+        if let Some(u) = &self.upgrade {
+            next = next.min(u.deadline);
+        }
         if let Some(at) = self.restart_at {
             next = next.min(at);
         }
@@ -263,7 +296,7 @@ impl Master {
         next
     }
 
-    fn on_signal(&mut self, sig: libc::c_int) {
+    fn on_signal(&mut self, sig: libc::c_int, sender: i32) {
         match sig {
             libc::SIGHUP if !self.stopping => {
                 if self.pending.is_some() {
@@ -279,6 +312,9 @@ impl Master {
                 }
             }
             libc::SIGTERM | libc::SIGINT | libc::SIGQUIT if !self.stopping => self.stop(sig),
+            libc::SIGWINCH if self.upgrade.as_ref().is_some_and(|u| u.pid == sender) => {
+                self.retire()
+            }
             _ => {}
         }
     }
@@ -294,6 +330,10 @@ impl Master {
     /// worker drains; the loop ends when the last has exited.
     fn stop(&mut self, sig: libc::c_int) {
         log_info!("signal {sig} received: stopping; workers drain");
+        // A new master that has not taken over yet stops with this one.
+        if let Some(u) = self.upgrade.take() {
+            send(u.pid, libc::SIGTERM);
+        }
         self.stopping = true;
         self.restart_at = None;
         self.sockets.close_all();
@@ -424,6 +464,9 @@ impl Master {
         }
         self.config = config;
         self.text = text;
+        if self.first_start {
+            self.took_over();
+        }
         self.first_start = false;
         if why == Why::Memory {
             self.memory_backoff = MEMORY_CHECK;
@@ -436,6 +479,11 @@ impl Master {
 
     fn on_exit(&mut self, pid: i32, status: libc::c_int) -> Result<(), ExitCode> {
         let how = describe_status(status);
+        if self.upgrade.as_ref().is_some_and(|u| u.pid == pid) {
+            self.upgrade = None;
+            log_error!("upgrade: new master {pid} {how} before serving; keeping this binary");
+            return Ok(());
+        }
         if self.pending.as_ref().is_some_and(|p| p.worker.pid == pid) {
             let p = self.pending.take().expect("checked above");
             if self.first_start {
@@ -523,6 +571,16 @@ impl Master {
                 send(p.worker.pid, libc::SIGKILL);
             }
         }
+        if let Some(u) = self.upgrade.as_ref().filter(|u| u.deadline <= now) {
+            log_error!(
+                "upgrade: new master {} not serving after {} s; stopping it, keeping this binary",
+                u.pid,
+                UPGRADE_TIMEOUT.as_secs()
+            );
+            // Its exit, reaped later, finds no upgrade pending.
+            send(u.pid, libc::SIGTERM);
+            self.upgrade = None;
+        }
         for d in &self.draining {
             if d.deadline <= now {
                 log_warn!(
@@ -560,11 +618,16 @@ impl Master {
         }
     }
 
-    /// SIGUSR2: re-execute the binary on disk as this same process, keeping
-    /// the sockets and the workers; the new image starts a worker from the
-    /// new binary and retires the old one. The new binary must first accept
-    /// the config (`--dry`), so a broken upgrade leaves everything running.
+    /// SIGUSR2: start the binary on disk as a new master holding the same
+    /// sockets. This master and its worker serve on until the new master's
+    /// worker serves and it says so (SIGWINCH); then this one retires. A
+    /// new binary that refuses the config (`--dry`), cannot start, dies or
+    /// does not serve within `UPGRADE_TIMEOUT` leaves this one serving.
     fn upgrade(&mut self) {
+        if let Some(u) = &self.upgrade {
+            log_warn!("upgrade: master {} is still starting; wait for it", u.pid);
+            return;
+        }
         if self.pending.is_some() {
             log_warn!("upgrade: a new worker is still starting; send SIGUSR2 again once it serves");
             return;
@@ -593,53 +656,80 @@ impl Master {
                 return;
             }
         }
-        let mut workers = String::new();
-        if let Some(w) = &self.serving {
-            workers.push_str(&format!("serving={}", w.pid));
-        }
-        let draining: Vec<String> = self
-            .draining
-            .iter()
-            .map(|d| d.worker.pid.to_string())
-            .collect();
-        workers.push_str(&format!(";draining={}", draining.join(",")));
-        log_info!("upgrade: re-executing {}", self.exe.display());
         let fds = self.sockets.raw_fds();
-        crate::net::sockets::set_cloexec(&fds, false);
-        // Single-threaded: setting our own environment is safe.
-        std::env::set_var(SOCKETS_ENV, self.sockets.encode());
-        std::env::set_var(WORKERS_ENV, workers);
-        let err = exec(&self.exe, &self.argv0, &self.args);
-        // Only reached when exec failed: carry on as before.
-        std::env::remove_var(SOCKETS_ENV);
-        std::env::remove_var(WORKERS_ENV);
-        crate::net::sockets::set_cloexec(&fds, true);
-        log_error!("upgrade: cannot execute {}: {err}", self.exe.display());
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg0(&self.argv0)
+            .args(&self.args)
+            .env(SOCKETS_ENV, self.sockets.encode())
+            .env(UPGRADE_FROM_ENV, std::process::id().to_string());
+        // SAFETY: between fork and exec only fcntl runs (async-signal-safe),
+        // on descriptors this process holds, from a list built before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in &fds {
+                    crate::net::sockets::set_fd_cloexec(fd, false);
+                }
+                Ok(())
+            })
+        };
+        match cmd.spawn() {
+            Ok(child) => {
+                let pid = child.id() as i32;
+                log_info!(
+                    "upgrade: started {} as master {pid}; serving until it does",
+                    self.exe.display()
+                );
+                // Reaped with the workers (waitpid(-1)); the handle is not needed.
+                drop(child);
+                self.upgrade = Some(Upgrade {
+                    pid,
+                    deadline: crate::clock::from_now(UPGRADE_TIMEOUT),
+                });
+            }
+            Err(e) => log_error!(
+                "upgrade: cannot start {}: {e}; keeping this binary",
+                self.exe.display()
+            ),
+        }
     }
-}
 
-/// Replaces this process image, returning only on failure. Plain execv
-/// rather than std's `exec`, which would unblock every signal first: a
-/// SIGHUP arriving in between would then kill the master instead of
-/// waiting, still pending, for the new image's signalfd.
-fn exec(exe: &Path, argv0: &OsString, args: &[OsString]) -> std::io::Error {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c_string = |s: &std::ffi::OsStr| CString::new(s.as_bytes());
-    let Ok(path) = c_string(exe.as_os_str()) else {
-        return std::io::Error::other("binary path contains NUL");
-    };
-    let argv: Result<Vec<CString>, _> = std::iter::once(argv0.as_os_str())
-        .chain(args.iter().map(|a| a.as_os_str()))
-        .map(c_string)
-        .collect();
-    let Ok(argv) = argv else {
-        return std::io::Error::other("argument contains NUL");
-    };
-    let mut pointers: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    pointers.push(std::ptr::null());
-    // SAFETY: `path` and every argument are NUL-terminated and outlive the
-    // call; the pointer array ends with NULL as execv requires.
-    unsafe { libc::execv(path.as_ptr(), pointers.as_ptr()) };
-    std::io::Error::last_os_error()
+    /// SIGWINCH from the new master: it serves. Every worker here drains as
+    /// on a reload (the sockets stay open: they are the new master's too),
+    /// and this master exits once they have.
+    fn retire(&mut self) {
+        let Some(u) = self.upgrade.take() else { return };
+        log_info!("upgrade: master {} serves; this master retires", u.pid);
+        self.stopping = true;
+        self.restart_at = None;
+        let deadline = crate::clock::from_now(self.config.drain_timeout + KILL_GRACE);
+        let retiring = self
+            .serving
+            .take()
+            .into_iter()
+            .chain(self.pending.take().map(|p| p.worker));
+        for worker in retiring.collect::<Vec<_>>() {
+            send(worker.pid, libc::SIGQUIT);
+            self.draining.push(Draining { worker, deadline });
+        }
+    }
+
+    /// Once the first worker of a master started by SIGUSR2 serves: tell the
+    /// old master to retire (if it is still our parent, so that no other
+    /// process gets the signal) and systemd which process is the service's
+    /// main one now.
+    fn took_over(&mut self) {
+        let me = std::process::id();
+        match self.replaces.take() {
+            Some(parent) if std::os::unix::process::parent_id() as i32 == parent => {
+                log_info!("upgrade: master {me} serving; master {parent} retires");
+                send(parent, libc::SIGWINCH);
+                notify::send(&format!("MAINPID={me}\nREADY=1"));
+            }
+            Some(parent) => {
+                log_warn!("upgrade: master {parent} is gone; master {me} serves alone");
+                notify::send(&format!("MAINPID={me}\nREADY=1"));
+            }
+            None => notify::send("READY=1"),
+        }
+    }
 }

@@ -6,8 +6,9 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// SIGHUP reload, SIGUSR2 upgrade, SIGUSR1 reopen logs, SIGTERM/SIGINT/SIGQUIT
-/// stop, SIGCHLD a worker ended.
-const HANDLED: [libc::c_int; 7] = [
+/// stop, SIGCHLD a worker ended, SIGWINCH a new master (started by our
+/// SIGUSR2) serves and this one retires.
+const HANDLED: [libc::c_int; 8] = [
     libc::SIGHUP,
     libc::SIGUSR1,
     libc::SIGUSR2,
@@ -15,6 +16,7 @@ const HANDLED: [libc::c_int; 7] = [
     libc::SIGINT,
     libc::SIGQUIT,
     libc::SIGCHLD,
+    libc::SIGWINCH,
 ];
 
 pub struct SignalFd(OwnedFd);
@@ -49,8 +51,9 @@ impl SignalFd {
         }
     }
 
-    /// Every signal that arrived since the last call, in order.
-    pub fn drain(&self) -> Vec<libc::c_int> {
+    /// Every signal that arrived since the last call, in order, with the
+    /// pid of its sender.
+    pub fn drain(&self) -> Vec<(libc::c_int, i32)> {
         let mut out = Vec::new();
         loop {
             // SAFETY: signalfd_siginfo is plain data, valid when zeroed.
@@ -68,7 +71,7 @@ impl SignalFd {
             if n != size as isize {
                 return out;
             }
-            out.push(info.ssi_signo as libc::c_int);
+            out.push((info.ssi_signo as libc::c_int, info.ssi_pid as i32));
         }
     }
 

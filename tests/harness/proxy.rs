@@ -188,6 +188,16 @@ impl Lopache {
         })
     }
 
+    /// Masters started by SIGUSR2 that took over ("upgrade: master N
+    /// serving; ..."), oldest first.
+    pub fn new_masters(&self) -> Vec<u32> {
+        self.stderr()
+            .lines()
+            .filter_map(|l| l.split("upgrade: master ").nth(1))
+            .filter_map(|rest| rest.strip_suffix_serving_master())
+            .collect()
+    }
+
     /// Every worker the master has reported serving, oldest first.
     pub fn serving_pids(&self) -> Vec<u32> {
         self.stderr()
@@ -279,7 +289,7 @@ impl Drop for Lopache {
         // which would otherwise drain for up to server.drain_timeout.
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for pid in self.serving_pids() {
+        for pid in self.new_masters().into_iter().chain(self.serving_pids()) {
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .stderr(std::process::Stdio::null())
@@ -288,14 +298,21 @@ impl Drop for Lopache {
     }
 }
 
-/// `"1234 serving (start)"` -> 1234.
+/// `"1234 serving (start)"` -> 1234; `"1234 serving; master 1200 retires"`
+/// (a new master's line) -> 1234.
 trait ServingLine {
     fn strip_suffix_serving(&self) -> Option<u32>;
+    fn strip_suffix_serving_master(&self) -> Option<u32>;
 }
 
 impl ServingLine for &str {
     fn strip_suffix_serving(&self) -> Option<u32> {
         let (pid, rest) = self.split_once(' ')?;
-        rest.starts_with("serving").then(|| pid.parse().ok())?
+        (rest.starts_with("serving") && !rest.starts_with("serving;")).then(|| pid.parse().ok())?
+    }
+
+    fn strip_suffix_serving_master(&self) -> Option<u32> {
+        let (pid, rest) = self.split_once(' ')?;
+        rest.starts_with("serving;").then(|| pid.parse().ok())?
     }
 }
