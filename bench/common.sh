@@ -8,6 +8,19 @@ cleanup() {
   [ -n "${WORK:-}" ] && rm -rf "$WORK"
 }
 trap cleanup EXIT
+# Installs, with apt-get, the Debian package of every missing command; each
+# argument is command:package.
+install_missing() {
+  local missing=() tool sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  for tool in "$@"; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
 # Total PSS (KB) of the given pids, and a pid's children.
 pss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup"))); done; echo $t; }
 children() { pgrep -P "$1" | tr '\n' ' '; }

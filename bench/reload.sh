@@ -35,6 +35,12 @@ for i in $(seq "$RELOADS"); do
 done
 cp target/release/lopache "$WORK/lopache.new" && mv "$WORK/lopache.new" "$WORK/lopache"
 kill -USR2 "$MASTER"; wait_served $((RELOADS + 2))
+# The new binary runs as a new master (the old one retires): stop it at exit.
+for _ in $(seq 200); do
+  NEW_MASTER=$(sed -n 's/.*upgrade: master \([0-9]*\) serving.*/\1/p' "$WORK/lopache.log" | head -1)
+  if [ -n "$NEW_MASTER" ]; then PIDS+=("$NEW_MASTER"); break; fi
+  sleep 0.05
+done
 wait "$WRK"
 cat "$WORK/wrk.txt"
 requests=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")

@@ -35,20 +35,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-missing=()
-for tool in wrk:wrk nginx:nginx-light haproxy:haproxy redis-server:redis-server gnuplot:gnuplot-nox python3:python3 taskset:util-linux; do
-  command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+source bench/common.sh
+install_missing wrk:wrk nginx:nginx-light haproxy:haproxy redis-server:redis-server gnuplot:gnuplot-nox python3:python3 taskset:util-linux
 cargo build --release --quiet
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d /tmp/lopache-bench.XXXXXX)
-source bench/common.sh
 OUT=bench/results
 [ "$HOSTS" -gt 1 ] && OUT=bench/results/hosts-$HOSTS
 [ -n "$SPAWN" ] && OUT=$OUT/sessions

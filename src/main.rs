@@ -79,6 +79,7 @@ fn main() -> ExitCode {
         .config
         .unwrap_or_else(|| lopache::config::default_path(flavor.as_deref()));
     if args.worker {
+        lopache::master::set_process_name(lopache::master::WORKER_NAME);
         return run_worker(&path);
     }
     let loaded = lopache::config::read(&path)

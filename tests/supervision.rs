@@ -203,7 +203,8 @@ fn a_failed_binary_upgrade_keeps_the_old_image_serving() {
 }
 
 /// Under systemd (`Type=notify`, `NotifyAccess=all`): READY=1 once the first
-/// worker serves; after an upgrade the new master names itself MAINPID.
+/// worker serves, RELOADING=1 then READY=1 around a reload, MAINPID from the
+/// new master after an upgrade, STOPPING=1 on stop.
 #[test]
 fn systemd_hears_ready_and_the_new_main_pid() {
     use std::os::unix::net::UnixDatagram;
@@ -220,6 +221,10 @@ fn systemd_hears_ready_and_the_new_main_pid() {
     let config = harness::proxy::config(&format!("{:?}", redis.url()), "");
     let mut proxy = Lopache::start_config(&config, &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
     assert_eq!(next(), "READY=1");
+    proxy.signal("HUP");
+    assert_eq!(next(), "RELOADING=1");
+    assert_eq!(next(), "READY=1");
+    proxy.wait_for_log("serving (reload)", 1);
     let master = proxy.pid();
     proxy.signal("USR2");
     let said = next();
@@ -232,6 +237,50 @@ fn systemd_hears_ready_and_the_new_main_pid() {
         (!proxy.alive_master()).then_some(())
     });
     assert_eq!(get(proxy.addr, "app.example", "/").status, 200);
+    send_signal(new_master, "TERM");
+    assert_eq!(next(), "STOPPING=1");
+    wait_for("the new master to exit", || {
+        is_dead(new_master).then_some(())
+    });
+}
+
+/// `ps` and `pkill -x` tell the processes apart: the master is
+/// "lopache: master", a worker "lopache: worker" (also its argv[0]), and the
+/// worker's shard threads "lopache-shard-N".
+#[test]
+fn processes_and_shard_threads_are_named() {
+    let (redis, _backend) = app_on_one_backend();
+    let proxy = Lopache::start(&redis.url(), "workers = 2");
+    let worker = proxy.worker_pid();
+    let comm = |path: String| {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim_end()
+            .to_string()
+    };
+    assert_eq!(
+        comm(format!("/proc/{}/comm", proxy.pid())),
+        "lopache: master"
+    );
+    assert_eq!(comm(format!("/proc/{worker}/comm")), "lopache: worker");
+    let cmdline = std::fs::read(format!("/proc/{worker}/cmdline")).unwrap();
+    assert!(
+        cmdline.starts_with(b"lopache: worker\0--worker\0"),
+        "{cmdline:?}"
+    );
+    let mut threads: Vec<String> = std::fs::read_dir(format!("/proc/{worker}/task"))
+        .unwrap()
+        .map(|t| comm(format!("{}/comm", t.unwrap().path().display())))
+        .collect();
+    threads.sort();
+    assert!(
+        threads.contains(&"lopache-shard-0".to_string()),
+        "{threads:?}"
+    );
+    assert!(
+        threads.contains(&"lopache-shard-1".to_string()),
+        "{threads:?}"
+    );
 }
 
 #[test]

@@ -29,6 +29,22 @@ use worker::{describe_status, exit_code, Worker};
 
 pub use worker::worker_inputs;
 
+/// What `ps`, `top` and `pkill -x` show for the master and for a worker
+/// (the kernel keeps 15 bytes). Workers also get it as their argv[0].
+pub const MASTER_NAME: &str = "lopache: master";
+pub const WORKER_NAME: &str = "lopache: worker";
+
+/// Names the calling thread, which for the main thread is the process name
+/// (`/proc/<pid>/comm`).
+pub fn set_process_name(name: &str) {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return;
+    };
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string (truncated to 15
+    // bytes by the kernel) that outlives the call.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
 /// Names the workers a re-executed master inherits: `serving=12;draining=10,11`.
 /// Masters of earlier releases upgraded by re-executing in place and named
 /// their workers so; it is still read, so that such a master hands over to
@@ -133,6 +149,7 @@ struct Master {
 /// `config` and `text` are the validated config and its file's text.
 pub fn run(config_path: PathBuf, config: Config, text: String) -> ExitCode {
     crate::observe::log::set_master();
+    set_process_name(MASTER_NAME);
     let signals = match SignalFd::open() {
         Ok(s) => s,
         Err(e) => {
@@ -330,6 +347,7 @@ impl Master {
     /// worker drains; the loop ends when the last has exited.
     fn stop(&mut self, sig: libc::c_int) {
         log_info!("signal {sig} received: stopping; workers drain");
+        notify::send("STOPPING=1");
         // A new master that has not taken over yet stops with this one.
         if let Some(u) = self.upgrade.take() {
             send(u.pid, libc::SIGTERM);
@@ -361,6 +379,11 @@ impl Master {
     /// SIGHUP (and the memory guard): re-read and validate the config; start
     /// a worker on it. A bad file changes nothing.
     fn reload(&mut self, why: Why) {
+        // systemd shows "reloading" until the new worker serves or the
+        // reload fails (the old worker serves on either way: READY=1).
+        if why == Why::Reload {
+            notify::send("RELOADING=1");
+        }
         let loaded = crate::config::read(&self.config_path)
             .and_then(|text| crate::config::from_text(&self.config_path, &text).map(|c| (c, text)));
         match loaded {
@@ -374,6 +397,9 @@ impl Master {
                 self.config_path.display()
             ),
         }
+        if why == Why::Reload && self.pending.is_none() {
+            notify::send("READY=1");
+        }
     }
 
     /// Binds what `config` adds and starts a worker on it. Err only for the
@@ -383,7 +409,7 @@ impl Master {
             Err(e) => Err(e.to_string()),
             Ok(()) => worker::spawn(
                 Path::new("/proc/self/exe"),
-                &self.argv0,
+                WORKER_NAME.as_ref(),
                 &self.config_path,
                 &text,
                 &config.files,
@@ -466,6 +492,8 @@ impl Master {
         self.text = text;
         if self.first_start {
             self.took_over();
+        } else if why == Why::Reload {
+            notify::send("READY=1");
         }
         self.first_start = false;
         if why == Why::Memory {
@@ -489,6 +517,9 @@ impl Master {
             if self.first_start {
                 log_error!("worker {pid} {how} before serving");
                 return Err(ExitCode::from(exit_code(status)));
+            }
+            if p.why == Why::Reload {
+                notify::send("READY=1");
             }
             match &self.serving {
                 Some(w) => log_error!(

@@ -4,7 +4,7 @@
 //! readiness pipe; watched through their pid.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -75,7 +75,7 @@ impl Worker {
 /// Starts a worker: `exe --worker --config <path>` with `argv0` as its name.
 pub fn spawn(
     exe: &Path,
-    argv0: &OsString,
+    argv0: &OsStr,
     config_path: &Path,
     config_text: &str,
     files: &Files,
