@@ -235,6 +235,105 @@ fn plaintext_on_the_tls_port_is_closed_promptly() {
     assert!(!String::from_utf8_lossy(&rest).contains("HTTP/1.1 200"));
 }
 
+/// TLS records of every size, split across TCP reads anyhow: a 16 KiB record
+/// followed by many small ones must not overfill rustls' plaintext buffer
+/// (the connection was dropped with "received plaintext buffer full").
+#[test]
+fn a_body_of_large_and_small_records_arrives_whole() {
+    use std::io::Write;
+    let pki = Pki::new();
+    let (_dir, files) = site_files(&pki, "secure.example");
+    let redis = Redis::start();
+    let backend = echo_backend();
+    redis.frontend("", "secure.example", "secure", &[backend.url()]);
+    let proxy = start(&redis, &files);
+    let mut conn = connect(
+        proxy.https_addr.unwrap(),
+        "secure.example",
+        pki.client(&[TLS13]),
+    )
+    .unwrap();
+    let (big, small, rounds) = (16 * 1024, 100, 40);
+    let length = rounds * (big + 20 * small);
+    let stream = &mut conn.stream;
+    let mut record = |bytes: &[u8]| {
+        stream.conn.writer().write_all(bytes).unwrap();
+        while stream.conn.wants_write() {
+            stream.conn.write_tls(&mut stream.sock).unwrap();
+        }
+    };
+    record(
+        format!(
+            "POST /records HTTP/1.1\r\nHost: secure.example\r\nContent-Length: {length}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    for _ in 0..rounds {
+        record(&vec![b'b'; big]);
+        for _ in 0..20 {
+            record(&[b's'; 100]);
+        }
+    }
+    let port = proxy.https_addr.unwrap().port();
+    assert_eq!(
+        conn.read_response(false).text(),
+        format!("POST /records proto=https port={port} body={length}")
+    );
+}
+
+/// A client's close_notify followed by more bytes in the same packet, after
+/// the handshake or with its last message, must not make the shard spin on
+/// input rustls no longer takes: the next connections are served.
+#[test]
+fn bytes_after_close_notify_do_not_stall_the_shard() {
+    use std::io::Write;
+    let pki = Pki::new();
+    let (_dir, files) = site_files(&pki, "secure.example");
+    let redis = Redis::start();
+    let backend = echo_backend();
+    redis.frontend("", "secure.example", "secure", &[backend.url()]);
+    let cfg = format!(
+        "driver = {:?}\n[server]\nworkers = 1\n[http]\nport = 0\nbind = [\"127.0.0.1\"]\n\
+         [https]\nport = 0\nbind = [\"127.0.0.1\"]\n{files}",
+        redis.url()
+    );
+    let proxy = Lopache::start_config(&cfg, &[]);
+    let tls_addr = proxy.https_addr.unwrap();
+    // After the handshake.
+    let mut conn = connect(tls_addr, "secure.example", pki.client(&[TLS13])).unwrap();
+    let stream = &mut conn.stream;
+    stream.conn.send_close_notify();
+    let mut wire = Vec::new();
+    stream.conn.write_tls(&mut wire).unwrap();
+    wire.extend([0x17u8; 8192]);
+    stream.sock.write_all(&wire).unwrap();
+    // With the client's Finished.
+    let tcp = std::net::TcpStream::connect(tls_addr).unwrap();
+    tcp.set_read_timeout(Some(harness::WAIT)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("secure.example").unwrap();
+    let mut client = rustls::ClientConnection::new(pki.client(&[TLS13]), name).unwrap();
+    let mut sock = tcp;
+    loop {
+        let mut out = Vec::new();
+        client.write_tls(&mut out).unwrap();
+        if !client.is_handshaking() {
+            client.send_close_notify();
+            client.write_tls(&mut out).unwrap();
+            out.extend([0x17u8; 8192]);
+            sock.write_all(&out).unwrap();
+            break;
+        }
+        sock.write_all(&out).unwrap();
+        client.read_tls(&mut sock).unwrap();
+        client.process_new_packets().unwrap();
+    }
+    // The one shard still serves, over TLS and plain HTTP.
+    let mut next = connect(tls_addr, "secure.example", pki.client(&[TLS13])).unwrap();
+    next.send(b"GET /after HTTP/1.1\r\nHost: secure.example\r\n\r\n");
+    assert!(next.read_response(false).text().starts_with("GET /after"));
+    assert_eq!(harness::get(proxy.addr, "secure.example", "/").status, 200);
+}
+
 #[test]
 fn wss_echo_through_the_proxy() {
     let pki = Pki::new();

@@ -79,7 +79,10 @@ pub async fn accept(
         buf = b;
         let mut input = &buf[..n];
         while !input.is_empty() {
-            acceptor.read_tls(&mut input)?;
+            // Taking nothing would loop forever: only a full buffer does it.
+            if acceptor.read_tls(&mut input)? == 0 {
+                return Err(io::Error::other("ClientHello too large"));
+            }
         }
         match acceptor.accept() {
             Ok(Some(accepted)) => break accepted,
@@ -106,10 +109,14 @@ pub async fn accept(
         buf = b;
         let mut input = &buf[..n];
         while !input.is_empty() {
-            conn.read_tls(&mut input)?;
+            let taken = conn.read_tls(&mut input)?;
             if let Err(e) = conn.process_new_packets() {
                 let _ = flush(&mut tcp, &mut conn).await;
                 return Err(invalid(e));
+            }
+            if taken == 0 {
+                // rustls takes nothing after the peer's close_notify.
+                return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
     }

@@ -21,16 +21,16 @@ use monoio::net::TcpStream;
 use monoio::BufResult;
 use rustls::ServerConnection;
 
-/// Ciphertext read from the socket at a time. At most rustls' limit for
-/// plaintext waiting to be read (16 KiB), so one read never overfills it.
-const READ_CHUNK: usize = 16 * 1024;
+/// Ciphertext read from the socket at a time: one full TLS record.
+const READ_CHUNK: usize = 16 * 1024 + 256;
 
 pub struct TlsStream {
     tcp: TcpStream,
     conn: ServerConnection,
-    /// Ciphertext read from the socket (kept between reads; empty until the
-    /// first read needs it).
+    /// Ciphertext read from the socket; `raw[fed..]` is not yet rustls'.
+    /// Kept between reads (empty until the first read needs it).
     raw: Vec<u8>,
+    fed: usize,
     /// Ciphertext on its way to the socket.
     out: Vec<u8>,
     /// A flush owns the socket's write side.
@@ -44,6 +44,26 @@ pub struct TlsStream {
 // which `flushing` hands to one flush at a time.
 unsafe impl Split for TlsStream {}
 
+/// Marks a flush in progress; clears the mark and wakes a waiting write
+/// however the flush ends (also when its future is dropped by a timeout).
+struct Flushing<'a>(&'a mut TlsStream);
+
+impl<'a> Flushing<'a> {
+    fn start(stream: &'a mut TlsStream) -> Self {
+        stream.flushing = true;
+        Flushing(stream)
+    }
+}
+
+impl Drop for Flushing<'_> {
+    fn drop(&mut self) {
+        self.0.flushing = false;
+        if let Some(w) = self.0.flush_waiter.take() {
+            w.wake();
+        }
+    }
+}
+
 impl TlsStream {
     /// A stream whose handshake has completed (`tls::accept`).
     pub fn new(tcp: TcpStream, conn: ServerConnection) -> Self {
@@ -51,40 +71,54 @@ impl TlsStream {
             tcp,
             conn,
             raw: Vec::new(),
+            fed: 0,
             out: Vec::new(),
             flushing: false,
             flush_waiter: None,
         }
     }
 
-    /// Reads ciphertext from the socket into rustls and processes it. Ok(0)
-    /// at the end of the stream (rustls then answers reads with EOF).
-    async fn read_tls(&mut self) -> io::Result<usize> {
-        if self.raw.capacity() < READ_CHUNK {
-            self.raw = Vec::with_capacity(READ_CHUNK);
-        }
-        let mut raw = std::mem::take(&mut self.raw);
-        raw.clear();
-        let (got, raw) = self.tcp.read(raw).await;
-        self.raw = raw;
-        let n = got?;
-        let mut input = &self.raw[..n];
-        loop {
-            // Fed in pieces if rustls' buffer takes less than all of it.
-            self.conn.read_tls(&mut input)?;
-            if let Err(e) = self.conn.process_new_packets() {
-                // Tell the peer why (rustls queued a fatal alert), if the
-                // socket is ours to write.
-                let _ = self.flush_if_free().await;
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+    /// Gives rustls more ciphertext: from what an earlier socket read left,
+    /// else from a new read. Called only when rustls holds no plaintext, so
+    /// its 16 KiB plaintext limit is never passed (rustls refuses input
+    /// beyond it), however records were split across reads.
+    async fn feed(&mut self) -> io::Result<()> {
+        if self.fed == self.raw.len() {
+            if self.raw.capacity() < READ_CHUNK {
+                self.raw = Vec::with_capacity(READ_CHUNK);
             }
-            if input.is_empty() {
-                break;
+            let mut raw = std::mem::take(&mut self.raw);
+            raw.clear();
+            self.fed = 0;
+            let (got, raw) = self.tcp.read(raw).await;
+            self.raw = raw;
+            if got? == 0 {
+                // The end of the stream: rustls answers reads with EOF (or
+                // an error without close_notify) from now on.
+                self.conn.read_tls(&mut &[][..])?;
+                return self.process().await;
             }
         }
-        // What the read made rustls say (a `no_renegotiation` alert) goes now.
-        self.flush_if_free().await?;
-        Ok(n)
+        let taken = self.conn.read_tls(&mut &self.raw[self.fed..])?;
+        self.fed += taken;
+        if taken == 0 {
+            // rustls takes nothing after the peer's close_notify: the rest
+            // is dropped (feeding it again would never end).
+            self.fed = self.raw.len();
+        }
+        self.process().await
+    }
+
+    /// Processes what rustls was given; sends what that made it say.
+    async fn process(&mut self) -> io::Result<()> {
+        if let Err(e) = self.conn.process_new_packets() {
+            // Tell the peer why (rustls queued a fatal alert), if the
+            // socket is ours to write.
+            let _ = self.flush_if_free().await;
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        // E.g. the `no_renegotiation` alert: sent now, not at the next write.
+        self.flush_if_free().await
     }
 
     /// Sends what rustls has queued unless another flush owns the socket, in
@@ -111,13 +145,8 @@ impl TlsStream {
     }
 
     async fn flush_tls(&mut self) -> io::Result<()> {
-        self.flushing = true;
-        let result = self.send_queued().await;
-        self.flushing = false;
-        if let Some(w) = self.flush_waiter.take() {
-            w.wake();
-        }
-        result
+        let flushing = Flushing::start(self);
+        flushing.0.send_queued().await
     }
 
     async fn send_queued(&mut self) -> io::Result<()> {
@@ -153,7 +182,7 @@ impl AsyncReadRent for TlsStream {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return (Err(e), buf),
             }
-            if let Err(e) = self.read_tls().await {
+            if let Err(e) = self.feed().await {
                 return (Err(e), buf);
             }
         }
