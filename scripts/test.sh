@@ -18,6 +18,8 @@ python3 -c 'import h11' 2>/dev/null || /usr/bin/python3 -c 'import h11' 2>/dev/n
 # private mount namespace (unshare -m, mount --bind of resolv.conf).
 command -v prlimit >/dev/null && command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v mount >/dev/null || need_apt+=(mount)
+# scripts/run.sh is run and asked for its demo page.
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -52,6 +54,28 @@ echo "== tests (io_uring driver where available)"
 cargo test --quiet 2>&1 | tee -a "$log"
 echo "== integration tests on the epoll driver (MONOIO_FORCE_LEGACY_DRIVER=1)"
 MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --quiet --tests 2>&1 | tee -a "$log"
+echo "== scripts/run.sh: serves the demo, and Ctrl-C leaves nothing running"
+run_log=$(mktemp)
+http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# A background job of a script starts with SIGINT ignored; a terminal's
+# Ctrl-C reaches run.sh with it at its default, as env restores it here.
+LOPACHE_BUILD=debug LOPACHE_HTTP_PORT=$http_port env --default-signal=INT scripts/run.sh >"$run_log" 2>&1 &
+run_pid=$!
+served=""
+for _ in $(seq 600); do
+  served=$(curl -s -m 2 -H 'Host: demo.local' "http://127.0.0.1:$http_port/" 2>/dev/null || true)
+  [ -n "$served" ] && break
+  sleep 0.1
+done
+started=$(sed -n 's/^== processes: //p' "$run_log")
+kill -INT "$run_pid"; wait "$run_pid" || true
+left=""
+for p in $started; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
+if ! grep -q "Hello from the lopache demo backend" <<<"$served" || [ -z "$started" ] || [ -n "$left" ]; then
+  echo "scripts/run.sh: demo answered [$served], left running:[$left]"; cat "$run_log"; exit 1
+fi
+rm -f "$run_log"
+echo "demo served; nothing left running"
 # One closing line over both runs.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

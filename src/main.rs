@@ -82,9 +82,7 @@ fn main() -> ExitCode {
         lopache::master::set_process_name(lopache::master::WORKER_NAME);
         return run_worker(&path);
     }
-    let loaded = lopache::config::read(&path)
-        .and_then(|text| lopache::config::from_text(&path, &text).map(|c| (c, text)));
-    let (config, text) = match loaded {
+    let (config, text) = match lopache::config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("lopache: config error: {e}");

@@ -143,16 +143,22 @@ pub fn default_path(flavor: Option<&str>) -> PathBuf {
     }
 }
 
-/// Reads and validates the file at `path`.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    from_text(path, &read(path)?)
-}
-
 /// The text of the config file at `path` (the master reads it once and hands
 /// the same text to every worker it starts).
 pub fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))
+}
+
+/// Reads and validates the file at `path` as the master does at start, on
+/// `--dry` and on reload: [`from_text`], plus the checks that depend on
+/// this process and machine (the access log's directory). Returns the config
+/// and the text it came from.
+pub fn load(path: &Path) -> Result<(Config, String), ConfigError> {
+    let text = read(path)?;
+    let config = from_text(path, &text)?;
+    validate::access_log(&config.raw.server.access_log)?;
+    Ok((config, text))
 }
 
 /// Validates `text` as the file at `path` would be: JSON when the name ends

@@ -401,6 +401,45 @@ fn condition(c: &RawCondition, key: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// `server.access_log`: a path must be one this process can write, in a
+/// directory that exists: lopache creates no directories (as nginx), so a
+/// typo is an error at start, on `--dry` and on reload, not a new directory.
+pub fn access_log(setting: &str) -> Result<(), ConfigError> {
+    if matches!(setting, "none" | "stdout") {
+        return Ok(());
+    }
+    let key = "server.access_log";
+    let path = Path::new(setting);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "directory {} does not exist (lopache creates none; create it, or use \"stdout\" or \"none\")",
+                dir.display()
+            ),
+        ));
+    }
+    let (target, mode) = if path.exists() {
+        (path, libc::W_OK)
+    } else {
+        (dir, libc::W_OK | libc::X_OK)
+    };
+    let writable = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        // SAFETY: access reads a NUL-terminated path that outlives the call.
+        .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), mode) } == 0);
+    if !writable {
+        return Err(ConfigError::new(
+            key,
+            format!("{} is not writable by this user", target.display()),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::from_toml;

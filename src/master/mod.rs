@@ -384,9 +384,7 @@ impl Master {
         if why == Why::Reload {
             notify::send("RELOADING=1");
         }
-        let loaded = crate::config::read(&self.config_path)
-            .and_then(|text| crate::config::from_text(&self.config_path, &text).map(|c| (c, text)));
-        match loaded {
+        match crate::config::load(&self.config_path) {
             Ok((config, text)) => {
                 log_info!("{}: config valid, starting a new worker", why.name());
                 let _ = self.start_worker(config, text, why);

@@ -114,10 +114,8 @@ enum Target {
     File(PathBuf, File),
 }
 
+/// Opens (creating the file, never its directory) for appending.
 fn open(path: &PathBuf) -> io::Result<File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     OpenOptions::new().create(true).append(true).open(path)
 }
 
