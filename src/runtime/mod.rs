@@ -120,9 +120,12 @@ pub fn run(
         log_warn!("cannot list CPU cores; shards will not be pinned");
     }
     // Name resolution runs here, off the shards: as many threads as the
-    // shards may run resolutions at once, so none waits for another's.
+    // shards may run resolutions at once (and a few for Redis host names),
+    // so none waits for another shard's.
     let resolver_pool = monoio::blocking::DefaultThreadPool::new(
-        config.workers * crate::upstream::dns::LOOKUPS_PER_SHARD,
+        config.workers
+            * (crate::upstream::dns::LOOKUPS_PER_SHARD
+                + crate::upstream::dns::SPARE_THREADS_PER_SHARD),
     );
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));

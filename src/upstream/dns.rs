@@ -4,26 +4,32 @@
 //! getaddrinfo cannot be cancelled and a resolver that does not answer holds
 //! its thread for the libc timeout (seconds), so one slow name must not take
 //! the capacity other names need:
-//! - concurrent lookups of one name on a shard share one resolution;
+//! - concurrent lookups of one host name on a shard share one resolution
+//!   (whatever the port: the address is the host's);
 //! - a shard runs at most [`LOOKUPS_PER_SHARD`] resolutions at once, and the
-//!   worker has that many threads per shard, so a lookup never queues behind
-//!   another shard's; past the cap a new name fails at once ("resolver busy")
-//!   instead of waiting;
-//! - a requester that gives up (its `connect_timeout`, or its client gone)
-//!   just stops waiting; the resolution finishes on its own and its answer
-//!   is cached for the next request.
+//!   worker has that many threads per shard (and some for Redis host names),
+//!   so a resolution never waits for another shard's; more names wait for a
+//!   free slot in order, each request for at most its `connect_timeout`;
+//! - a resolution nobody waits for any more is dropped before it takes a
+//!   slot; one already running finishes on its own and its answer is cached.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::poll_fn;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+use local_sync::semaphore::Semaphore;
 
 /// Resolutions one shard runs at once (and resolver threads per shard).
 pub const LOOKUPS_PER_SHARD: usize = 8;
+/// Resolver threads per shard beyond those, for Redis host names (looked up
+/// when a Redis connection is made, outside the shard's cap).
+pub const SPARE_THREADS_PER_SHARD: usize = 2;
 
 /// Names kept per shard; past this, expired ones go, and then all.
 const MAX_NAMES: usize = 10_000;
@@ -56,28 +62,81 @@ pub async fn lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
-type Key = (String, u16);
 /// A resolution's outcome, shared by everyone waiting for it (io::Error is
 /// not Clone: its kind and text are, and make an equal error per waiter).
-type Outcome = Result<SocketAddr, (io::ErrorKind, String)>;
+type Outcome = Result<IpAddr, (io::ErrorKind, String)>;
 
-/// One resolution in flight and the requests waiting for it.
+/// One resolution (queued or running) and the requests waiting for it.
 #[derive(Default)]
 struct InFlight {
     outcome: RefCell<Option<Outcome>>,
-    waiters: RefCell<Vec<Waker>>,
+    /// Waiting requests by ticket; a request that gives up takes its
+    /// ticket out (see [`Wait`]), so only live requesters are kept.
+    waiters: RefCell<HashMap<u64, Waker>>,
+    next_ticket: Cell<u64>,
+}
+
+impl InFlight {
+    fn finish(&self, outcome: Outcome) {
+        *self.outcome.borrow_mut() = Some(outcome);
+        for (_, w) in self.waiters.borrow_mut().drain() {
+            w.wake();
+        }
+    }
+}
+
+/// Waits for an [`InFlight`]'s outcome; dropping it withdraws the request.
+struct Wait {
+    flight: Rc<InFlight>,
+    ticket: Option<u64>,
+}
+
+impl Future for Wait {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        if let Some(o) = self.flight.outcome.borrow().as_ref() {
+            return Poll::Ready(o.clone());
+        }
+        let ticket = match self.ticket {
+            Some(t) => t,
+            None => {
+                let t = self.flight.next_ticket.get();
+                self.flight.next_ticket.set(t + 1);
+                self.ticket = Some(t);
+                t
+            }
+        };
+        let mut waiters = self.flight.waiters.borrow_mut();
+        match waiters.get_mut(&ticket) {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => {
+                waiters.insert(ticket, cx.waker().clone());
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket {
+            self.flight.waiters.borrow_mut().remove(&t);
+        }
+    }
 }
 
 #[derive(Default)]
 struct Names {
-    cache: HashMap<Key, (SocketAddr, Instant)>,
-    in_flight: HashMap<Key, Rc<InFlight>>,
+    cache: HashMap<String, (IpAddr, Instant)>,
+    in_flight: HashMap<String, Rc<InFlight>>,
 }
 
 /// Per-shard cache of resolved names with a fixed TTL.
 pub struct Resolver {
     ttl: Duration,
     names: Rc<RefCell<Names>>,
+    slots: Rc<Semaphore>,
 }
 
 impl Resolver {
@@ -85,6 +144,7 @@ impl Resolver {
         Resolver {
             ttl,
             names: Rc::default(),
+            slots: Rc::new(Semaphore::new(LOOKUPS_PER_SHARD)),
         }
     }
 
@@ -93,43 +153,39 @@ impl Resolver {
         if let Some(ip) = ip_literal(host) {
             return Ok(SocketAddr::new(ip, port));
         }
-        let key = (host.to_string(), port);
         let flight = {
             let mut names = self.names.borrow_mut();
-            if let Some((addr, at)) = names.cache.get(&key) {
+            if let Some((ip, at)) = names.cache.get(host) {
                 if at.elapsed() < self.ttl {
-                    return Ok(*addr);
+                    return Ok(SocketAddr::new(*ip, port));
                 }
             }
-            match names.in_flight.get(&key) {
+            match names.in_flight.get(host) {
                 Some(f) => f.clone(),
-                None if names.in_flight.len() >= LOOKUPS_PER_SHARD => {
-                    return Err(io::Error::other(format!(
-                        "resolver busy: {LOOKUPS_PER_SHARD} names being resolved"
-                    )));
-                }
                 None => {
                     let f = Rc::new(InFlight::default());
-                    names.in_flight.insert(key.clone(), f.clone());
+                    names.in_flight.insert(host.to_string(), f.clone());
                     // Its own task: the resolution outlives a requester that
-                    // stops waiting, and its answer still gets cached.
-                    monoio::spawn(run(self.names.clone(), key, f.clone(), self.ttl));
+                    // stops waiting once it runs, and its answer is cached.
+                    monoio::spawn(run(
+                        self.names.clone(),
+                        self.slots.clone(),
+                        host.to_string(),
+                        f.clone(),
+                        self.ttl,
+                    ));
                     f
                 }
             }
         };
-        let outcome = poll_fn(|cx| {
-            if let Some(o) = flight.outcome.borrow().as_ref() {
-                return Poll::Ready(o.clone());
-            }
-            let mut waiters = flight.waiters.borrow_mut();
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
-            }
-            Poll::Pending
-        })
+        let outcome = Wait {
+            flight,
+            ticket: None,
+        }
         .await;
-        outcome.map_err(|(kind, text)| io::Error::new(kind, text))
+        outcome
+            .map(|ip| SocketAddr::new(ip, port))
+            .map_err(|(kind, text)| io::Error::new(kind, text))
     }
 
     /// Forgets expired names (run by the shard once a second, so names of
@@ -142,27 +198,40 @@ impl Resolver {
     }
 }
 
-/// Resolves one name, caches a success, and wakes whoever still waits.
-async fn run(names: Rc<RefCell<Names>>, key: Key, flight: Rc<InFlight>, ttl: Duration) {
-    let outcome = match lookup(&key.0, key.1).await {
-        Ok(addrs) => Ok(addrs[fastrand::usize(..addrs.len())]),
-        Err(e) => Err((e.kind(), e.to_string())),
+/// Resolves one name when a slot is free, caches a success, and wakes
+/// whoever still waits. Skipped when nobody waits by the time a slot frees.
+async fn run(
+    names: Rc<RefCell<Names>>,
+    slots: Rc<Semaphore>,
+    host: String,
+    flight: Rc<InFlight>,
+    ttl: Duration,
+) {
+    let permit = slots.acquire().await;
+    let outcome = if flight.waiters.borrow().is_empty() {
+        Err((
+            io::ErrorKind::TimedOut,
+            format!("{host}: nobody waits any more"),
+        ))
+    } else {
+        match lookup(&host, 0).await {
+            Ok(addrs) => Ok(addrs[fastrand::usize(..addrs.len())].ip()),
+            Err(e) => Err((e.kind(), e.to_string())),
+        }
     };
+    drop(permit);
     {
         let mut names = names.borrow_mut();
-        names.in_flight.remove(&key);
-        if let Ok(addr) = outcome {
+        names.in_flight.remove(&host);
+        if let Ok(ip) = outcome {
             if names.cache.len() >= MAX_NAMES {
                 names.cache.retain(|_, (_, at)| at.elapsed() < ttl);
                 if names.cache.len() >= MAX_NAMES {
                     names.cache.clear();
                 }
             }
-            names.cache.insert(key, (addr, Instant::now()));
+            names.cache.insert(host, (ip, Instant::now()));
         }
     }
-    *flight.outcome.borrow_mut() = Some(outcome);
-    for w in flight.waiters.borrow_mut().drain(..) {
-        w.wake();
-    }
+    flight.finish(outcome);
 }

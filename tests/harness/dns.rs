@@ -1,7 +1,7 @@
 //! A DNS server for resolver tests, on UDP port 53 of a random 127/8 address
 //! (glibc's resolv.conf cannot name a port). Names under `.lopache.test`:
-//! `slow-*` are answered after [`SLOW_ANSWER`], `stall-*` never, the rest
-//! at once; A queries get 127.0.0.1, AAAA queries no record; other names
+//! `slow-*` are answered after [`SLOW_ANSWER`], `lag-*` after
+//! [`LAG_ANSWER`], `stall-*` never, the rest at once; A queries get 127.0.0.1, AAAA queries no record; other names
 //! NXDOMAIN. It counts the A queries per (full) name.
 
 use std::collections::HashMap;
@@ -12,6 +12,8 @@ use std::time::Duration;
 
 /// How long a `slow-*` name waits for its answer.
 pub const SLOW_ANSWER: Duration = Duration::from_secs(3);
+/// How long a `lag-*` name waits for its answer.
+pub const LAG_ANSWER: Duration = Duration::from_millis(300);
 
 pub struct FakeDns {
     pub addr: Ipv4Addr,
@@ -65,6 +67,8 @@ impl FakeDns {
                     continue;
                 } else if name.starts_with("slow-") {
                     SLOW_ANSWER
+                } else if name.starts_with("lag-") {
+                    LAG_ANSWER
                 } else {
                     Duration::ZERO
                 };
