@@ -455,7 +455,7 @@ fn the_worker_drops_to_the_configured_user() {
     let (redis, _backend) = app_on_one_backend();
     let config = format!(
         "user = \"nobody\"\n{}",
-        harness::proxy::config(&format!("{:?}", redis.url()), "")
+        harness::proxy::config(&format!("{:?}", redis.url()), "drain_timeout = 1")
     );
     let proxy = Lopache::start_config(&config, &[]);
     let worker = proxy.worker_pid();
@@ -475,6 +475,12 @@ fn the_worker_drops_to_the_configured_user() {
     // The master keeps root to bind new addresses on reload.
     assert!(status_field(proxy.pid(), "Uid:").contains("\t0\t"));
     assert!(!proxy.stderr().contains("running as root"));
+    // Dropping privileges kept the parent-death signal: a worker whose
+    // master dies does not serve on unsupervised.
+    send_signal(proxy.pid(), "KILL");
+    wait_for("the worker to follow its master", || {
+        is_dead(worker).then_some(())
+    });
 }
 
 #[test]

@@ -111,9 +111,17 @@ pub fn drop_to(run_as: RunAs) -> std::io::Result<()> {
     // SAFETY: plain system calls taking integers and one pointer to a local
     // gid that lives across the call.
     unsafe {
+        let master = libc::getppid();
         check(libc::setgroups(1, &run_as.gid))?;
         check(libc::setgid(run_as.gid))?;
         check(libc::setuid(run_as.uid))?;
+        // Changing credentials clears the parent-death signal the master set:
+        // set it again, so that a worker whose master dies still drains and
+        // exits instead of serving unsupervised beside a new master.
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM))?;
+        if libc::getppid() != master {
+            return Err(std::io::Error::other("the master exited"));
+        }
     }
     Ok(())
 }
