@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use harness::load::Load;
-use harness::{get, is_dead, send_signal, wait_for, Backend, Lopache, Redis, TempDir};
+use harness::{get, is_dead, send_signal, wait_for, Backend, Lopache, Redis, Reply, TempDir};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -199,6 +199,129 @@ fn a_failed_binary_upgrade_keeps_the_old_image_serving() {
     std::fs::rename(&staged, &binary).unwrap();
     proxy.signal("USR2");
     proxy.wait_for_log("serving (upgrade)", 1);
+    assert_eq!(get(proxy.addr, "app.example", "/").status, 200);
+}
+
+/// A binary copied to `dir` as `lopache`, run through a shell script that
+/// first runs `before` (to hang or to slow the start).
+fn wrapped_binary(dir: &std::path::Path, before: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = dir.join("lopache.real");
+    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &real).unwrap();
+    let staged = dir.join("lopache.staged");
+    std::fs::write(
+        &staged,
+        format!("#!/bin/sh\n{before}\nexec {real:?} \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+    staged
+}
+
+/// A new binary whose `--dry` hangs is given up after 10 s; meanwhile the
+/// old worker serves, and afterwards the master answers signals again.
+#[test]
+fn a_hanging_dry_run_does_not_hang_the_master() {
+    let (redis, _backend) = app_on_one_backend();
+    let bin_dir = TempDir::new("upgrade");
+    let binary = bin_dir.path().join("lopache");
+    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &binary).unwrap();
+    let config = harness::proxy::config(&format!("{:?}", redis.url()), "");
+    let mut proxy = Lopache::start_from(&binary, &config);
+    let hanging = wrapped_binary(
+        bin_dir.path(),
+        "case \" $* \" in *\" --dry \"*) exec sleep 600 ;; esac",
+    );
+    std::fs::rename(&hanging, &binary).unwrap();
+    proxy.signal("USR2");
+    assert_eq!(get(proxy.addr, "app.example", "/").status, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !proxy
+        .stderr()
+        .contains("did not finish within 10 s; keeping this binary")
+    {
+        assert!(Instant::now() < deadline, "{}", proxy.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proxy.signal("HUP");
+    proxy.wait_for_log("serving (reload)", 1);
+    assert!(proxy.alive_master());
+    assert_eq!(get(proxy.addr, "app.example", "/").status, 200);
+}
+
+/// The new master crashes after taking over, while the old one still
+/// drains a slow request: the old master serves again.
+#[test]
+fn a_new_master_that_crashes_after_taking_over_is_replaced_by_the_old_one() {
+    let redis = Redis::start();
+    let backend = Backend::start(|r| {
+        if r.target == "/slow" {
+            Reply::Delay(Duration::from_secs(3), Box::new(Reply::ok("slow")))
+        } else {
+            Reply::ok("a")
+        }
+    });
+    redis.frontend("", "app.example", "app", &[backend.url()]);
+    let config = harness::proxy::config(&format!("{:?}", redis.url()), "drain_timeout = 20");
+    let proxy = Lopache::start_config(&config, &[]);
+    let addr = proxy.addr;
+    let slow = std::thread::spawn(move || get(addr, "app.example", "/slow").status);
+    wait_for("the slow request to reach the backend", || {
+        (backend.received().len() == 1).then_some(())
+    });
+    proxy.signal("USR2");
+    let new_master = wait_for("the new master to take over", || {
+        proxy.new_masters().first().copied()
+    });
+    proxy.wait_for_log("this master retires", 1);
+    send_signal(new_master, "KILL");
+    proxy.wait_for_log("this master serves again", 1);
+    proxy.wait_for_log("serving (restart)", 1);
+    assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");
+    assert_eq!(slow.join().unwrap(), 200);
+}
+
+/// A SIGHUP that reaches the old master while the new one starts is passed
+/// on to the new one once it serves, so a config edited meanwhile applies.
+#[test]
+fn a_reload_asked_during_an_upgrade_reaches_the_new_master() {
+    let (redis, _backend) = app_on_one_backend();
+    let bin_dir = TempDir::new("upgrade");
+    let binary = bin_dir.path().join("lopache");
+    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &binary).unwrap();
+    let config = harness::proxy::config(&format!("{:?}", redis.url()), "");
+    let proxy = Lopache::start_from(&binary, &config);
+    // The new binary takes a second to start: the window for the SIGHUP.
+    let slow_start = wrapped_binary(
+        bin_dir.path(),
+        "case \" $* \" in *\" --dry \"*) ;; *) sleep 1 ;; esac",
+    );
+    std::fs::rename(&slow_start, &binary).unwrap();
+    proxy.signal("USR2");
+    proxy.wait_for_log("as master", 1);
+    proxy.signal("HUP");
+    proxy.wait_for_log("passing the SIGHUP received meanwhile", 1);
+    let new_master = proxy.new_masters()[0];
+    // A worker of the new master's serving after a reload.
+    let parent = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u32>()
+            .ok()
+    };
+    wait_for("the new master's reload", || {
+        proxy
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("serving (reload)"))
+            .filter_map(|l| l.split("worker ").nth(1)?.split(' ').next()?.parse().ok())
+            .any(|pid| parent(pid) == Some(new_master))
+            .then_some(())
+    });
+    assert!(!is_dead(new_master));
     assert_eq!(get(proxy.addr, "app.example", "/").status, 200);
 }
 

@@ -60,6 +60,8 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A new worker must report readiness within this, or it is killed.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the new binary's `--dry` may take on SIGUSR2.
+const DRY_RUN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A new master must serve within this (its worker's readiness and some),
 /// or it is stopped and this one keeps serving.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(70);
@@ -103,6 +105,9 @@ struct Pending {
 struct Upgrade {
     pid: i32,
     deadline: Instant,
+    /// A SIGHUP arrived meanwhile: the new master may have read the config
+    /// before it changed, so it gets the SIGHUP once it serves.
+    reload_asked: bool,
 }
 
 /// A worker told to drain, and when it must be gone.
@@ -138,6 +143,9 @@ struct Master {
     stopping: bool,
     /// A new master started by SIGUSR2 that has not served yet.
     upgrade: Option<Upgrade>,
+    /// The new master this one retired for, while this one drains: if it
+    /// crashes meanwhile, this one serves again.
+    successor: Option<i32>,
     /// This master was started by SIGUSR2: the old master to retire once
     /// the first worker serves.
     replaces: Option<i32>,
@@ -197,6 +205,7 @@ pub fn run(config_path: PathBuf, config: Config, text: String) -> ExitCode {
         memory_backoff: MEMORY_CHECK,
         stopping: false,
         upgrade: None,
+        successor: None,
         replaces,
         first_start: true,
     };
@@ -316,6 +325,9 @@ impl Master {
     fn on_signal(&mut self, sig: libc::c_int, sender: i32) {
         match sig {
             libc::SIGHUP if !self.stopping => {
+                if let Some(u) = &mut self.upgrade {
+                    u.reload_asked = true;
+                }
                 if self.pending.is_some() {
                     self.reload_queued = true;
                 } else {
@@ -508,6 +520,22 @@ impl Master {
         if self.upgrade.as_ref().is_some_and(|u| u.pid == pid) {
             self.upgrade = None;
             log_error!("upgrade: new master {pid} {how} before serving; keeping this binary");
+            self.main_pid_again();
+            return Ok(());
+        }
+        if self.successor == Some(pid) {
+            self.successor = None;
+            // A clean exit is an operator's stop; a crash while this master
+            // still drains would leave nothing serving: serve again.
+            if status != 0 && self.stopping && !self.sockets.raw_fds().is_empty() {
+                log_error!(
+                    "upgrade: new master {pid} {how} after taking over; this master serves again"
+                );
+                self.stopping = false;
+                self.main_pid_again();
+                let (config, text) = (self.config.clone(), self.text.clone());
+                let _ = self.start_worker(config, text, Why::Restart);
+            }
             return Ok(());
         }
         if self.pending.as_ref().is_some_and(|p| p.worker.pid == pid) {
@@ -609,6 +637,7 @@ impl Master {
             // Its exit, reaped later, finds no upgrade pending.
             send(u.pid, libc::SIGTERM);
             self.upgrade = None;
+            self.main_pid_again();
         }
         for d in &self.draining {
             if d.deadline <= now {
@@ -661,29 +690,12 @@ impl Master {
             log_warn!("upgrade: a new worker is still starting; send SIGUSR2 again once it serves");
             return;
         }
-        let checked = Command::new(&self.exe)
-            .arg("--dry")
-            .arg("--config")
-            .arg(&self.config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        match checked {
-            Ok(s) if s.success() => {}
-            Ok(s) => {
-                log_error!(
-                    "upgrade: {} --dry refused the config ({s}); keeping this binary",
-                    self.exe.display()
-                );
-                return;
-            }
-            Err(e) => {
-                log_error!(
-                    "upgrade: cannot run {}: {e}; keeping this binary",
-                    self.exe.display()
-                );
-                return;
-            }
+        if let Err(why) = self.dry_run() {
+            log_error!(
+                "upgrade: {} --dry {why}; keeping this binary",
+                self.exe.display()
+            );
+            return;
         }
         let fds = self.sockets.raw_fds();
         let mut cmd = Command::new(&self.exe);
@@ -713,6 +725,7 @@ impl Master {
                 self.upgrade = Some(Upgrade {
                     pid,
                     deadline: crate::clock::from_now(UPGRADE_TIMEOUT),
+                    reload_asked: false,
                 });
             }
             Err(e) => log_error!(
@@ -722,12 +735,53 @@ impl Master {
         }
     }
 
+    /// Runs the binary on disk with `--dry` on the config, for at most
+    /// [`DRY_RUN_TIMEOUT`] (a new binary that hangs must not hang the
+    /// master: it waits here, and signals wait in the signalfd meanwhile).
+    fn dry_run(&self) -> Result<(), String> {
+        let mut child = Command::new(&self.exe)
+            .arg("--dry")
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run: {e}"))?;
+        let deadline = Instant::now() + DRY_RUN_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(s)) if s.success() => return Ok(()),
+                Ok(Some(s)) => return Err(format!("refused the config ({s})")),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "did not finish within {} s",
+                        DRY_RUN_TIMEOUT.as_secs()
+                    ));
+                }
+                Err(e) => return Err(format!("cannot be waited for: {e}")),
+            }
+        }
+    }
+
     /// SIGWINCH from the new master: it serves. Every worker here drains as
     /// on a reload (the sockets stay open: they are the new master's too),
     /// and this master exits once they have.
     fn retire(&mut self) {
         let Some(u) = self.upgrade.take() else { return };
         log_info!("upgrade: master {} serves; this master retires", u.pid);
+        if u.reload_asked {
+            log_info!(
+                "upgrade: passing the SIGHUP received meanwhile to master {}",
+                u.pid
+            );
+            send(u.pid, libc::SIGHUP);
+        }
+        self.successor = Some(u.pid);
         self.stopping = true;
         self.restart_at = None;
         let deadline = crate::clock::from_now(self.config.drain_timeout + KILL_GRACE);
@@ -740,6 +794,12 @@ impl Master {
             send(worker.pid, libc::SIGQUIT);
             self.draining.push(Draining { worker, deadline });
         }
+    }
+
+    /// After a failed upgrade: systemd's main PID is this master again (the
+    /// new one may have claimed it just before it was stopped).
+    fn main_pid_again(&self) {
+        notify::send(&format!("MAINPID={}\nREADY=1", std::process::id()));
     }
 
     /// Once the first worker of a master started by SIGUSR2 serves: tell the
