@@ -117,3 +117,34 @@ fn hundreds_of_short_lived_backends_leave_nothing_behind() {
     });
     assert!(metric(admin, "lopache_upstream_opened_total") >= 300);
 }
+
+/// The sweep takes only what expired or was closed: a backend in use keeps
+/// its pooled connection across sweeps (no lost reuse), while a connection
+/// another backend closed in between is released.
+#[test]
+fn a_backend_in_use_keeps_its_pooled_connection_across_sweeps() {
+    let redis = Redis::start();
+    let kept = harness::Backend::named("kept");
+    redis.frontend("", "kept.example", "kept", &[kept.url()]);
+    redis.frontend(
+        "",
+        "closing.example",
+        "closing",
+        &[closes_when_idle(Duration::from_millis(100))],
+    );
+    let proxy = start(&redis, "upstream_idle_timeout = 3600");
+    let admin = proxy.admin_addr.unwrap();
+    for round in 1..=3 {
+        assert_eq!(get(proxy.addr, "kept.example", "/").text(), "kept");
+        assert_eq!(get(proxy.addr, "closing.example", "/").text(), "ok");
+        // A sweep ran once the closing backend's connection is released.
+        wait_for("a sweep to release the closed connection", || {
+            (metric(admin, "lopache_upstream_idle_closed_total") >= round).then_some(())
+        });
+    }
+    assert_eq!(get(proxy.addr, "kept.example", "/").text(), "kept");
+    // Four requests to the kept backend over one connection; one new
+    // connection per round to the closing one.
+    assert_eq!(kept.connections(), 1);
+    assert_eq!(metric(admin, "lopache_upstream_opened_total"), 1 + 3);
+}
