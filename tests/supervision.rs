@@ -34,6 +34,17 @@ fn app_on_one_backend() -> (Redis, Backend) {
     (redis, backend)
 }
 
+/// lopache started from a copy of the binary in a directory of its own, so
+/// that a test can replace the file before SIGUSR2. Keep the directory.
+fn start_from_copy(redis: &Redis) -> (TempDir, std::path::PathBuf, Lopache) {
+    let bin_dir = TempDir::new("upgrade");
+    let binary = bin_dir.path().join("lopache");
+    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &binary).unwrap();
+    let config = harness::proxy::config(&format!("{:?}", redis.url()), "");
+    let proxy = Lopache::start_from(&binary, &config);
+    (bin_dir, binary, proxy)
+}
+
 fn rewrite_config(proxy: &Lopache, edit: impl Fn(&str) -> String) {
     let path = proxy.config_path();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -106,11 +117,7 @@ fn reloads_keep_unchanged_listeners_and_follow_a_new_shard_count() {
 fn reloads_and_a_binary_upgrade_under_load_fail_no_request() {
     let (redis, _backend) = app_on_one_backend();
     // A copy of the binary, replaced on disk before the upgrade.
-    let bin_dir = TempDir::new("upgrade");
-    let binary = bin_dir.path().join("lopache");
-    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &binary).unwrap();
-    let config = harness::proxy::config(&format!("{:?}", redis.url()), "");
-    let mut proxy = Lopache::start_from(&binary, &config);
+    let (bin_dir, binary, mut proxy) = start_from_copy(&redis);
     let master = proxy.pid();
     let load = Load::start(proxy.addr, "app.example", 4);
     load.wait_for_more(200);
@@ -161,27 +168,16 @@ fn reloads_and_a_binary_upgrade_under_load_fail_no_request() {
 /// worker serving, under load, with not one request failed.
 #[test]
 fn a_failed_binary_upgrade_keeps_the_old_image_serving() {
-    use std::os::unix::fs::PermissionsExt;
     let (redis, _backend) = app_on_one_backend();
-    let bin_dir = TempDir::new("upgrade");
-    let binary = bin_dir.path().join("lopache");
-    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &binary).unwrap();
-    let config = harness::proxy::config(&format!("{:?}", redis.url()), "");
-    let mut proxy = Lopache::start_from(&binary, &config);
+    let (bin_dir, binary, mut proxy) = start_from_copy(&redis);
     let worker = proxy.worker_pid();
     let load = Load::start(proxy.addr, "app.example", 4);
     load.wait_for_more(200);
-    let staged = bin_dir.path().join("lopache.new");
-    std::fs::write(
-        &staged,
-        format!(
-            "#!/bin/sh\ncase \" $* \" in *\" --dry \"*) exec {:?} \"$@\" ;; esac\n\
-             echo 'lopache: error while loading shared libraries: libgone.so.1' >&2\nexit 127\n",
-            env!("CARGO_BIN_EXE_lopache")
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let staged = wrapped_binary(
+        bin_dir.path(),
+        "case \" $* \" in *\" --dry \"*) ;; *) \
+         echo 'lopache: error while loading shared libraries: libgone.so.1' >&2; exit 127 ;; esac",
+    );
     std::fs::rename(&staged, &binary).unwrap();
     proxy.signal("USR2");
     proxy.wait_for_log("before serving; keeping this binary", 1);
@@ -223,11 +219,7 @@ fn wrapped_binary(dir: &std::path::Path, before: &str) -> std::path::PathBuf {
 #[test]
 fn a_hanging_dry_run_does_not_hang_the_master() {
     let (redis, _backend) = app_on_one_backend();
-    let bin_dir = TempDir::new("upgrade");
-    let binary = bin_dir.path().join("lopache");
-    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &binary).unwrap();
-    let config = harness::proxy::config(&format!("{:?}", redis.url()), "");
-    let mut proxy = Lopache::start_from(&binary, &config);
+    let (bin_dir, binary, mut proxy) = start_from_copy(&redis);
     let hanging = wrapped_binary(
         bin_dir.path(),
         "case \" $* \" in *\" --dry \"*) exec sleep 600 ;; esac",
@@ -286,11 +278,7 @@ fn a_new_master_that_crashes_after_taking_over_is_replaced_by_the_old_one() {
 #[test]
 fn a_reload_asked_during_an_upgrade_reaches_the_new_master() {
     let (redis, _backend) = app_on_one_backend();
-    let bin_dir = TempDir::new("upgrade");
-    let binary = bin_dir.path().join("lopache");
-    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &binary).unwrap();
-    let config = harness::proxy::config(&format!("{:?}", redis.url()), "");
-    let proxy = Lopache::start_from(&binary, &config);
+    let (bin_dir, binary, proxy) = start_from_copy(&redis);
     // The new binary takes a second to start: the window for the SIGHUP.
     let slow_start = wrapped_binary(
         bin_dir.path(),

@@ -55,14 +55,21 @@ fn echo_backend() -> Backend {
     })
 }
 
-#[test]
-fn https_requests_keep_alive_and_forwarded_proto() {
+/// `secure.example` served over HTTPS by lopache from the echo backend.
+/// Keep the whole tuple alive for the test.
+fn secure_site() -> (Pki, TempDir, Redis, Backend, Lopache) {
     let pki = Pki::new();
-    let (_dir, files) = site_files(&pki, "secure.example");
+    let (dir, files) = site_files(&pki, "secure.example");
     let redis = Redis::start();
     let backend = echo_backend();
     redis.frontend("", "secure.example", "secure", &[backend.url()]);
     let proxy = start(&redis, &files);
+    (pki, dir, redis, backend, proxy)
+}
+
+#[test]
+fn https_requests_keep_alive_and_forwarded_proto() {
+    let (pki, _dir, _redis, _backend, proxy) = secure_site();
     let tls_addr = proxy.https_addr.expect("an https listener");
     let mut conn =
         connect(tls_addr, "secure.example", pki.client(&[TLS13, TLS12])).expect("handshake");
@@ -241,12 +248,7 @@ fn plaintext_on_the_tls_port_is_closed_promptly() {
 #[test]
 fn a_body_of_large_and_small_records_arrives_whole() {
     use std::io::Write;
-    let pki = Pki::new();
-    let (_dir, files) = site_files(&pki, "secure.example");
-    let redis = Redis::start();
-    let backend = echo_backend();
-    redis.frontend("", "secure.example", "secure", &[backend.url()]);
-    let proxy = start(&redis, &files);
+    let (pki, _dir, _redis, _backend, proxy) = secure_site();
     let mut conn = connect(
         proxy.https_addr.unwrap(),
         "secure.example",
