@@ -227,3 +227,86 @@ fn route_errors_exit_2_naming_the_key_in_both_formats() {
         }
     }
 }
+
+/// `--dry` on `json`: (exit code, stdout, stderr).
+fn dry(dir: &TempDir, json: &str) -> (Option<i32>, String, String) {
+    let path = dir.path().join("migrated.json");
+    std::fs::write(&path, json).unwrap();
+    let o = lopache(&["--config", path.to_str().unwrap(), "--dry"]);
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Keys that say where lopache connects or listens are translated, or the
+/// start stops naming them; never warned about and dropped.
+#[test]
+fn migrated_configs_keep_where_they_connect_and_listen() {
+    let dir = TempDir::new("migrate");
+    let pki = harness::tls::Pki::new();
+    pki.leaf(&["site.example"]).write(dir.path(), "site");
+    let (cert, key) = (dir.path().join("site.crt"), dir.path().join("site.key"));
+    // Hipache 0.2: read replica, master for dead marks, and HTTPS on the
+    // addresses of `server.address`/`address6` (not on every interface).
+    let (code, out, err) = dry(
+        &dir,
+        &format!(
+            r#"{{"server": {{"accessLog": null, "port": 8099, "address": ["127.0.0.2"],
+                "address6": ["::1"], "https": {{"port": 8443, "key": {key:?}, "cert": {cert:?}}}}},
+              "redisHost": "10.0.0.1", "redisPort": 6380, "redisDatabaseIndex": 2,
+              "redisMasterHost": "10.0.0.2", "redisMasterPassword": "pw"}}"#
+        ),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("\"redis://10.0.0.1:6380/2\",\n    \"redis://:***@10.0.0.2:6380/2\","),
+        "{out}"
+    );
+    let https = out.split("[https]").nth(1).unwrap();
+    assert!(
+        https.contains("\"127.0.0.2\"") && https.contains("\"::1\""),
+        "{https}"
+    );
+    assert!(!out.contains("0.0.0.0"), "{out}");
+    // concussionjs-proxy.
+    let (code, out, err) = dry(
+        &dir,
+        r#"{"server": {"accessLog": null}, "redis": {"host": "10.1.1.1", "port": 6390}}"#,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("driver = \"redis://10.1.1.1:6390/0\""),
+        "{out}"
+    );
+    // hipache-raft's "the defaults", said aloud.
+    let (code, out, err) = dry(
+        &dir,
+        r#"{"server": {"accessLog": null}, "driver": "redis://:"}"#,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("driver = \"redis://127.0.0.1:6379/0\""),
+        "{out}"
+    );
+    assert!(
+        err.contains("names no host or port: using 127.0.0.1:6379"),
+        "{err}"
+    );
+    // Two answers to "which Redis": a config error naming the key.
+    for json in [
+        r#"{"driver": "redis://127.0.0.1:6379", "redisHost": "10.0.0.9"}"#,
+        r#"{"driver": "redis://127.0.0.1:6379", "redis": {"host": "10.0.0.9"}}"#,
+        r#"{"redis": {"host": "10.0.0.9", "socket": "/tmp/r.sock"}}"#,
+    ] {
+        let (code, _, err) = dry(&dir, json);
+        assert_eq!(code, Some(2), "{json}");
+        assert!(
+            err.contains("redisHost: conflicts")
+                || err.contains("redis: conflicts")
+                || err.contains("redis.socket: not understood"),
+            "{json}: {err}"
+        );
+    }
+}

@@ -39,9 +39,21 @@ pub fn translate(text: &str) -> Result<(RawConfig, Vec<String>), ConfigError> {
             }
             // Appended after the loop: object keys come sorted, not in file order.
             "rollout" => {}
-            "redisHost" | "redisPort" | "redisDatabase" | "redisPassword" => {
+            "redisHost"
+            | "redisPort"
+            | "redisDatabase"
+            | "redisDatabaseIndex"
+            | "redisPassword"
+            | "redisMasterHost"
+            | "redisMasterPort"
+            | "redisMasterPassword" => {
                 legacy_redis.insert(k.clone(), v.clone());
             }
+            // concussionjs-proxy: "redis": {"host", "port"[, "password", "db"]}.
+            "redis" if root.contains_key("driver") => {
+                return Err(err("redis", "conflicts with `driver`: name the Redis once"));
+            }
+            "redis" => raw.driver = t.concussion_driver(v)?,
             _ => t.ignored(k),
         }
     }
@@ -49,7 +61,14 @@ pub fn translate(text: &str) -> Result<(RawConfig, Vec<String>), ConfigError> {
         let route = t.rollout(v)?;
         raw.routes.push(route);
     }
-    if !legacy_redis.is_empty() && !root.contains_key("driver") {
+    if let Some(first) = legacy_redis.keys().next() {
+        // Where lopache reads routes from is said once, or it is an error.
+        if root.contains_key("driver") || root.contains_key("redis") {
+            return Err(err(
+                first,
+                "conflicts with `driver`/`redis`: name the Redis once",
+            ));
+        }
         raw.driver = t.legacy_driver(&legacy_redis)?;
     }
     Ok((raw, t.warnings))
@@ -118,15 +137,30 @@ impl Translator {
             .ok_or_else(|| err(key, "expected true or false"))
     }
 
-    fn driver(&self, v: &Value, key: &str) -> Result<DriverSpec, ConfigError> {
-        let check = |u: &str, k: String| {
-            RedisUrl::parse(u)
-                .map(|_| ())
-                .map_err(|e| err(&k, e.to_string()))
+    fn driver(&mut self, v: &Value, key: &str) -> Result<DriverSpec, ConfigError> {
+        let mut defaulted = Vec::new();
+        let mut check = |u: &str, k: String| {
+            let url = RedisUrl::parse(u).map_err(|e| err(&k, e.to_string()))?;
+            // hipache-raft writes "redis://:" for "the defaults".
+            if let Some(rest) = u.split_once("://").map(|(_, r)| r) {
+                let authority = rest.split(['/', '#']).next().unwrap_or("");
+                let hostport = authority.rsplit('@').next().unwrap_or("");
+                if hostport.is_empty() || hostport.starts_with(':') || hostport.ends_with(':') {
+                    let at = match &url.endpoint {
+                        crate::redis::url::Endpoint::Tcp { host, port } => format!("{host}:{port}"),
+                        crate::redis::url::Endpoint::Unix(p) => p.display().to_string(),
+                    };
+                    defaulted.push(format!(
+                        "{k}: {u:?} names no host or port: using {at}, as Hipache does"
+                    ));
+                }
+            }
+            Ok::<(), ConfigError>(())
         };
         match v {
             Value::String(s) => {
                 check(s, key.to_string())?;
+                self.warnings.append(&mut defaulted);
                 Ok(DriverSpec::One(s.clone()))
             }
             Value::Array(items) if !items.is_empty() => {
@@ -137,14 +171,30 @@ impl Translator {
                     check(&u, k)?;
                     urls.push(u);
                 }
+                self.warnings.append(&mut defaulted);
                 Ok(DriverSpec::Many(urls))
             }
             _ => Err(err(key, "expected a Redis URL or a list of them")),
         }
     }
 
-    /// Hipache before 0.3: `redisHost`, `redisPort`, `redisDatabase`, `redisPassword`.
+    /// Hipache before 0.3: `redisHost`, `redisPort`, `redisDatabase` (or
+    /// `redisDatabaseIndex`), `redisPassword` for the Redis read from, and
+    /// `redisMasterHost`, `redisMasterPort`, `redisMasterPassword` for the
+    /// master dead marks go to: a `[read, write]` driver list.
     fn legacy_driver(&self, m: &Map<String, Value>) -> Result<DriverSpec, ConfigError> {
+        let db = match m.get("redisDatabase").or(m.get("redisDatabaseIndex")) {
+            Some(v) => self.uint(v, "redisDatabase")?,
+            None => 0,
+        };
+        let read = self.legacy_url(m, "redis", "127.0.0.1", 6379, db)?;
+        if !["redisMasterHost", "redisMasterPort", "redisMasterPassword"]
+            .iter()
+            .any(|k| m.contains_key(*k))
+        {
+            return Ok(DriverSpec::One(read));
+        }
+        // The master defaults to the read side's host and port.
         let host = match m.get("redisHost") {
             Some(v) => self.string(v, "redisHost")?,
             None => "127.0.0.1".into(),
@@ -153,15 +203,56 @@ impl Translator {
             Some(v) => self.port(v, "redisPort")?,
             None => 6379,
         };
-        let db = match m.get("redisDatabase") {
-            Some(v) => self.uint(v, "redisDatabase")?,
-            None => 0,
+        let write = self.legacy_url(m, "redisMaster", &host, port, db)?;
+        Ok(DriverSpec::Many(vec![read, write]))
+    }
+
+    /// `redis://[:password@]host:port/db` from `<prefix>Host`, `<prefix>Port`
+    /// and `<prefix>Password`.
+    fn legacy_url(
+        &self,
+        m: &Map<String, Value>,
+        prefix: &str,
+        default_host: &str,
+        default_port: u16,
+        db: u64,
+    ) -> Result<String, ConfigError> {
+        let key = |name: &str| format!("{prefix}{name}");
+        let host = match m.get(&key("Host")) {
+            Some(v) => self.string(v, &key("Host"))?,
+            None => default_host.into(),
         };
-        let auth = match m.get("redisPassword") {
+        let port = match m.get(&key("Port")) {
+            Some(v) => self.port(v, &key("Port"))?,
+            None => default_port,
+        };
+        let auth = match m.get(&key("Password")) {
             Some(Value::String(p)) if !p.is_empty() => format!(":{p}@"),
             _ => String::new(),
         };
-        Ok(DriverSpec::One(format!("redis://{auth}{host}:{port}/{db}")))
+        Ok(format!("redis://{auth}{host}:{port}/{db}"))
+    }
+
+    /// concussionjs-proxy's `"redis": {"host", "port", "password", "db"}`.
+    fn concussion_driver(&mut self, v: &Value) -> Result<DriverSpec, ConfigError> {
+        let mut m = Map::new();
+        for (k, v) in self.object(v, "redis")? {
+            let name = match k.as_str() {
+                "host" => "redisHost",
+                "port" => "redisPort",
+                "password" => "redisPassword",
+                "db" | "database" => "redisDatabase",
+                _ => {
+                    // Where lopache connects is never guessed at.
+                    return Err(err(
+                        &format!("redis.{k}"),
+                        "not understood (known: host, port, password, db)",
+                    ));
+                }
+            };
+            m.insert(name.into(), v.clone());
+        }
+        self.legacy_driver(&m)
     }
 
     fn server(&mut self, v: &Value, raw: &mut RawConfig) -> Result<(), ConfigError> {
@@ -192,6 +283,11 @@ impl Translator {
                 // Hipache before 0.3 kept the listeners under `server`.
                 "port" => raw.http.port = self.port(v, &key)?,
                 "address" => raw.http.bind = self.binds(v, &key, false)?,
+                // Sorted after "address": the IPv6 addresses join its list.
+                "address6" => {
+                    let v6 = self.binds(v, &key, false)?;
+                    raw.http.bind.extend(v6)
+                }
                 "https" => self.https(v, &key, raw)?,
                 _ => self.ignored(&key),
             }
@@ -222,9 +318,10 @@ impl Translator {
                 _ => self.ignored(&key),
             }
         }
-        // Pre-0.3 configs had no https.bind: the listener was implied.
+        // Pre-0.3 configs had no https.bind: Hipache listened for HTTPS on
+        // `server.address` (and `address6`), never on an interface not named.
         if section == "server.https" && raw.https.bind.is_empty() {
-            raw.https.bind = vec![BindSpec::Address("0.0.0.0".into())];
+            raw.https.bind = raw.http.bind.clone();
         }
         Ok(())
     }
