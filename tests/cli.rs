@@ -41,7 +41,7 @@ fn version_and_help_exit_zero() {
 fn dry_prints_effective_config_with_secrets_masked() {
     let dir = TempDir::new("cli");
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, "driver = [\"redis://:hunter2@10.0.0.1:6380/2#p:\", \"redis://:pw2@10.0.0.2\"]\n[server]\nretry_on_error = 7\n").unwrap();
+    std::fs::write(&path, "driver = [\"redis://:hunter2@10.0.0.1:6380/2#p:\", \"redis://:pw2@10.0.0.2\"]\n[server]\naccess_log = \"none\"\nretry_on_error = 7\n").unwrap();
     let o = lopache(
         &["--config", path.to_str().unwrap(), "--dry"],
         dir.path(),
@@ -128,12 +128,12 @@ fn default_path_and_settings_flavor() {
     let dir = TempDir::new("cli");
     std::fs::write(
         dir.path().join("config.toml"),
-        "[server]\nretry_on_error = 4\n",
+        "[server]\naccess_log = \"none\"\nretry_on_error = 4\n",
     )
     .unwrap();
     std::fs::write(
         dir.path().join("config_staging.toml"),
-        "[server]\nretry_on_error = 9\n",
+        "[server]\naccess_log = \"none\"\nretry_on_error = 9\n",
     )
     .unwrap();
     let plain = lopache(&["--dry"], dir.path(), &[]);
@@ -142,26 +142,55 @@ fn default_path_and_settings_flavor() {
     assert!(String::from_utf8_lossy(&flavored.stdout).contains("retry_on_error = 9"));
 }
 
+/// An empty file is a valid config: every key has its default. The default
+/// access log's directory, `/var/log/lopache`, must exist (lopache creates
+/// none): checked in a private mount namespace with a fresh `/var/log`, with
+/// and without that directory, so the machine's own is never touched.
 #[test]
-fn empty_config_is_valid() {
+fn empty_config_is_valid_where_the_log_directory_exists() {
     let dir = TempDir::new("cli");
     std::fs::write(dir.path().join("config.toml"), "").unwrap();
-    let o = lopache(&["--dry"], dir.path(), &[]);
+    let in_fresh_var_log = |setup: &str| {
+        let script =
+            format!("mount -t tmpfs none /var/log && {setup} exec \"$0\" --dry --config \"$1\"");
+        Command::new("unshare")
+            .args(["-m", "--", "sh", "-c", &script])
+            .arg(env!("CARGO_BIN_EXE_lopache"))
+            .arg(dir.path().join("config.toml"))
+            .output()
+            .expect("unshare (scripts/test.sh installs util-linux)")
+    };
+    let o = in_fresh_var_log("mkdir /var/log/lopache &&");
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("access_log = \"/var/log/lopache/access.log\"")
+    );
+    let o = in_fresh_var_log("");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("server.access_log: directory /var/log/lopache does not exist"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn user_and_group_must_exist() {
     let dir = TempDir::new("cli");
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, "user = \"nobody\"\n").unwrap();
+    let quiet = "[server]\naccess_log = \"none\"\n";
+    std::fs::write(&path, format!("user = \"nobody\"\n{quiet}")).unwrap();
     let o = lopache(&["--dry"], dir.path(), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    std::fs::write(&path, "user = \"no-such-user-x\"\n").unwrap();
+    std::fs::write(&path, format!("user = \"no-such-user-x\"\n{quiet}")).unwrap();
     let o = lopache(&["--dry"], dir.path(), &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("user: no such user"), "{}", stderr(&o));
-    std::fs::write(&path, "user = \"nobody\"\ngroup = \"no-such-group-x\"\n").unwrap();
+    std::fs::write(
+        &path,
+        format!("user = \"nobody\"\ngroup = \"no-such-group-x\"\n{quiet}"),
+    )
+    .unwrap();
     let o = lopache(&["--dry"], dir.path(), &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -207,7 +236,7 @@ fn an_address_served_by_another_process_is_refused() {
     let path = dir.path().join("c.toml");
     std::fs::write(
         &path,
-        format!("[http]\nport = {port}\nbind = [\"127.0.0.1\"]\n"),
+        format!("[server]\naccess_log = \"none\"\n[http]\nport = {port}\nbind = [\"127.0.0.1\"]\n"),
     )
     .unwrap();
     let o = lopache(&["--config", path.to_str().unwrap()], dir.path(), &[]);
