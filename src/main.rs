@@ -88,9 +88,16 @@ fn main() -> ExitCode {
         Parsed::Exit(code) => return code,
     };
     let flavor = std::env::var("SETTINGS_FLAVOR").ok();
+    let searched = args.config.is_none();
     let path = args
         .config
         .unwrap_or_else(|| lopache::config::default_path(flavor.as_deref()));
+    if searched && !args.worker {
+        eprintln!(
+            "lopache: info: no --config given: reading {}",
+            path.display()
+        );
+    }
     if args.worker {
         lopache::master::set_process_name(lopache::master::WORKER_NAME);
         return run_worker(&path);

@@ -140,6 +140,43 @@ fn default_path_and_settings_flavor() {
     assert!(String::from_utf8_lossy(&plain.stdout).contains("retry_on_error = 4"));
     let flavored = lopache(&["--dry"], dir.path(), &[("SETTINGS_FLAVOR", "staging")]);
     assert!(String::from_utf8_lossy(&flavored.stdout).contains("retry_on_error = 9"));
+    assert!(stderr(&flavored).contains("reading config_staging.toml"));
+    // Hipache's names: config_<flavor>.json, and config/config.json.
+    let hipache = TempDir::new("cli");
+    std::fs::write(
+        hipache.path().join("config_test.json"),
+        r#"{"server": {"accessLog": null, "retryOnError": 5}}"#,
+    )
+    .unwrap();
+    std::fs::create_dir(hipache.path().join("config")).unwrap();
+    std::fs::write(
+        hipache.path().join("config/config.json"),
+        r#"{"server": {"accessLog": null, "retryOnError": 6}}"#,
+    )
+    .unwrap();
+    let o = lopache(&["--dry"], hipache.path(), &[("SETTINGS_FLAVOR", "test")]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("retry_on_error = 5"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("reading config_test.json"));
+    let o = lopache(&["--dry"], hipache.path(), &[]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("retry_on_error = 6"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("reading config/config.json"));
+    // Nothing there: the error names the first place looked at.
+    let empty = TempDir::new("cli");
+    let o = lopache(&["--dry"], empty.path(), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot read config.toml"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// An empty file is a valid config: every key has its default. The default

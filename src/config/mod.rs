@@ -134,13 +134,22 @@ pub struct Config {
     pub files: files::Files,
 }
 
-/// The config path when `--config` is not given: `config.toml`, or
-/// `config_<flavor>.toml` when `SETTINGS_FLAVOR` is set.
+/// The config path when `--config` is not given: the first that exists of
+/// `config.toml` and Hipache's `config/config.json`, or with
+/// `SETTINGS_FLAVOR=<flavor>` of `config_<flavor>.toml`, `config_<flavor>.json`
+/// and `config/config_<flavor>.json`. None existing: the first (whose read
+/// error then names it).
 pub fn default_path(flavor: Option<&str>) -> PathBuf {
-    match flavor {
-        Some(f) if !f.is_empty() => PathBuf::from(format!("config_{f}.toml")),
-        _ => PathBuf::from("config.toml"),
-    }
+    let candidates: Vec<String> = match flavor {
+        Some(f) if !f.is_empty() => vec![
+            format!("config_{f}.toml"),
+            format!("config_{f}.json"),
+            format!("config/config_{f}.json"),
+        ],
+        _ => vec!["config.toml".into(), "config/config.json".into()],
+    };
+    let found = candidates.iter().find(|c| Path::new(c).is_file());
+    PathBuf::from(found.unwrap_or(&candidates[0]))
 }
 
 /// The text of the config file at `path` (the master reads it once and hands
