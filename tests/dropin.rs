@@ -93,13 +93,20 @@ fn hipache_fixture_config_behaves_like_its_toml_equivalent() {
         log.contains("https.ciphers is not implemented")
             .then_some(log)
     });
-    for key in ["server.lruCache", "https.secureProtocol", "https.ciphers"] {
+    for key in ["server.lruCache", "https.ciphers"] {
         assert_eq!(
             log.matches(&format!("{key} is not implemented")).count(),
             1,
             "{key}:\n{log}"
         );
     }
+    // A protocol floor below TLS 1.2 is translated to a preset, and said once.
+    assert_eq!(
+        log.matches("https.secureProtocol: \"SSLv23_method\" allows protocols below TLS 1.2")
+            .count(),
+        1,
+        "{log}"
+    );
 }
 
 #[test]
@@ -292,6 +299,33 @@ fn migrated_configs_keep_where_they_connect_and_listen() {
     );
     assert!(
         err.contains("names no host or port: using 127.0.0.1:6379"),
+        "{err}"
+    );
+    // Node's TLS settings: a protocol floor becomes a preset; a passphrase
+    // (an encrypted key) is an error saying what to do.
+    let (code, out, err) = dry(
+        &dir,
+        r#"{"server": {"accessLog": null}, "https": {"bind": [], "secureProtocol": "TLSv1_3_method", "passphrase": ""}}"#,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("preset = \"modern\""), "{out}");
+    let (code, out, err) = dry(
+        &dir,
+        r#"{"server": {"accessLog": null}, "https": {"bind": [], "secureProtocol": "SSLv23_method"}}"#,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("preset = \"intermediate\""), "{out}");
+    assert!(
+        err.contains("below TLS 1.2, which lopache never offers"),
+        "{err}"
+    );
+    let (code, _, err) = dry(
+        &dir,
+        r#"{"server": {"accessLog": null}, "https": {"bind": [], "passphrase": "secret"}}"#,
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("https.passphrase: encrypted private keys are not supported"),
         "{err}"
     );
     // Two answers to "which Redis": a config error naming the key.

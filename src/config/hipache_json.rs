@@ -315,6 +315,30 @@ impl Translator {
                 "bind" => raw.https.bind = self.binds(v, &key, true)?,
                 "key" => raw.https.key = self.string(v, &key)?,
                 "cert" => raw.https.cert = self.string(v, &key)?,
+                // Node's protocol floor: lopache never offers less than TLS
+                // 1.2; a 1.3 floor is the `modern` preset.
+                "secureProtocol" => {
+                    let method = self.string(v, &key)?;
+                    raw.https.preset = match method.as_str() {
+                        "TLSv1_3_method" | "TLSv1_3_server_method" => "modern".into(),
+                        "TLSv1_2_method" | "TLSv1_2_server_method" => "intermediate".into(),
+                        other => {
+                            self.warnings.push(format!(
+                                "{key}: {other:?} allows protocols below TLS 1.2, which lopache never offers: using the \"intermediate\" preset (TLS 1.2 and 1.3)"
+                            ));
+                            "intermediate".into()
+                        }
+                    };
+                }
+                // An encrypted key cannot be served without its passphrase,
+                // and lopache reads keys in the clear only: say how.
+                "passphrase" if matches!(v, Value::Null) || v.as_str() == Some("") => {}
+                "passphrase" => {
+                    return Err(err(
+                        &key,
+                        "encrypted private keys are not supported: decrypt it once (openssl pkey -in key.pem -out key-clear.pem), keep it readable by root only, and name that file in `key`",
+                    ));
+                }
                 _ => self.ignored(&key),
             }
         }
