@@ -344,3 +344,41 @@ fn migrated_configs_keep_where_they_connect_and_listen() {
         );
     }
 }
+
+/// The sample configs of the projects lopache replaces (in the shape their
+/// READMEs show, `tests/fixtures/migrate/`) pass `--dry`, with exactly the
+/// warnings expected of each, as the README's Migrating tables say.
+#[test]
+fn sample_configs_of_each_source_load() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/migrate");
+    let expected: &[(&str, &[&str])] = &[
+        ("hipache-0.2.json", &[]),
+        ("hipache-0.3.json", &[]),
+        ("lopache.json", &[]),
+        ("concussionjs.json", &[]),
+        (
+            "hipache-raft.json",
+            &["driver: \"redis://:\" names no host or port: using 127.0.0.1:6379"],
+        ),
+    ];
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let want = expected
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name}: no expectation"))
+            .1;
+        let o = lopache(&["--config", path.to_str().unwrap(), "--dry"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{name}: {err}");
+        let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warn:")).collect();
+        assert_eq!(warnings.len(), want.len(), "{name}: {err}");
+        for w in want {
+            assert!(err.contains(w), "{name}: {err}");
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, expected.len());
+}
