@@ -309,3 +309,52 @@ fn sigterm_and_sigint_exit_zero() {
         assert_eq!(status.code(), Some(0), "SIG{signal}");
     }
 }
+
+/// Run as an unprivileged user, `--dry` reports an access log that user
+/// cannot write (a root-owned directory), naming the key, instead of the
+/// start failing later.
+#[test]
+fn an_access_log_this_user_cannot_write_is_a_config_error() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: switching to nobody needs root");
+        return;
+    }
+    let dir = TempDir::new("cli");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\naccess_log = {:?}\n[http]\nport = 8080\n",
+            logs.join("access.log")
+        ),
+    )
+    .unwrap();
+    // Readable by everyone, writable by root only.
+    for p in [dir.path(), &logs, &path] {
+        let mode = if p.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    let o = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_lopache"))
+        .args(["--dry", "--config", path.to_str().unwrap()])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("server.access_log:")
+            && stderr(&o).contains("is not writable by this user"),
+        "{}",
+        stderr(&o)
+    );
+    // The same file as root passes.
+    let o = lopache(
+        &["--dry", "--config", path.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
