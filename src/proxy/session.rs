@@ -387,8 +387,11 @@ async fn reply_ping<S: AsyncWriteRent>(
 /// Half-closes, then reads and discards what the client still sends for a
 /// moment, so the response we wrote is not destroyed by a reset.
 async fn linger_close<S: AsyncReadRent + AsyncWriteRent>(client: &mut Client<S>) {
-    let _ = client.stream.shutdown().await;
     let deadline = Instant::now() + LINGER_TIME;
+    // Over TLS the shutdown writes (close_notify, and whatever rustls still
+    // holds): a client that stops reading must not hold the task past the
+    // linger time.
+    let _ = monoio::time::timeout(LINGER_TIME, client.stream.shutdown()).await;
     let mut discarded = 0;
     while discarded < LINGER_BYTES {
         let left = deadline.saturating_duration_since(Instant::now());
