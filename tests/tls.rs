@@ -636,3 +636,51 @@ fn keys_in_pkcs8_pkcs1_and_sec1_are_served() {
         }
     }
 }
+
+/// `https.chain` (Hipache's `https.ca`): the certificates of those files are
+/// served after the certificate file's own, in order; a chain file without a
+/// certificate is a config error naming it.
+#[test]
+fn chain_files_are_served_after_the_certificate() {
+    let pki = Pki::new();
+    let dir = TempDir::new("tls");
+    let leaf = pki.leaf(&["secure.example"]);
+    leaf.write(dir.path(), "site");
+    std::fs::write(dir.path().join("intermediate.pem"), &pki.ca_pem).unwrap();
+    let redis = Redis::start();
+    let files = format!(
+        "cert = {:?}\nkey = {:?}\nchain = [{:?}]",
+        dir.path().join("site.crt"),
+        dir.path().join("site.key"),
+        dir.path().join("intermediate.pem")
+    );
+    let proxy = start(&redis, &files);
+    let conn = connect(
+        proxy.https_addr.unwrap(),
+        "secure.example",
+        pki.client(&[TLS13]),
+    )
+    .unwrap();
+    let served = conn.stream.conn.peer_certificates().unwrap();
+    assert_eq!(served.len(), 2);
+    assert_eq!(served[0], leaf.der);
+    assert_eq!(served[1], pki.ca_der);
+    // Not a certificate: refused at start, naming the key.
+    std::fs::write(dir.path().join("intermediate.pem"), "not a certificate").unwrap();
+    let cfg = format!(
+        "driver = {:?}\n[http]\nport = 0\nbind = [\"127.0.0.1\"]\n[https]\nport = 0\nbind = [\"127.0.0.1\"]\n{files}\n[server]\naccess_log = \"none\"\n",
+        redis.url()
+    );
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lopache"))
+        .args(["--dry", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("https.chain[0]"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -315,6 +315,18 @@ impl Translator {
                 "bind" => raw.https.bind = self.binds(v, &key, true)?,
                 "key" => raw.https.key = self.string(v, &key)?,
                 "cert" => raw.https.cert = self.string(v, &key)?,
+                // Node sends `ca` after the certificate: intermediates.
+                "ca" => {
+                    raw.https.chain = match v {
+                        Value::Array(items) => items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, item)| self.string(item, &format!("{key}[{i}]")))
+                            .collect::<Result<_, _>>()?,
+                        Value::Null => Vec::new(),
+                        other => vec![self.string(other, &key)?],
+                    }
+                }
                 // Node's protocol floor: lopache never offers less than TLS
                 // 1.2; a 1.3 floor is the `modern` preset.
                 "secureProtocol" => {

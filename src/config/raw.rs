@@ -187,6 +187,9 @@ pub struct RawHttps {
     pub bind: Vec<BindSpec>,
     pub cert: String,
     pub key: String,
+    /// PEM files whose certificates are sent after the default certificate's
+    /// own chain (intermediates kept apart; Hipache's `https.ca`).
+    pub chain: Vec<String>,
     pub certificates_dir: String,
     pub redis_certificates: bool,
     /// Seconds a shard keeps what it found in Redis for a name.
@@ -203,6 +206,7 @@ impl Default for RawHttps {
             bind: Vec::new(),
             cert: String::new(),
             key: String::new(),
+            chain: Vec::new(),
             certificates_dir: String::new(),
             redis_certificates: false,
             redis_certificates_ttl: 30,

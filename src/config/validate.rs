@@ -202,7 +202,24 @@ fn https(
         (true, false) => Err(ConfigError::new(cert_key, format!("needed with {key_key}"))),
         (false, true) => Err(ConfigError::new(key_key, format!("needed with {cert_key}"))),
     };
-    let section_default = load(files, &h.cert, &h.key, "https.cert", "https.key")?;
+    let chain: Vec<std::path::PathBuf> = h.chain.iter().map(|c| base.join(c)).collect();
+    if !chain.is_empty() && (h.cert.is_empty() || h.key.is_empty()) {
+        return Err(ConfigError::new(
+            "https.chain",
+            "needs https.cert and https.key",
+        ));
+    }
+    let section_default = match (h.cert.is_empty(), h.key.is_empty()) {
+        (false, false) => Some(crate::tls::load_certified_key_with_chain(
+            files,
+            &base.join(&h.cert),
+            &base.join(&h.key),
+            &chain,
+            "https.cert",
+            "https.key",
+        )?),
+        _ => load(files, &h.cert, &h.key, "https.cert", "https.key")?,
+    };
     let by_name = match h.certificates_dir.as_str() {
         "" => SniResolver::default(),
         dir => SniResolver::load_dir(files, &base.join(dir))?,

@@ -69,12 +69,41 @@ pub fn load_certified_key(
     cert_key: &str,
     key_key: &str,
 ) -> Result<Arc<CertifiedKey>, ConfigError> {
-    let cert_pem = files.read(cert_path).map_err(|e| {
+    load_certified_key_with_chain(files, cert_path, key_path, &[], cert_key, key_key)
+}
+
+/// [`load_certified_key`], with the certificates of `chain` (PEM files,
+/// `https.chain`) sent after the certificate file's own.
+pub fn load_certified_key_with_chain(
+    files: &mut Files,
+    cert_path: &Path,
+    key_path: &Path,
+    chain: &[std::path::PathBuf],
+    cert_key: &str,
+    key_key: &str,
+) -> Result<Arc<CertifiedKey>, ConfigError> {
+    let mut cert_pem = files.read(cert_path).map_err(|e| {
         ConfigError::new(
             cert_key,
             format!("cannot read {}: {e}", cert_path.display()),
         )
     })?;
+    for (i, path) in chain.iter().enumerate() {
+        let more = files.read(path).map_err(|e| {
+            ConfigError::new(
+                format!("https.chain[{i}]"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        if CertificateDer::pem_slice_iter(&more).next().is_none() {
+            return Err(ConfigError::new(
+                format!("https.chain[{i}]"),
+                format!("{}: no PEM certificate", path.display()),
+            ));
+        }
+        cert_pem.push(b'\n');
+        cert_pem.extend_from_slice(&more);
+    }
     let key_pem = files.read(key_path).map_err(|e| {
         ConfigError::new(
             key_key,
