@@ -5,8 +5,9 @@
 # starts lopache on config.toml (port 8080). Ctrl-C stops everything it
 # started.
 #   curl -H 'Host: demo.local' http://127.0.0.1:8080/
-# LOPACHE_BUILD=debug uses a debug build; LOPACHE_HTTP_PORT=N listens on N
-# instead of config.toml's port (scripts/test.sh runs it so).
+# LOPACHE_BUILD=debug uses a debug build, LOPACHE_BIN=path a binary already
+# built (no cargo); LOPACHE_HTTP_PORT=N listens on N instead of config.toml's
+# port (scripts/test.sh runs it so, also as an unprivileged user).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -16,7 +17,7 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || 
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools python3 >/dev/null
 fi
-if ! command -v cargo >/dev/null; then
+if [ -z "${LOPACHE_BIN:-}" ] && ! command -v cargo >/dev/null; then
   echo "cargo is required (install Rust with rustup)" >&2
   exit 1
 fi
@@ -72,7 +73,9 @@ sed -e "s|^driver = .*|driver = \"redis://$REDIS_HOST:$REDIS_PORT\"|" \
     config.toml > "$WORK/config.toml"
 HTTP_PORT=$(sed -n 's/^port = \([0-9]*\) .*/\1/p' "$WORK/config.toml" | head -1)
 
-if [ "${LOPACHE_BUILD:-release}" = debug ]; then
+if [ -n "${LOPACHE_BIN:-}" ]; then
+  BIN=$LOPACHE_BIN
+elif [ "${LOPACHE_BUILD:-release}" = debug ]; then
   echo "== cargo build"
   cargo build --bin lopache
   BIN=./target/debug/lopache

@@ -54,27 +54,42 @@ echo "== tests (io_uring driver where available)"
 cargo test --quiet 2>&1 | tee -a "$log"
 echo "== integration tests on the epoll driver (MONOIO_FORCE_LEGACY_DRIVER=1)"
 MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --quiet --tests 2>&1 | tee -a "$log"
+# scripts/run.sh serves its demo page, and Ctrl-C leaves nothing running.
+# Arguments: a command prefix to run it with (e.g. as another user).
+check_run_sh() {
+  local run_log http_port run_pid served started left p
+  run_log=$(mktemp)
+  chmod 666 "$run_log"
+  http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  # A background job of a script starts with SIGINT ignored; a terminal's
+  # Ctrl-C reaches run.sh with it at its default, as env restores it here.
+  "$@" env --default-signal=INT LOPACHE_BIN="$PWD/target/debug/lopache" \
+    LOPACHE_HTTP_PORT="$http_port" scripts/run.sh >"$run_log" 2>&1 &
+  run_pid=$!
+  served=""
+  for _ in $(seq 600); do
+    served=$(curl -s -m 2 -H 'Host: demo.local' "http://127.0.0.1:$http_port/" 2>/dev/null || true)
+    [ -n "$served" ] && break
+    sleep 0.1
+  done
+  started=$(sed -n 's/^== processes: //p' "$run_log")
+  # The prefix execs (setpriv, env), so the job's pid is the script's.
+  kill -INT "$run_pid"
+  wait "$run_pid" || true
+  left=""
+  for p in $started; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
+  if ! grep -q "Hello from the lopache demo backend" <<<"$served" || [ -z "$started" ] || [ -n "$left" ]; then
+    echo "scripts/run.sh ($*): demo answered [$served], left running:[$left]"; cat "$run_log"; exit 1
+  fi
+  rm -f "$run_log"
+}
 echo "== scripts/run.sh: serves the demo, and Ctrl-C leaves nothing running"
-run_log=$(mktemp)
-http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-# A background job of a script starts with SIGINT ignored; a terminal's
-# Ctrl-C reaches run.sh with it at its default, as env restores it here.
-LOPACHE_BUILD=debug LOPACHE_HTTP_PORT=$http_port env --default-signal=INT scripts/run.sh >"$run_log" 2>&1 &
-run_pid=$!
-served=""
-for _ in $(seq 600); do
-  served=$(curl -s -m 2 -H 'Host: demo.local' "http://127.0.0.1:$http_port/" 2>/dev/null || true)
-  [ -n "$served" ] && break
-  sleep 0.1
-done
-started=$(sed -n 's/^== processes: //p' "$run_log")
-kill -INT "$run_pid"; wait "$run_pid" || true
-left=""
-for p in $started; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
-if ! grep -q "Hello from the lopache demo backend" <<<"$served" || [ -z "$started" ] || [ -n "$left" ]; then
-  echo "scripts/run.sh: demo answered [$served], left running:[$left]"; cat "$run_log"; exit 1
+cargo build --quiet --bin lopache
+check_run_sh
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null && id nobody >/dev/null 2>&1; then
+  echo "== scripts/run.sh as nobody"
+  check_run_sh setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups env HOME=/tmp
 fi
-rm -f "$run_log"
 echo "demo served; nothing left running"
 # One closing line over both runs.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
