@@ -537,11 +537,11 @@ bind = "127.0.0.1:{self.admin_port}"
                         f"{r['idle_upstream']} {r['pool_keys']} {r['dns_entries']}\n")
         reloads = [t for t, w in self.events if w == "reload"]
         marks = "".join(
-            f"set arrow from first {t / 60:.2f}, graph 0 to first {t / 60:.2f}, graph 1 nohead lc rgb '#bbbbbb' dt 3\n" for t in reloads)
+            f"set arrow from first {t / 60:.2f}, graph 0 to first {t / 60:.2f}, graph 1 nohead lc rgb '#cccccc' lw 1\n" for t in reloads)
         marks += "".join(
             f"set arrow from first {t / 60:.2f}, graph 0 to first {t / 60:.2f}, graph 1 nohead lc rgb '#cc0000' lw 2\n"
             for t, w in self.events if w == "redis down")
-        gp = f"""set terminal svg size 900,420 dynamic font 'sans,11'
+        gp = f"""set terminal svg size 900,460 dynamic font 'sans,11'
 set output '{out}/soak.svg'
 set title 'lopache soak: {self.args.minutes:g} min of churn (grey: reloads, red: Redis restart)'
 set xlabel 'minutes'
@@ -551,7 +551,7 @@ set ytics nomirror
 set y2tics
 set yrange [0:*]
 set y2range [0:*]
-set key top left
+set key below horizontal
 {marks}plot '{out}/soak.dat' using 1:2 with lines lw 2 title 'RSS (MB)', \\
      '' using 1:3 axes x1y2 with lines title 'file descriptors', \\
      '' using 1:4 axes x1y2 with lines title 'CLOSE-WAIT', \\
