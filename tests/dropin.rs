@@ -315,7 +315,10 @@ fn migrated_configs_keep_where_they_connect_and_listen() {
         r#"{"server": {"accessLog": null}, "https": {"bind": [], "ca": ["int1.pem", "int2.pem"]}}"#,
     );
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("chain = [\n    \"int1.pem\",\n    \"int2.pem\",\n]"), "{out}");
+    assert!(
+        out.contains("chain = [\n    \"int1.pem\",\n    \"int2.pem\",\n]"),
+        "{out}"
+    );
     let (code, out, err) = dry(
         &dir,
         r#"{"server": {"accessLog": null}, "https": {"bind": [], "secureProtocol": "SSLv23_method"}}"#,
