@@ -4,6 +4,7 @@
 # keep-alive HTTPS requests, and a new TLS handshake per request
 # (Connection: close). Prints req/s and the lopache/nginx ratios.
 # Usage: bench/tls.sh [SECONDS]   (default 5)
+#        LOPACHE_BIN=path runs that lopache binary instead (A/B comparisons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
@@ -33,7 +34,7 @@ bind = ["127.0.0.1"]
 cert = "$WORK/cert.pem"
 key = "$WORK/key.pem"
 CONF
-./target/release/lopache --config "$WORK/lopache.toml" 2>"$WORK/lopache.log" & PIDS+=($!)
+"${LOPACHE_BIN:-./target/release/lopache}" --config "$WORK/lopache.toml" 2>"$WORK/lopache.log" & PIDS+=($!)
 cat > "$WORK/nginx.conf" <<CONF
 worker_processes 2; daemon off; pid $WORK/n.pid; error_log $WORK/n.err;
 events { worker_connections 4096; }

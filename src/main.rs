@@ -69,20 +69,7 @@ fn usage_error(message: &str) -> Parsed {
     Parsed::Exit(ExitCode::from(2))
 }
 
-/// `mi_option_abandoned_reclaim_on_free` (its place in mimalloc v2's
-/// `mi_option_e`; libmimalloc-sys names no constant for it).
-const MI_OPTION_ABANDONED_RECLAIM_ON_FREE: libmimalloc_sys::mi_option_t = 26;
-
 fn main() -> ExitCode {
-    // Threads that end (an admin connection's, a resolver's) leave their
-    // mimalloc segments abandoned; blocks of theirs freed later by a shard
-    // kept those segments, and their pages, resident for good (the soak
-    // test saw a worker's RSS stay 2-4 MiB above its start after the load).
-    // With this a shard that frees into such a segment takes it over, and
-    // its own collection returns the pages. Only frees into abandoned
-    // segments take the slower path.
-    // SAFETY: sets a plain integer option before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ABANDONED_RECLAIM_ON_FREE, 1) };
     let args = match parse_args() {
         Parsed::Run(a) => a,
         Parsed::Exit(code) => return code,
