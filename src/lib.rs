@@ -21,6 +21,7 @@
 pub mod ascii;
 pub mod clock;
 pub mod config;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
@@ -29,9 +30,11 @@ pub mod lru;
 pub mod master;
 pub mod net;
 pub mod observe;
+pub mod privileges;
 pub mod proxy;
 pub mod redis;
 pub mod routing;
 pub mod runtime;
+pub mod shard;
 pub mod tls;
 pub mod upstream;

@@ -1,7 +1,6 @@
 //! Configuration: raw serde structs (unknown keys refused) are validated into a
 //! frozen [`Config`] before any thread starts. Every error names its key.
 
-pub mod files;
 mod hipache_json;
 pub mod raw;
 pub mod routes;
@@ -13,6 +12,7 @@ use std::time::Duration;
 
 use crate::http::error_page::ErrorPages;
 use crate::http::Limits;
+use crate::net::sockets::{Kind, SocketKey};
 use crate::redis::url::RedisUrl;
 pub use raw::RawConfig;
 
@@ -42,6 +42,19 @@ impl ConfigError {
             key: key.into(),
             message: message.into(),
         }
+    }
+}
+
+/// The TLS loaders name the key they were given; validation reports it.
+impl From<crate::tls::LoadError> for ConfigError {
+    fn from(e: crate::tls::LoadError) -> Self {
+        ConfigError::new(e.setting, e.message)
+    }
+}
+
+impl From<crate::privileges::PrivilegeError> for ConfigError {
+    fn from(e: crate::privileges::PrivilegeError) -> Self {
+        ConfigError::new(e.setting, e.message)
     }
 }
 
@@ -114,6 +127,10 @@ pub struct Config {
     pub max_connections: usize,
     pub http_listeners: Vec<SocketAddr>,
     pub https_listeners: Vec<HttpsListener>,
+    /// `admin.bind`; `None` = no admin endpoint.
+    pub admin_bind: Option<SocketAddr>,
+    /// `server.access_log`.
+    pub access_log: crate::observe::access_log::AccessLogTarget,
     /// `https.redis_certificates`, and how long a shard caches a lookup.
     pub redis_certificates: Option<Duration>,
     /// `https.redis_certificates_cache`: certificates a shard keeps.
@@ -122,7 +139,7 @@ pub struct Config {
     pub backend_tls: std::sync::Arc<rustls::ClientConfig>,
     pub limits: Limits,
     /// `user`/`group` resolved to ids: the worker drops to them after binding.
-    pub run_as: Option<crate::runtime::privileges::RunAs>,
+    pub run_as: Option<crate::privileges::RunAs>,
     /// `server.route_cache_ms`; `None` = every request asks Redis.
     pub route_cache: Option<Duration>,
     /// `server.memory_limit_mb` in bytes; `None` = no memory guard.
@@ -131,7 +148,36 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Every file the config names, as read when it was validated: the
     /// workers started for this config read these, not the disk.
-    pub files: files::Files,
+    pub files: crate::files::Files,
+}
+
+impl Config {
+    /// Every listening socket group this config needs, with how many sockets
+    /// each holds: one per shard for the HTTP, then HTTPS listeners
+    /// (SO_REUSEPORT spreads connections over them), one for admin.
+    pub fn sockets(&self) -> Vec<(SocketKey, usize)> {
+        let key = |kind, addr| (SocketKey { kind, addr }, self.workers);
+        let mut keys: Vec<(SocketKey, usize)> = self
+            .http_listeners
+            .iter()
+            .map(|&addr| key(Kind::Http, addr))
+            .collect();
+        keys.extend(
+            self.https_listeners
+                .iter()
+                .map(|l| key(Kind::Https, l.addr)),
+        );
+        if let Some(addr) = self.admin_bind {
+            keys.push((
+                SocketKey {
+                    kind: Kind::Admin,
+                    addr,
+                },
+                1,
+            ));
+        }
+        keys
+    }
 }
 
 /// The config path when `--config` is not given: the first that exists of
@@ -166,7 +212,7 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
 pub fn load(path: &Path) -> Result<(Config, String), ConfigError> {
     let text = read(path)?;
     let config = from_text(path, &text)?;
-    validate::access_log(&config.raw.server.access_log)?;
+    validate::access_log(&config.access_log)?;
     Ok((config, text))
 }
 
@@ -174,12 +220,16 @@ pub fn load(path: &Path) -> Result<(Config, String), ConfigError> {
 /// in `.json`, TOML otherwise, relative paths resolved against its
 /// directory, the files it names read from disk.
 pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    from_text_with(path, text, files::Files::from_disk())
+    from_text_with(path, text, crate::files::Files::from_disk())
 }
 
 /// [`from_text`], with the files it names read through `files` (a worker
 /// passes what the master read when it validated the same text).
-pub fn from_text_with(path: &Path, text: &str, files: files::Files) -> Result<Config, ConfigError> {
+pub fn from_text_with(
+    path: &Path,
+    text: &str,
+    files: crate::files::Files,
+) -> Result<Config, ConfigError> {
     let base = path.parent().unwrap_or(Path::new("."));
     if path.extension().is_some_and(|e| e == "json") {
         let (raw, ignored) = hipache_json::translate(text)?;
@@ -192,12 +242,20 @@ pub fn from_text_with(path: &Path, text: &str, files: files::Files) -> Result<Co
 
 /// Parses and validates TOML text; relative paths in it resolve against `base`.
 pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
-    from_text_with(&base.join("config.toml"), text, files::Files::from_disk())
+    from_text_with(
+        &base.join("config.toml"),
+        text,
+        crate::files::Files::from_disk(),
+    )
 }
 
 /// Translates a Hipache/Lopache config.json and validates the result.
 pub fn from_json(text: &str, base: &Path) -> Result<Config, ConfigError> {
-    from_text_with(&base.join("config.json"), text, files::Files::from_disk())
+    from_text_with(
+        &base.join("config.json"),
+        text,
+        crate::files::Files::from_disk(),
+    )
 }
 
 fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {

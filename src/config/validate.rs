@@ -5,13 +5,14 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
-use super::files::Files;
 use super::raw::{BindSpec, RawCondition, RawConfig};
 use super::routes::RouteTable;
 use super::HttpsListener;
 use super::{Config, ConfigError, Driver};
+use crate::files::Files;
 use crate::http::error_page::ErrorPages;
 use crate::http::{Limits, HARD_MAX_HEADERS, HARD_MAX_RESPONSE_HEADERS};
+use crate::observe::access_log::AccessLogTarget;
 use crate::redis::url::RedisUrl;
 use crate::tls::{backend_client_config, load_certified_key, server_config, Preset, SniResolver};
 
@@ -113,12 +114,12 @@ pub(super) fn validate(
     let https_listeners = https(&raw, base, &http_listeners, &mut files)?;
     let backend_ca = (!s.backend_ca.is_empty()).then(|| base.join(&s.backend_ca));
     let backend_tls = backend_client_config(&mut files, backend_ca.as_deref())?;
-    if !raw.admin.bind.is_empty() && raw.admin.bind.parse::<SocketAddr>().is_err() {
-        return Err(ConfigError::new(
-            "admin.bind",
-            "expected an address like \"127.0.0.1:9090\"",
-        ));
-    }
+    let admin_bind = match raw.admin.bind.as_str() {
+        "" => None,
+        bind => Some(bind.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new("admin.bind", "expected an address like \"127.0.0.1:9090\"")
+        })?),
+    };
     for (i, route) in raw.routes.iter().enumerate() {
         condition(&route.condition, &format!("routes[{i}].condition"))?;
     }
@@ -126,7 +127,7 @@ pub(super) fn validate(
         driver(&spec.urls(), key)
     })?;
 
-    let run_as = crate::runtime::privileges::resolve(&raw.user, &raw.group)?;
+    let run_as = crate::privileges::resolve(&raw.user, &raw.group)?;
     Ok(Config {
         driver: main_driver,
         routing,
@@ -157,6 +158,8 @@ pub(super) fn validate(
         max_connections: s.max_connections as usize,
         http_listeners,
         https_listeners,
+        admin_bind,
+        access_log: AccessLogTarget::parse(&s.access_log),
         redis_certificates: raw
             .https
             .redis_certificates
@@ -198,6 +201,7 @@ fn https(
         (false, false) => {
             load_certified_key(files, &base.join(cert), &base.join(key), cert_key, key_key)
                 .map(Some)
+                .map_err(ConfigError::from)
         }
         (true, false) => Err(ConfigError::new(cert_key, format!("needed with {key_key}"))),
         (false, true) => Err(ConfigError::new(key_key, format!("needed with {cert_key}"))),
@@ -421,12 +425,11 @@ fn condition(c: &RawCondition, key: &str) -> Result<(), ConfigError> {
 /// `server.access_log`: a path must be one this process can write, in a
 /// directory that exists: lopache creates no directories (as nginx), so a
 /// typo is an error at start, on `--dry` and on reload, not a new directory.
-pub fn access_log(setting: &str) -> Result<(), ConfigError> {
-    if matches!(setting, "none" | "stdout") {
+pub fn access_log(setting: &AccessLogTarget) -> Result<(), ConfigError> {
+    let AccessLogTarget::File(path) = setting else {
         return Ok(());
-    }
+    };
     let key = "server.access_log";
-    let path = Path::new(setting);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -441,7 +444,7 @@ pub fn access_log(setting: &str) -> Result<(), ConfigError> {
         ));
     }
     let (target, mode) = if path.exists() {
-        (path, libc::W_OK)
+        (path.as_path(), libc::W_OK)
     } else {
         (dir, libc::W_OK | libc::X_OK)
     };

@@ -57,7 +57,7 @@ impl ErrorPages {
     }
 
     /// Reads every `error_<code>.html` and `error_default.html` in `dir`.
-    pub fn load(files: &mut crate::config::files::Files, dir: &Path) -> std::io::Result<Self> {
+    pub fn load(files: &mut crate::files::Files, dir: &Path) -> std::io::Result<Self> {
         let mut pages = ErrorPages::default();
         for path in files.read_dir(dir)? {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -142,7 +142,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("error_502.html"), "custom 502").unwrap();
         std::fs::write(dir.join("error_default.html"), "custom default").unwrap();
-        let p = ErrorPages::load(&mut crate::config::files::Files::from_disk(), &dir).unwrap();
+        let p = ErrorPages::load(&mut crate::files::Files::from_disk(), &dir).unwrap();
         assert_eq!(p.body(502), b"custom 502");
         assert_eq!(p.body(504), b"custom default");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -180,7 +180,7 @@ pub fn run(config_path: PathBuf, config: Config, text: String) -> ExitCode {
     std::env::remove_var(SOCKETS_ENV);
     std::env::remove_var(WORKERS_ENV);
     std::env::remove_var(UPGRADE_FROM_ENV);
-    if let Err(e) = sockets.bind_for(&config) {
+    if let Err(e) = sockets.bind(&config.sockets()) {
         log_error!("{e}");
         return ExitCode::from(1);
     }
@@ -415,7 +415,7 @@ impl Master {
     /// Binds what `config` adds and starts a worker on it. Err only for the
     /// first worker of a fresh start (the process then exits with the code).
     fn start_worker(&mut self, config: Config, text: String, why: Why) -> Result<(), ExitCode> {
-        let started = match self.sockets.bind_for(&config) {
+        let started = match self.sockets.bind(&config.sockets()) {
             Err(e) => Err(e.to_string()),
             Ok(()) => worker::spawn(
                 Path::new("/proc/self/exe"),

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::config::files::Files;
+use crate::files::Files;
 use crate::net::sockets::{set_fd_cloexec, SocketKey, Sockets, SOCKETS_ENV};
 
 /// Names the descriptor holding the config text.

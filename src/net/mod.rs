@@ -1,10 +1,9 @@
-//! Listening sockets (socket2, SO_REUSEPORT, one per shard per address) and
-//! the accept loop with its connection cap and EMFILE back-off.
+//! Sockets: the listening sockets (socket2, SO_REUSEPORT, one per shard per
+//! address) the master holds and hands down, and the socket-level facts the
+//! layers above ask about (a local shortage, an idle peer that spoke).
 
-pub mod accept;
 pub mod listener;
 pub mod sockets;
-pub mod stream;
 
 /// An error that says lopache itself ran short (descriptors, socket buffers,
 /// memory, local ports), not that the peer failed. Such errors are never

@@ -10,7 +10,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::listener::{bind_group, BindError};
-use crate::config::Config;
 
 /// The variable that carries the descriptors.
 pub const SOCKETS_ENV: &str = "LOPACHE_SOCKETS";
@@ -55,38 +54,6 @@ impl std::str::FromStr for SocketKey {
     }
 }
 
-/// Every listening address `config` needs: HTTP, then HTTPS, then admin.
-pub fn keys_for(config: &Config) -> Vec<SocketKey> {
-    let mut keys: Vec<SocketKey> = config
-        .http_listeners
-        .iter()
-        .map(|&addr| SocketKey {
-            kind: Kind::Http,
-            addr,
-        })
-        .collect();
-    keys.extend(config.https_listeners.iter().map(|l| SocketKey {
-        kind: Kind::Https,
-        addr: l.addr,
-    }));
-    if let Ok(addr) = config.raw.admin.bind.parse() {
-        keys.push(SocketKey {
-            kind: Kind::Admin,
-            addr,
-        });
-    }
-    keys
-}
-
-/// How many sockets a key's group needs: one per shard for the proxy
-/// listeners (SO_REUSEPORT spreads connections), one for admin.
-fn wanted(key: SocketKey, config: &Config) -> usize {
-    match key.kind {
-        Kind::Admin => 1,
-        Kind::Http | Kind::Https => config.workers,
-    }
-}
-
 /// Groups of listening sockets, one group per key.
 #[derive(Default)]
 pub struct Sockets {
@@ -94,12 +61,11 @@ pub struct Sockets {
 }
 
 impl Sockets {
-    /// Makes sure every key of `config` has its sockets: groups already held
-    /// are kept (grown if there are now more shards), new keys are bound.
-    /// Nothing is closed here; see `retain`.
-    pub fn bind_for(&mut self, config: &Config) -> Result<(), BindError> {
-        for key in keys_for(config) {
-            let want = wanted(key, config);
+    /// Makes sure every key has (at least) its number of sockets: groups
+    /// already held are kept (grown if there are now more shards), new keys
+    /// are bound. Nothing is closed here; see `retain`.
+    pub fn bind(&mut self, wanted: &[(SocketKey, usize)]) -> Result<(), BindError> {
+        for &(key, want) in wanted {
             let existing = self.groups.iter_mut().find(|(k, _)| *k == key);
             match existing {
                 Some((_, fds)) if fds.len() >= want => {}
@@ -266,21 +232,21 @@ mod tests {
 
     #[test]
     fn groups_grow_with_shards_and_keep_their_port() {
-        let text = "[server]\nworkers = 2\n[http]\nport = 0\nbind = [\"127.0.0.1\"]\n[admin]\nbind = \"127.0.0.1:0\"\n";
-        let config = crate::config::from_toml(text, std::path::Path::new(".")).unwrap();
+        let http = SocketKey {
+            kind: Kind::Http,
+            addr: "127.0.0.1:0".parse().unwrap(),
+        };
+        let admin = SocketKey {
+            kind: Kind::Admin,
+            addr: "127.0.0.1:0".parse().unwrap(),
+        };
         let mut sockets = Sockets::default();
-        sockets.bind_for(&config).unwrap();
+        sockets.bind(&[(http, 2), (admin, 1)]).unwrap();
         let counts = sockets.counts();
         assert_eq!(counts.len(), 2);
-        let http = keys_for(&config)[0];
         assert_eq!(counts[&http], 2);
         let port = local_addr(&sockets.groups[0].1[0]).unwrap().port();
-        let more = crate::config::from_toml(
-            &text.replace("workers = 2", "workers = 3"),
-            std::path::Path::new("."),
-        )
-        .unwrap();
-        sockets.bind_for(&more).unwrap();
+        sockets.bind(&[(http, 3), (admin, 1)]).unwrap();
         assert_eq!(sockets.counts()[&http], 3);
         for fd in &sockets.groups[0].1 {
             assert_eq!(local_addr(fd).unwrap().port(), port);

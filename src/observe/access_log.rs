@@ -108,7 +108,38 @@ pub enum Message {
     Reopen,
 }
 
-/// Where lines go.
+/// `server.access_log`: where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// `"none"`: no access log (and no per-request log work at all).
+    Off,
+    /// `"stdout"`: the worker's standard output.
+    Stdout,
+    /// Any other value: a file, appended to and reopened on SIGUSR1.
+    File(PathBuf),
+}
+
+impl AccessLogTarget {
+    pub fn parse(setting: &str) -> AccessLogTarget {
+        match setting {
+            "none" => AccessLogTarget::Off,
+            "stdout" => AccessLogTarget::Stdout,
+            path => AccessLogTarget::File(PathBuf::from(path)),
+        }
+    }
+}
+
+impl std::fmt::Display for AccessLogTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessLogTarget::Off => f.write_str("none"),
+            AccessLogTarget::Stdout => f.write_str("stdout"),
+            AccessLogTarget::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Where the writer thread's lines go.
 enum Target {
     Stdout,
     File(PathBuf, File),
@@ -121,14 +152,13 @@ fn open(path: &PathBuf) -> io::Result<File> {
 
 /// Starts the writer for `server.access_log` (a path or `stdout`); `None`
 /// for `none`. Opening a path fails here, before any shard starts.
-pub fn start_writer(setting: &str) -> io::Result<Option<SyncSender<Message>>> {
+pub fn start_writer(setting: &AccessLogTarget) -> io::Result<Option<SyncSender<Message>>> {
     let target = match setting {
-        "none" => return Ok(None),
-        "stdout" => Target::Stdout,
-        path => {
-            let path = PathBuf::from(path);
-            let file = open(&path)?;
-            Target::File(path, file)
+        AccessLogTarget::Off => return Ok(None),
+        AccessLogTarget::Stdout => Target::Stdout,
+        AccessLogTarget::File(path) => {
+            let file = open(path)?;
+            Target::File(path.clone(), file)
         }
     };
     let (tx, rx) = sync_channel(QUEUE_BATCHES);

@@ -23,17 +23,17 @@ use crate::io::ahead::ReadAhead;
 use crate::io::budget::Charge;
 use crate::io::pump::{BodyRelay, ChunkedMode, Deadlines, RelayError};
 use crate::io::timed::{read_into_spare, read_some, write_all, IoFailure};
+use crate::log_debug;
 use crate::observe::metrics;
 use crate::routing::cache::RouteCache;
 use crate::routing::dead::{self, DeadMark};
 use crate::routing::lookup::LookupError;
 use crate::routing::rules::RequestFacts;
 use crate::routing::{choose_backend, choose_destination, find_frontend, Frontend, RouteError};
-use crate::runtime::Shard;
+use crate::shard::Shard;
 use crate::upstream::pool::{connect, PoolKey};
 use crate::upstream::stream::UpstreamStream;
 use crate::upstream::{BackendUrl, Scheme};
-use crate::{log_debug, log_warn};
 
 /// How the client connection continues after an exchange.
 #[derive(Debug)]
@@ -296,12 +296,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
         Err(e) => {
             // Routing data, not a backend: nothing to mark dead, and another
             // attempt would only read the same list again.
-            if let Some(suppressed) = shard.bad_url_log.allow(std::time::Duration::from_secs(1)) {
-                log_warn!(
-                    "{host}: {} ({suppressed} more since the last warning)",
-                    crate::observe::log::truncated(&e.to_string(), 200)
-                );
-            }
+            shard.warn_bad_backend_url(host, &e);
             return failed(ProxyError::BadBackendUrl, false, false);
         }
     };
@@ -316,7 +311,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
     let addr = match resolved {
         Ok(Ok(a)) => a,
         Ok(Err(e)) if crate::net::is_local_shortage(&e) => {
-            local_shortage(shard, &backend.host, &e);
+            shard.note_local_shortage(&backend.host, &e);
             return failed(ProxyError::LocalResources, false, false);
         }
         Ok(Err(e)) => {
@@ -356,7 +351,7 @@ async fn attempt<S: AsyncReadRent + AsyncWriteRent>(
                 (s, false)
             }
             Err(e) if crate::net::is_local_shortage(&e) => {
-                local_shortage(shard, &addr, &e);
+                shard.note_local_shortage(&addr, &e);
                 return failed(ProxyError::LocalResources, false, false);
             }
             Err(e) => {
@@ -683,21 +678,6 @@ async fn buffer_request_body<S: AsyncReadRent + AsyncWriteRent>(
                 return Err(Box::pin(next).await);
             }
         }
-    }
-}
-
-/// lopache could not open an upstream socket for want of its own resources:
-/// counted, and logged at most once a second per shard.
-fn local_shortage(shard: &Shard, addr: &dyn std::fmt::Display, e: &std::io::Error) {
-    metrics::add(&shard.metrics.local_errors, 1);
-    if let Some(suppressed) = shard
-        .local_error_log
-        .allow(std::time::Duration::from_secs(1))
-    {
-        log_warn!(
-            "cannot open a connection to {addr}: {e} (lopache's own limit, answered 503; \
-             {suppressed} more since the last warning)"
-        );
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod error;
 mod forward;
 pub mod session;
+pub mod stream;
 pub mod tunnel;
 
 pub use session::serve_client;

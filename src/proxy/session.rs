@@ -12,16 +12,16 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::error::ProxyError;
 use super::forward::{forward, reply_error, Exchange, LogFields, Next};
+use super::stream::ClientStream;
 use super::tunnel;
 use crate::http::request::{parse_request, Method, RequestError, RequestHead};
 use crate::http::rewrite::{upstream_request, ClientSide, RequestRewrite};
 use crate::io::timed::{read_into_spare, read_some, read_spare, write_all, IoFailure};
-use crate::net::stream::ClientStream;
 use crate::observe::access_log::Record;
 use crate::observe::metrics;
 use crate::routing::candidates::normalize_host;
 use crate::routing::rules::RequestFacts;
-use crate::runtime::Shard;
+use crate::shard::Shard;
 
 /// Initial size of a client's read buffer: most request heads fit.
 const HEAD_BUFFER: usize = 8 * 1024;
@@ -109,9 +109,9 @@ pub async fn serve_client<S: ClientStream>(shard: Rc<Shard>, stream: S, info: Cl
 /// one. False: close.
 async fn wait_idle<S: ClientStream>(shard: &Shard, client: &mut Client<S>) -> bool {
     // The idle timeout is a slot in the shard's table, not a timer in every
-    // idle connection's task (see `runtime::idle`).
+    // idle connection's task (see `shard::idle`).
     let idle_limit = shard.idle.deadline(shard.config.tcp_timeout);
-    if shard.read_waits_in_kernel && client.small_heads {
+    if shard.read_waits_in_kernel() && client.small_heads {
         // Read here, not in the boxed `read_head`: the idle connection then
         // holds only its task, the small buffer and the pending read.
         // The last request's buffer is reused when it is a small one: on an
@@ -460,7 +460,13 @@ mod size_tests {
             .build()
             .unwrap();
         let size = rt.block_on(async move {
-            let shard = Rc::new(Shard::new(0, config, Arc::default()));
+            let shard = Rc::new(Shard::new(
+                0,
+                config,
+                Arc::default(),
+                crate::shard::DriverKind::probe(),
+                None,
+            ));
             let stream = TcpStream::connect_addr(addr).await.unwrap();
             let info = ClientInfo {
                 peer: addr,

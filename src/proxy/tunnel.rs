@@ -12,10 +12,10 @@ use bytes::BytesMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split, Splitable};
 use monoio::net::TcpStream;
 
+use super::stream::ClientStream;
 use crate::io::relay::{copy_then_splice, copy_until_eof, Activity, BULK_READ};
 use crate::log_debug;
-use crate::net::stream::ClientStream;
-use crate::runtime::{DriverKind, Shard};
+use crate::shard::Shard;
 use crate::upstream::stream::UpstreamStream;
 
 /// The upstream side of a switched connection.
@@ -65,7 +65,7 @@ async fn relay<S: ClientStream>(
     client_leftover: BytesMut,
     up: Upgraded,
 ) -> End {
-    let io_uring = DriverKind::probe() == DriverKind::IoUring;
+    let io_uring = shard.can_splice();
     let upstream = match up.upstream {
         UpstreamStream::Plain(upstream) if io_uring => match client.into_plain_tcp() {
             Ok(tcp) => {

@@ -3,21 +3,20 @@
 //! thread per core, and announce readiness when all of them accept. Only
 //! `Arc<Config>` and control messages cross threads.
 
-mod drain;
-pub mod idle;
-pub mod privileges;
-mod shard;
+mod accept;
+mod shard_thread;
 mod signals;
+
+pub use crate::shard::DriverKind;
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-pub use shard::Shard;
 use signals::Stop;
 
 use crate::config::{Config, HttpsListener};
-use crate::net::sockets::{keys_for, Kind, Sockets};
+use crate::net::sockets::{Kind, Sockets};
 use crate::{log_info, log_warn};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,32 +41,6 @@ pub enum RuntimeError {
     },
 }
 
-/// Which monoio driver the shards run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriverKind {
-    IoUring,
-    Epoll,
-}
-
-impl DriverKind {
-    /// monoio's own detection: the needed io_uring opcodes, unless
-    /// `MONOIO_FORCE_LEGACY_DRIVER` asks for epoll.
-    pub fn probe() -> DriverKind {
-        if monoio::utils::detect_uring() {
-            DriverKind::IoUring
-        } else {
-            DriverKind::Epoll
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            DriverKind::IoUring => "io_uring",
-            DriverKind::Epoll => "epoll",
-        }
-    }
-}
-
 /// Runs the shards on `sockets` until a signal has drained them (Ok) or a
 /// shard stops (Err). `ready` is written to once every shard accepts.
 pub fn run(
@@ -88,7 +61,7 @@ pub fn run(
     let mut bound = Vec::new();
     let mut tls: Vec<Option<HttpsListener>> = Vec::new();
     let mut admin_listener = None;
-    for key in keys_for(&config) {
+    for (key, _) in config.sockets() {
         let group = sockets
             .take(key)
             .ok_or_else(|| RuntimeError::MissingSocket(key.to_string()))?;
@@ -156,18 +129,20 @@ pub fn run(
     // Each shard thread reports here when it ends, however it ends; so does
     // the signal thread when SIGTERM or SIGINT arrives.
     let (exit_tx, exit_rx) = mpsc::channel::<Stop>();
-    let access_log = crate::observe::access_log::start_writer(&config.raw.server.access_log)
-        .map_err(|source| RuntimeError::AccessLog {
-            path: config.raw.server.access_log.clone(),
-            source,
+    let access_log =
+        crate::observe::access_log::start_writer(&config.access_log).map_err(|source| {
+            RuntimeError::AccessLog {
+                path: config.access_log.to_string(),
+                source,
+            }
         })?;
     // Files are open and sockets held: nothing below needs root.
     match config.run_as {
-        Some(run_as) if privileges::is_root() => {
-            privileges::drop_to(run_as).map_err(RuntimeError::Privileges)?
+        Some(run_as) if crate::privileges::is_root() => {
+            crate::privileges::drop_to(run_as).map_err(RuntimeError::Privileges)?
         }
         Some(_) => log_warn!("user/group set but not started as root: keeping this account"),
-        None if privileges::is_root() => log_warn!(
+        None if crate::privileges::is_root() => log_warn!(
             "running as root with no `user` set: a compromise of this process \
              would own the machine; set user (and group) to drop privileges after binding"
         ),
@@ -184,7 +159,7 @@ pub fn run(
         let cfg = config.clone();
         let tx = ready_tx.clone();
         let pool = resolver_pool.clone();
-        let exit = shard::ExitNotice::new(id, exit_tx.clone());
+        let exit = shard_thread::ExitNotice::new(id, exit_tx.clone());
         let flag = draining.clone();
         let log = access_log.clone();
         let shard_metrics = metrics[id].clone();
@@ -192,7 +167,7 @@ pub fn run(
             .name(format!("lopache-shard-{id}"))
             .spawn(move || {
                 let _exit = exit;
-                shard::run_shard(shard::ShardSetup {
+                shard_thread::run_shard(shard_thread::ShardSetup {
                     id,
                     config: cfg,
                     listeners: shard_listeners,

@@ -11,9 +11,10 @@ use monoio::net::TcpStream;
 use rustls::server::Acceptor;
 use rustls::{ServerConfig, ServerConnection};
 
+use super::redis_certs::RedisCertCache;
 use super::stream::TlsStream;
 use super::{Preset, SniResolver};
-use crate::runtime::Shard;
+use crate::redis::RedisClient;
 
 /// What a TLS listener needs to choose a certificate per handshake.
 pub struct TlsListener {
@@ -66,11 +67,18 @@ async fn refuse(
     invalid(e)
 }
 
+/// Where a name without a certificate file is looked up when the listener
+/// takes certificates from Redis: the routing Redis and the shard's cache.
+pub struct RedisCerts<'a> {
+    pub redis: &'a RedisClient,
+    pub cache: &'a RedisCertCache,
+}
+
 /// Completes a handshake, choosing the certificate after seeing the name.
 pub async fn accept(
-    shard: &Shard,
     mut tcp: TcpStream,
     listener: &TlsListener,
+    certs: RedisCerts<'_>,
 ) -> io::Result<TlsStream> {
     let mut acceptor = Acceptor::default();
     let mut buf = vec![0u8; READ_CHUNK];
@@ -94,7 +102,7 @@ pub async fn accept(
         .client_hello()
         .server_name()
         .map(str::to_ascii_lowercase);
-    let config = choose_config(shard, listener, name.as_deref()).await;
+    let config = choose_config(&certs, listener, name.as_deref()).await;
     let mut conn = match accepted.into_connection(config) {
         Ok(c) => c,
         Err((e, alert)) => return Err(refuse(&mut tcp, alert, e).await),
@@ -126,14 +134,14 @@ pub async fn accept(
 /// Files by exact name first; then Redis (exact, then wildcard); then the
 /// listener's config, which covers wildcard files and the default.
 async fn choose_config(
-    shard: &Shard,
+    certs: &RedisCerts<'_>,
     listener: &TlsListener,
     name: Option<&str>,
 ) -> Arc<ServerConfig> {
     if let (Some(name), true) = (name, listener.from_redis) {
         if !listener.names.has_exact(name) {
-            let redis = &shard.redis[shard.config.routing.default.read];
-            if let Some(config) = shard.tls_certs.lookup(redis, name, listener.preset).await {
+            let found = certs.cache.lookup(certs.redis, name, listener.preset);
+            if let Some(config) = found.await {
                 return config;
             }
         }

@@ -20,9 +20,27 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use crate::config::files::Files;
-use crate::config::ConfigError;
+use crate::files::Files;
 pub use sni::SniResolver;
+
+/// A certificate, key or TLS setting that cannot be used. `setting` names the
+/// config key it came from (the caller says which), so the config's
+/// validation can report it like any other key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct LoadError {
+    pub setting: String,
+    pub message: String,
+}
+
+impl LoadError {
+    fn new(setting: impl Into<String>, message: impl Into<String>) -> Self {
+        LoadError {
+            setting: setting.into(),
+            message: message.into(),
+        }
+    }
+}
 
 /// How long a client may take to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -68,7 +86,7 @@ pub fn load_certified_key(
     key_path: &Path,
     cert_key: &str,
     key_key: &str,
-) -> Result<Arc<CertifiedKey>, ConfigError> {
+) -> Result<Arc<CertifiedKey>, LoadError> {
     load_certified_key_with_chain(files, cert_path, key_path, &[], cert_key, key_key)
 }
 
@@ -81,22 +99,22 @@ pub fn load_certified_key_with_chain(
     chain: &[std::path::PathBuf],
     cert_key: &str,
     key_key: &str,
-) -> Result<Arc<CertifiedKey>, ConfigError> {
+) -> Result<Arc<CertifiedKey>, LoadError> {
     let mut cert_pem = files.read(cert_path).map_err(|e| {
-        ConfigError::new(
+        LoadError::new(
             cert_key,
             format!("cannot read {}: {e}", cert_path.display()),
         )
     })?;
     for (i, path) in chain.iter().enumerate() {
         let more = files.read(path).map_err(|e| {
-            ConfigError::new(
+            LoadError::new(
                 format!("https.chain[{i}]"),
                 format!("cannot read {}: {e}", path.display()),
             )
         })?;
         if CertificateDer::pem_slice_iter(&more).next().is_none() {
-            return Err(ConfigError::new(
+            return Err(LoadError::new(
                 format!("https.chain[{i}]"),
                 format!("{}: no PEM certificate", path.display()),
             ));
@@ -105,14 +123,14 @@ pub fn load_certified_key_with_chain(
         cert_pem.extend_from_slice(&more);
     }
     let key_pem = files.read(key_path).map_err(|e| {
-        ConfigError::new(
+        LoadError::new(
             key_key,
             format!("cannot read a private key from {}: {e}", key_path.display()),
         )
     })?;
     certified_key_from_pem(&cert_pem, &key_pem).map_err(|(part, message)| match part {
-        PemPart::Cert => ConfigError::new(cert_key, format!("{}: {message}", cert_path.display())),
-        PemPart::Key => ConfigError::new(key_key, format!("{message} ({cert_key})")),
+        PemPart::Cert => LoadError::new(cert_key, format!("{}: {message}", cert_path.display())),
+        PemPart::Key => LoadError::new(key_key, format!("{message} ({cert_key})")),
     })
 }
 
@@ -152,7 +170,7 @@ pub fn certified_key_from_pem(
 pub fn backend_client_config(
     files: &mut Files,
     backend_ca: Option<&Path>,
-) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
+) -> Result<Arc<rustls::ClientConfig>, LoadError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
@@ -161,12 +179,12 @@ pub fn backend_client_config(
         let key = "server.backend_ca";
         let pem = files
             .read(path)
-            .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| LoadError::new(key, format!("cannot read {}: {e}", path.display())))?;
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
-            .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| LoadError::new(key, format!("cannot read {}: {e}", path.display())))?;
         if certs.is_empty() {
-            return Err(ConfigError::new(
+            return Err(LoadError::new(
                 key,
                 format!("{} holds no certificate", path.display()),
             ));
@@ -174,12 +192,12 @@ pub fn backend_client_config(
         for cert in certs {
             roots
                 .add(cert)
-                .map_err(|e| ConfigError::new(key, format!("unusable CA certificate: {e}")))?;
+                .map_err(|e| LoadError::new(key, format!("unusable CA certificate: {e}")))?;
         }
     }
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(Preset::Intermediate.versions())
-        .map_err(|e| ConfigError::new("server.backend_ca", e.to_string()))?
+        .map_err(|e| LoadError::new("server.backend_ca", e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -190,16 +208,16 @@ pub fn backend_client_config(
 pub fn server_config(
     resolver: SniResolver,
     preset: Preset,
-) -> Result<Arc<ServerConfig>, ConfigError> {
+) -> Result<Arc<ServerConfig>, LoadError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(preset.versions())
-        .map_err(|e| ConfigError::new("https.preset", e.to_string()))?
+        .map_err(|e| LoadError::new("https.preset", e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Resumption: stateless tickets (TLS 1.2 and 1.3) besides the default
     // in-memory session cache.
     config.ticketer = rustls::crypto::ring::Ticketer::new()
-        .map_err(|e| ConfigError::new("https", format!("cannot create a session ticketer: {e}")))?;
+        .map_err(|e| LoadError::new("https", format!("cannot create a session ticketer: {e}")))?;
     Ok(Arc::new(config))
 }

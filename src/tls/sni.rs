@@ -10,8 +10,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::load_certified_key;
-use crate::config::files::Files;
-use crate::config::ConfigError;
+use super::LoadError;
+use crate::files::Files;
 
 #[derive(Debug, Default, Clone)]
 pub struct SniResolver {
@@ -37,11 +37,11 @@ impl SniResolver {
     }
 
     /// Loads every `<name>.crt` with its `<name>.key` from `dir`.
-    pub fn load_dir(files: &mut Files, dir: &Path) -> Result<SniResolver, ConfigError> {
+    pub fn load_dir(files: &mut Files, dir: &Path) -> Result<SniResolver, LoadError> {
         let key = "https.certificates_dir";
         let entries = files
             .read_dir(dir)
-            .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", dir.display())))?;
+            .map_err(|e| LoadError::new(key, format!("cannot read {}: {e}", dir.display())))?;
         let mut resolver = SniResolver::default();
         for path in entries {
             let (Some(name), Some("crt")) = (

@@ -5,7 +5,22 @@
 
 use std::ffi::CString;
 
-use crate::config::ConfigError;
+/// A `user` or `group` that cannot be used; `setting` names which.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct PrivilegeError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl PrivilegeError {
+    fn new(setting: &'static str, message: impl Into<String>) -> Self {
+        PrivilegeError {
+            setting,
+            message: message.into(),
+        }
+    }
+}
 
 /// The account the worker runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,20 +31,20 @@ pub struct RunAs {
 
 /// Resolves `user` and `group`; `group` defaults to the user's own group.
 /// Both empty: `None` (no drop).
-pub fn resolve(user: &str, group: &str) -> Result<Option<RunAs>, ConfigError> {
+pub fn resolve(user: &str, group: &str) -> Result<Option<RunAs>, PrivilegeError> {
     if user.is_empty() {
         if group.is_empty() {
             return Ok(None);
         }
-        return Err(ConfigError::new(
+        return Err(PrivilegeError::new(
             "group",
             "set only together with user (a worker keeps the uid it has otherwise)",
         ));
     }
-    let (uid, primary_gid) = lookup_user(user).map_err(|m| ConfigError::new("user", m))?;
+    let (uid, primary_gid) = lookup_user(user).map_err(|m| PrivilegeError::new("user", m))?;
     let gid = match group {
         "" => primary_gid,
-        g => lookup_group(g).map_err(|m| ConfigError::new("group", m))?,
+        g => lookup_group(g).map_err(|m| PrivilegeError::new("group", m))?,
     };
     Ok(Some(RunAs { uid, gid }))
 }
@@ -143,9 +158,9 @@ mod tests {
         );
         assert_eq!(resolve("0", "12").unwrap(), Some(RunAs { uid: 0, gid: 12 }));
         let e = resolve("no-such-user-here", "").unwrap_err();
-        assert_eq!(e.key, "user");
+        assert_eq!(e.setting, "user");
         let e = resolve("root", "no-such-group-here").unwrap_err();
-        assert_eq!(e.key, "group");
-        assert_eq!(resolve("", "root").unwrap_err().key, "group");
+        assert_eq!(e.setting, "group");
+        assert_eq!(resolve("", "root").unwrap_err().setting, "group");
     }
 }

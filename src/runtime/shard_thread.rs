@@ -1,102 +1,26 @@
-//! One shard: a pinned thread with its own monoio runtime, listeners, Redis
-//! connections, upstream pool, resolver cache and dead-backend memory. Nothing
-//! in here is shared with other shards, so nothing needs a lock.
+//! The shard threads: each pinned to a core, with its own monoio runtime,
+//! listeners and background tasks (housekeeping, access log flushes, the
+//! drain watch). The `Shard` they build lives in `crate::shard`.
 
 use std::net::TcpListener as StdListener;
 use std::rc::Rc;
-use std::sync::mpsc::Sender;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{Sender, SyncSender};
 use std::sync::Arc;
 
 use local_sync::semaphore::Semaphore;
 use monoio::net::TcpListener;
 
-use super::drain::{self, Drain};
-use super::idle::IdleTimers;
+use super::accept::accept_loop;
 use super::signals::Stop;
 use crate::config::{Config, HttpsListener};
-use crate::net::accept::accept_loop;
-use crate::observe::log;
-use crate::redis::RedisClient;
-use crate::routing::dead::DeadBackends;
-use crate::tls::accept::TlsListener;
-use crate::upstream::dns::Resolver;
-use crate::upstream::UpstreamPool;
-use crate::{log_info, log_warn};
-use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::SyncSender;
-
 use crate::observe::access_log::{self, AccessLog};
+use crate::observe::log;
 use crate::observe::metrics::{self, ShardMetrics};
-use crate::routing::cache::RouteCache;
-
-/// Everything a connection task on this shard may use.
-pub struct Shard {
-    pub id: usize,
-    pub config: Arc<Config>,
-    /// One client per distinct Redis server of the route table
-    /// (`config.routing.servers`), shared by every keyspace on that server.
-    pub redis: Vec<RedisClient>,
-    pub dead: DeadBackends,
-    pub pool: UpstreamPool,
-    pub dns: Resolver,
-    /// TLS for `https://` backends (verification per `config.backend_tls`).
-    pub backend_tls: monoio_rustls::TlsConnector,
-    /// Certificates found in Redis, by SNI name.
-    pub tls_certs: crate::tls::redis_certs::RedisCertCache,
-    /// Lookups reused for `server.route_cache_ms` (off by default).
-    pub route_cache: RouteCache,
-    /// Fires once, when the shard starts draining.
-    pub drain: Drain,
-    /// Deadlines of connections waiting for their next request.
-    pub idle: IdleTimers,
-    /// This shard's access log buffer, unless `server.access_log = "none"`.
-    pub access_log: Option<AccessLog>,
-    /// This shard's counters, read by the admin endpoint.
-    pub metrics: Arc<ShardMetrics>,
-    /// Bytes this shard may still hold for slow peers, request bodies and
-    /// responses together (`server.buffer_budget_mb`).
-    pub buffer_budget: crate::io::budget::Budget,
-    /// Rate limit for the warning about lopache's own shortages.
-    pub local_error_log: log::RateLimit,
-    /// Rate limit for the warning about unusable backend URLs in Redis.
-    pub bad_url_log: log::RateLimit,
-    /// io_uring: a read on an idle socket waits in the kernel (on epoll it
-    /// would fail with EAGAIN first), so idle connections read directly.
-    pub read_waits_in_kernel: bool,
-}
-
-impl Shard {
-    pub fn new(id: usize, config: Arc<Config>, metrics: Arc<ShardMetrics>) -> Shard {
-        let redis = config
-            .routing
-            .servers
-            .iter()
-            .map(|url| RedisClient::new(url.clone(), config.redis_timeout, metrics.clone()))
-            .collect();
-        Shard {
-            id,
-            redis,
-            dead: DeadBackends::default(),
-            pool: UpstreamPool::new(config.max_sockets, config.upstream_idle_timeout),
-            dns: Resolver::new(config.dns_ttl),
-            backend_tls: monoio_rustls::TlsConnector::from(config.backend_tls.clone()),
-            tls_certs: crate::tls::redis_certs::RedisCertCache::new(
-                config.redis_certificates.unwrap_or_default(),
-                config.redis_certificates_cache,
-            ),
-            route_cache: RouteCache::new(config.route_cache, 1 + config.routing.routes.len()),
-            drain: Drain::default(),
-            idle: IdleTimers::default(),
-            access_log: None,
-            metrics,
-            local_error_log: log::RateLimit::default(),
-            bad_url_log: log::RateLimit::default(),
-            buffer_budget: std::rc::Rc::new(std::cell::Cell::new(config.buffer_budget)),
-            read_waits_in_kernel: false,
-            config,
-        }
-    }
-}
+use crate::shard::drain;
+use crate::shard::{DriverKind, Shard};
+use crate::tls::accept::TlsListener;
+use crate::{log_info, log_warn};
 
 type Ready = Sender<(usize, Result<(), String>)>;
 
@@ -204,7 +128,7 @@ pub(super) struct ShardSetup {
     pub draining: Arc<AtomicBool>,
     pub access_log: Option<SyncSender<access_log::Message>>,
     pub metrics: Arc<ShardMetrics>,
-    pub driver: super::DriverKind,
+    pub driver: DriverKind,
 }
 
 type ShardRuntime = monoio::FusionRuntime<
@@ -219,7 +143,7 @@ type ShardRuntime = monoio::FusionRuntime<
 /// (before 6.1) gets the default ring. `LOPACHE_PLAIN_RING=1` asks for the
 /// default ring anyway, to measure the difference.
 fn build_runtime(
-    driver: super::DriverKind,
+    driver: DriverKind,
     pool: &monoio::blocking::DefaultThreadPool,
 ) -> std::io::Result<ShardRuntime> {
     let base = || {
@@ -227,7 +151,7 @@ fn build_runtime(
             .enable_timer()
             .attach_thread_pool(Box::new(pool.clone()))
     };
-    if driver == super::DriverKind::IoUring && std::env::var_os("LOPACHE_PLAIN_RING").is_none() {
+    if driver == DriverKind::IoUring && std::env::var_os("LOPACHE_PLAIN_RING").is_none() {
         let mut ring = io_uring::IoUring::builder();
         ring.setup_coop_taskrun()
             .setup_single_issuer()
@@ -271,10 +195,8 @@ pub(super) fn run_shard(setup: ShardSetup) {
     };
     runtime.block_on(async move {
         let slots = Rc::new(Semaphore::new(config.max_connections));
-        let mut shard = Shard::new(id, config, metrics);
-        shard.read_waits_in_kernel = driver == super::DriverKind::IoUring;
-        shard.access_log = access_log.map(AccessLog::new);
-        let shard = Rc::new(shard);
+        let access_log = access_log.map(AccessLog::new);
+        let shard = Rc::new(Shard::new(id, config, metrics, driver, access_log));
         for (listener, tls) in listeners {
             match TcpListener::from_std(listener) {
                 Ok(l) => {

@@ -12,7 +12,7 @@ use monoio::net::TcpListener;
 
 use crate::observe::metrics;
 use crate::proxy::session::{serve_client, ClientInfo};
-use crate::runtime::Shard;
+use crate::shard::Shard;
 use crate::tls::accept::TlsListener;
 use crate::tls::HANDSHAKE_TIMEOUT;
 use crate::{log_debug, log_error, log_warn};
@@ -90,7 +90,7 @@ pub async fn accept_loop(
                             // port, an unknown name) just closes the socket.
                             match monoio::time::timeout(
                                 HANDSHAKE_TIMEOUT,
-                                crate::tls::accept::accept(&shard, stream, &tls),
+                                crate::tls::accept::accept(stream, &tls, shard.redis_certs()),
                             )
                             .await
                             {
