@@ -2,7 +2,7 @@
 //! ambiguity is a 400, because ambiguity is how requests are smuggled) and for
 //! responses (where ambiguity means the upstream connection is not reused).
 
-use super::headers::{is_token, list_elements, parse_content_length};
+use super::headers::{is_token, list_contains, list_elements, parse_content_length};
 use super::{BodyKind, Version};
 
 /// Why a message's framing was refused. For a request each maps to a 4xx/5xx
@@ -38,6 +38,52 @@ pub enum FramingError {
 }
 
 /// What the framing-relevant headers of one message said.
+/// The header fields requests and responses share: body framing and what
+/// `Connection` and `Upgrade` say. One scanner for both, so a request and a
+/// response are read by the same rules; each parser reads the few fields of
+/// its own kind itself.
+#[derive(Debug, Default)]
+pub struct MessageHeaders {
+    pub framing: FramingHeaders,
+    /// `Connection: close`.
+    pub close: bool,
+    /// `Connection: keep-alive`.
+    pub keep_alive: bool,
+    /// `Connection: upgrade`.
+    pub connection_upgrade: bool,
+    /// `Upgrade: websocket`.
+    pub upgrade_websocket: bool,
+}
+
+impl MessageHeaders {
+    /// Takes a shared field; false: not one of them (the caller's to read).
+    pub fn take(&mut self, name: &[u8], value: &[u8]) -> bool {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            self.framing.add_content_length(value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.framing.add_transfer_encoding(value);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            self.close |= list_contains(value, b"close");
+            self.keep_alive |= list_contains(value, b"keep-alive");
+            self.connection_upgrade |= list_contains(value, b"upgrade");
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            self.upgrade_websocket |= list_contains(value, b"websocket");
+        } else {
+            return false;
+        }
+        true
+    }
+
+    /// RFC 9112 section 9.3: HTTP/1.1 persists unless `close`; HTTP/1.0
+    /// only with `keep-alive` (and no `close`).
+    pub fn persistent(&self, version: Version) -> bool {
+        match version {
+            Version::Http11 => !self.close,
+            Version::Http10 => self.keep_alive && !self.close,
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FramingHeaders {
     /// Every Content-Length value seen, already validated and de-duplicated;

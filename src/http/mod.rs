@@ -105,14 +105,19 @@ pub struct HeaderSpan {
     pub value: (u32, u32),
 }
 
+/// Where `part`, a slice httparse cut from `base`, lies in it: (start, end).
+/// Heads are bounded far below 4 GiB, so the offsets fit in u32.
+fn span_in(base: &[u8], part: &[u8]) -> (u32, u32) {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    debug_assert!(start + part.len() <= base.len());
+    (start as u32, (start + part.len()) as u32)
+}
+
 impl HeaderSpan {
     fn from_httparse(base: &[u8], h: &httparse::Header<'_>) -> HeaderSpan {
-        let start = base.as_ptr() as usize;
-        let n = h.name.as_ptr() as usize - start;
-        let v = h.value.as_ptr() as usize - start;
         HeaderSpan {
-            name: (n as u32, (n + h.name.len()) as u32),
-            value: (v as u32, (v + h.value.len()) as u32),
+            name: span_in(base, h.name.as_bytes()),
+            value: span_in(base, h.value),
         }
     }
 

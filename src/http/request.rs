@@ -3,7 +3,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::framing::{FramingError, FramingHeaders};
+use super::framing::{FramingError, MessageHeaders};
 use super::headers::list_contains;
 use super::{BodyKind, HeaderSpan, Limits, Version, HARD_MAX_HEADERS};
 
@@ -158,20 +158,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
             }
             return Ok(None);
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
-        Err(httparse::Error::Version) => {
-            return Err(RequestError::Malformed("unsupported HTTP version"))
-        }
-        Err(httparse::Error::Token) => {
-            return Err(RequestError::Malformed("invalid method or header name"))
-        }
-        Err(httparse::Error::HeaderName) => {
-            return Err(RequestError::Malformed("invalid header name"))
-        }
-        Err(httparse::Error::HeaderValue) => {
-            return Err(RequestError::Malformed("invalid header value"))
-        }
-        Err(_) => return Err(RequestError::Malformed("invalid request line or header")),
+        Err(e) => return Err(refusal(e)),
     };
     let len = skip + parsed_len;
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
@@ -198,10 +185,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         _ => return Err(RequestError::Malformed("unsupported HTTP version")),
     };
     let base = buf;
-    let span = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base.as_ptr() as usize;
-        (start as u32, (start + s.len()) as u32)
-    };
+    let span = |s: &[u8]| super::span_in(base, s);
 
     let mut head = RequestHead {
         method: Method::from_bytes(method.as_bytes()),
@@ -218,47 +202,48 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         upgrade_websocket: false,
         x_debug: false,
     };
-    let mut framing = FramingHeaders::default();
-    let (mut conn_close, mut conn_keep_alive, mut conn_upgrade, mut upgrade_ws) =
-        (false, false, false, false);
+    let mut shared = MessageHeaders::default();
     for (i, h) in req.headers.iter().enumerate() {
         head.headers.push(HeaderSpan::from_httparse(base, h));
         let name = h.name.as_bytes();
-        let value = h.value;
+        if shared.take(name, h.value) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"host") {
             if head.host.is_some() {
                 return Err(RequestError::DuplicateHost);
             }
             head.host = Some(i);
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            framing.add_content_length(value);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            framing.add_transfer_encoding(value);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            conn_close |= list_contains(value, b"close");
-            conn_keep_alive |= list_contains(value, b"keep-alive");
-            conn_upgrade |= list_contains(value, b"upgrade");
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade_ws |= list_contains(value, b"websocket");
         } else if name.eq_ignore_ascii_case(b"expect") {
-            head.expect_continue |= list_contains(value, b"100-continue");
+            head.expect_continue |= list_contains(h.value, b"100-continue");
         } else if name.eq_ignore_ascii_case(b"x-debug") {
             head.x_debug = true;
         }
     }
-    head.body = framing.request_body(version)?;
-    head.content_length_sent = framing.content_length.is_some();
-    head.keep_alive = match version {
-        Version::Http11 => !conn_close,
-        Version::Http10 => conn_keep_alive && !conn_close,
-    };
+    head.body = shared.framing.request_body(version)?;
+    head.content_length_sent = shared.framing.content_length.is_some();
+    head.keep_alive = shared.persistent(version);
     // RFC 9110 section 10.1.1: 100-continue in an HTTP/1.0 request is
     // ignored (no 1xx may be sent to a 1.0 client).
     head.expect_continue &= !head.body.is_empty() && version == Version::Http11;
     // RFC 6455 section 4.1: the opening handshake is an HTTP/1.1 GET.
-    head.upgrade_websocket =
-        conn_upgrade && upgrade_ws && version == Version::Http11 && head.method == Method::Get;
+    head.upgrade_websocket = shared.connection_upgrade
+        && shared.upgrade_websocket
+        && version == Version::Http11
+        && head.method == Method::Get;
     Ok(Some(head))
+}
+
+/// What a head httparse refused is answered with.
+fn refusal(e: httparse::Error) -> RequestError {
+    match e {
+        httparse::Error::TooManyHeaders => RequestError::TooManyHeaders,
+        httparse::Error::Version => RequestError::Malformed("unsupported HTTP version"),
+        httparse::Error::Token => RequestError::Malformed("invalid method or header name"),
+        httparse::Error::HeaderName => RequestError::Malformed("invalid header name"),
+        httparse::Error::HeaderValue => RequestError::Malformed("invalid header value"),
+        _ => RequestError::Malformed("invalid request line or header"),
+    }
 }
 
 /// Methods in upper case letters, `-` and `_` only, as nginx takes them:

@@ -3,8 +3,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::framing::FramingHeaders;
-use super::headers::list_contains;
+use super::framing::MessageHeaders;
 use super::{BodyKind, HeaderSpan, Limits, Version};
 
 /// Why a backend's response head could not be used; all are answered with 502.
@@ -119,39 +118,25 @@ fn parse_with<'b>(
     // A status line without a reason phrase gives no slice of `buf` at
     // all: only a non-empty reason has an offset into it.
     let reason_span = match resp.reason {
-        Some(reason) if !reason.is_empty() => {
-            let start = reason.as_ptr() as usize - buf.as_ptr() as usize;
-            (start as u32, (start + reason.len()) as u32)
-        }
+        Some(reason) if !reason.is_empty() => super::span_in(buf, reason.as_bytes()),
         _ => (0, 0),
     };
 
-    let mut framing = FramingHeaders::default();
-    let (mut close, mut keep_alive, mut retry_after, mut upgrade_ws) = (false, false, false, false);
+    let mut shared = MessageHeaders::default();
+    let mut retry_after = false;
     let mut headers = Vec::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
         headers.push(HeaderSpan::from_httparse(buf, h));
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            framing.add_content_length(h.value);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            framing.add_transfer_encoding(h.value);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= list_contains(h.value, b"close");
-            keep_alive |= list_contains(h.value, b"keep-alive");
-        } else if name.eq_ignore_ascii_case(b"retry-after") {
+        if !shared.take(name, h.value) && name.eq_ignore_ascii_case(b"retry-after") {
             retry_after = true;
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade_ws |= list_contains(h.value, b"websocket");
         }
     }
+    let persistent = shared.persistent(version);
+    let framing = &mut shared.framing;
     let delimited = framing
         .response_body(status, request_was_head, version)
         .map_err(|_| ResponseError::BadLength)?;
-    let persistent = match version {
-        Version::Http11 => !close,
-        Version::Http10 => keep_alive && !close,
-    };
     Ok(Some(ResponseHead {
         status,
         version,
@@ -164,7 +149,7 @@ fn parse_with<'b>(
         framing_conflict: delimited.conflict,
         reusable: persistent && delimited.clean && status != 101,
         retry_after,
-        upgrade_websocket: upgrade_ws,
+        upgrade_websocket: shared.upgrade_websocket,
     }))
 }
 

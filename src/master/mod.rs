@@ -10,22 +10,24 @@
 //! reports that every shard accepts; then the old one drains.
 //! Single-threaded on purpose: it forks, and waits on one `poll`.
 
+mod exits;
 mod notify;
 mod signals;
+mod upgrade;
 mod worker;
 
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::net::sockets::{Sockets, SOCKETS_ENV};
-use crate::{log_error, log_info, log_warn};
+use crate::{log_error, log_info};
 use signals::{send, SignalFd};
-use worker::{describe_status, exit_code, Worker};
+use upgrade::Upgrade;
+use worker::Worker;
 
 pub use worker::worker_inputs;
 
@@ -60,11 +62,6 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A new worker must report readiness within this, or it is killed.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the new binary's `--dry` may take on SIGUSR2.
-const DRY_RUN_TIMEOUT: Duration = Duration::from_secs(10);
-/// A new master must serve within this (its worker's readiness and some),
-/// or it is stopped and this one keeps serving.
-const UPGRADE_TIMEOUT: Duration = Duration::from_secs(70);
 /// How often the memory guard reads the worker's RSS.
 const MEMORY_CHECK: Duration = Duration::from_secs(1);
 /// Grace after `server.drain_timeout` before a draining worker is killed
@@ -99,15 +96,6 @@ struct Pending {
     config: Config,
     text: String,
     why: Why,
-}
-
-/// The new master a SIGUSR2 started, until it serves (or fails).
-struct Upgrade {
-    pid: i32,
-    deadline: Instant,
-    /// A SIGHUP arrived meanwhile: the new master may have read the config
-    /// before it changed, so it gets the SIGHUP once it serves.
-    reload_asked: bool,
 }
 
 /// A worker told to drain, and when it must be gone.
@@ -512,313 +500,6 @@ impl Master {
         if self.reload_queued {
             self.reload_queued = false;
             self.reload(Why::Reload);
-        }
-    }
-
-    fn on_exit(&mut self, pid: i32, status: libc::c_int) -> Result<(), ExitCode> {
-        let how = describe_status(status);
-        if self.upgrade.as_ref().is_some_and(|u| u.pid == pid) {
-            self.upgrade = None;
-            log_error!("upgrade: new master {pid} {how} before serving; keeping this binary");
-            self.main_pid_again();
-            return Ok(());
-        }
-        if self.successor == Some(pid) {
-            self.successor = None;
-            // A clean exit is an operator's stop; a crash while this master
-            // still drains would leave nothing serving: serve again.
-            if status != 0 && self.stopping && !self.sockets.raw_fds().is_empty() {
-                log_error!(
-                    "upgrade: new master {pid} {how} after taking over; this master serves again"
-                );
-                self.stopping = false;
-                self.main_pid_again();
-                let (config, text) = (self.config.clone(), self.text.clone());
-                let _ = self.start_worker(config, text, Why::Restart);
-            }
-            return Ok(());
-        }
-        if self.pending.as_ref().is_some_and(|p| p.worker.pid == pid) {
-            let p = self.pending.take().expect("checked above");
-            if self.first_start {
-                log_error!("worker {pid} {how} before serving");
-                return Err(ExitCode::from(exit_code(status)));
-            }
-            if p.why == Why::Reload {
-                notify::send("READY=1");
-            }
-            match &self.serving {
-                Some(w) => log_error!(
-                    "{}: new worker {pid} {how} before serving; worker {} keeps serving",
-                    p.why.name(),
-                    w.pid
-                ),
-                None => log_error!("{}: new worker {pid} {how} before serving", p.why.name()),
-            }
-            self.forget_unused_sockets();
-            if self.serving.is_none() && !self.stopping {
-                self.schedule_restart(p.worker.started.elapsed());
-            }
-            if p.why == Why::Memory {
-                // A replacement that cannot start would otherwise be tried
-                // again at the next check, every second.
-                self.memory_backoff = (self.memory_backoff * 2).min(BACKOFF_MAX);
-                self.next_memory_check = crate::clock::from_now(self.memory_backoff);
-                log_warn!(
-                    "memory limit: next replacement in {} ms",
-                    self.memory_backoff.as_millis()
-                );
-            }
-            return Ok(());
-        }
-        if self.serving.as_ref().is_some_and(|w| w.pid == pid) {
-            let w = self.serving.take().expect("checked above");
-            log_error!("worker {pid} {how}; starting a new one");
-            if self.pending.is_none() {
-                self.schedule_restart(w.started.elapsed());
-            }
-            return Ok(());
-        }
-        if let Some(at) = self.draining.iter().position(|d| d.worker.pid == pid) {
-            self.draining.remove(at);
-            log_info!("worker {pid} finished draining ({how})");
-        }
-        Ok(())
-    }
-
-    /// Plans the start of a replacement: at once after a worker that ran
-    /// for a while, with a doubling pause while they keep dying young.
-    fn schedule_restart(&mut self, lived: Duration) {
-        if lived >= MIN_UPTIME {
-            self.crashes = 0;
-        } else {
-            self.crashes += 1;
-        }
-        let pause = match self.crashes {
-            0 | 1 => Duration::ZERO,
-            n => (BACKOFF_START * 2u32.saturating_pow(n - 2)).min(BACKOFF_MAX),
-        };
-        if !pause.is_zero() {
-            log_warn!(
-                "workers keep dying young ({} in a row): next start in {} ms",
-                self.crashes,
-                pause.as_millis()
-            );
-        }
-        self.restart_at = Some(Instant::now() + pause);
-    }
-
-    fn on_timers(&mut self) {
-        let now = Instant::now();
-        if self.restart_at.is_some_and(|at| at <= now) && !self.stopping {
-            self.restart_at = None;
-            if self.serving.is_none() && self.pending.is_none() {
-                let (config, text) = (self.config.clone(), self.text.clone());
-                let _ = self.start_worker(config, text, Why::Restart);
-            }
-        }
-        if let Some(p) = &self.pending {
-            if p.worker.started.elapsed() >= READY_TIMEOUT {
-                log_error!(
-                    "{}: new worker {} not ready after {} s; killing it",
-                    p.why.name(),
-                    p.worker.pid,
-                    READY_TIMEOUT.as_secs()
-                );
-                send(p.worker.pid, libc::SIGKILL);
-            }
-        }
-        if let Some(u) = self.upgrade.as_ref().filter(|u| u.deadline <= now) {
-            log_error!(
-                "upgrade: new master {} not serving after {} s; stopping it, keeping this binary",
-                u.pid,
-                UPGRADE_TIMEOUT.as_secs()
-            );
-            // Its exit, reaped later, finds no upgrade pending.
-            send(u.pid, libc::SIGTERM);
-            self.upgrade = None;
-            self.main_pid_again();
-        }
-        for d in &self.draining {
-            if d.deadline <= now {
-                log_warn!(
-                    "worker {} still draining past its deadline; killing it",
-                    d.worker.pid
-                );
-                send(d.worker.pid, libc::SIGKILL);
-            }
-        }
-        if now >= self.next_memory_check {
-            self.next_memory_check = now + MEMORY_CHECK;
-            self.check_memory();
-        }
-    }
-
-    /// Hipache's memory monitor: a worker over `server.memory_limit_mb` is
-    /// replaced like on reload (same config), and the old one drains.
-    fn check_memory(&mut self) {
-        let (Some(limit), Some(w)) = (self.config.memory_limit, &self.serving) else {
-            return;
-        };
-        if self.pending.is_some() || self.stopping || w.started.elapsed() < MIN_UPTIME {
-            return;
-        }
-        let Some(rss) = w.rss_bytes() else { return };
-        if rss > limit {
-            log_warn!(
-                "worker {} uses {} MiB, over server.memory_limit_mb = {}: replacing it",
-                w.pid,
-                rss >> 20,
-                limit >> 20
-            );
-            let (config, text) = (self.config.clone(), self.text.clone());
-            let _ = self.start_worker(config, text, Why::Memory);
-        }
-    }
-
-    /// SIGUSR2: start the binary on disk as a new master holding the same
-    /// sockets. This master and its worker serve on until the new master's
-    /// worker serves and it says so (SIGWINCH); then this one retires. A
-    /// new binary that refuses the config (`--dry`), cannot start, dies or
-    /// does not serve within `UPGRADE_TIMEOUT` leaves this one serving.
-    fn upgrade(&mut self) {
-        if let Some(u) = &self.upgrade {
-            log_warn!("upgrade: master {} is still starting; wait for it", u.pid);
-            return;
-        }
-        if self.pending.is_some() {
-            log_warn!("upgrade: a new worker is still starting; send SIGUSR2 again once it serves");
-            return;
-        }
-        if let Err(why) = self.dry_run() {
-            log_error!(
-                "upgrade: {} --dry {why}; keeping this binary",
-                self.exe.display()
-            );
-            return;
-        }
-        let fds = self.sockets.raw_fds();
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg0(&self.argv0)
-            .args(&self.args)
-            .env(SOCKETS_ENV, self.sockets.encode())
-            .env(UPGRADE_FROM_ENV, std::process::id().to_string());
-        // SAFETY: between fork and exec only fcntl runs (async-signal-safe),
-        // on descriptors this process holds, from a list built before fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                for &fd in &fds {
-                    crate::net::sockets::set_fd_cloexec(fd, false);
-                }
-                Ok(())
-            })
-        };
-        match cmd.spawn() {
-            Ok(child) => {
-                let pid = child.id() as i32;
-                log_info!(
-                    "upgrade: started {} as master {pid}; serving until it does",
-                    self.exe.display()
-                );
-                // Reaped with the workers (waitpid(-1)); the handle is not needed.
-                drop(child);
-                self.upgrade = Some(Upgrade {
-                    pid,
-                    deadline: crate::clock::from_now(UPGRADE_TIMEOUT),
-                    reload_asked: false,
-                });
-            }
-            Err(e) => log_error!(
-                "upgrade: cannot start {}: {e}; keeping this binary",
-                self.exe.display()
-            ),
-        }
-    }
-
-    /// Runs the binary on disk with `--dry` on the config, for at most
-    /// [`DRY_RUN_TIMEOUT`] (a new binary that hangs must not hang the
-    /// master: it waits here, and signals wait in the signalfd meanwhile).
-    fn dry_run(&self) -> Result<(), String> {
-        let mut child = Command::new(&self.exe)
-            .arg("--dry")
-            .arg("--config")
-            .arg(&self.config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run: {e}"))?;
-        let deadline = Instant::now() + DRY_RUN_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(s)) if s.success() => return Ok(()),
-                Ok(Some(s)) => return Err(format!("refused the config ({s})")),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!(
-                        "did not finish within {} s",
-                        DRY_RUN_TIMEOUT.as_secs()
-                    ));
-                }
-                Err(e) => return Err(format!("cannot be waited for: {e}")),
-            }
-        }
-    }
-
-    /// SIGWINCH from the new master: it serves. Every worker here drains as
-    /// on a reload (the sockets stay open: they are the new master's too),
-    /// and this master exits once they have.
-    fn retire(&mut self) {
-        let Some(u) = self.upgrade.take() else { return };
-        log_info!("upgrade: master {} serves; this master retires", u.pid);
-        if u.reload_asked {
-            log_info!(
-                "upgrade: passing the SIGHUP received meanwhile to master {}",
-                u.pid
-            );
-            send(u.pid, libc::SIGHUP);
-        }
-        self.successor = Some(u.pid);
-        self.stopping = true;
-        self.restart_at = None;
-        let deadline = crate::clock::from_now(self.config.drain_timeout + KILL_GRACE);
-        let retiring = self
-            .serving
-            .take()
-            .into_iter()
-            .chain(self.pending.take().map(|p| p.worker));
-        for worker in retiring.collect::<Vec<_>>() {
-            send(worker.pid, libc::SIGQUIT);
-            self.draining.push(Draining { worker, deadline });
-        }
-    }
-
-    /// After a failed upgrade: systemd's main PID is this master again (the
-    /// new one may have claimed it just before it was stopped).
-    fn main_pid_again(&self) {
-        notify::send(&format!("MAINPID={}\nREADY=1", std::process::id()));
-    }
-
-    /// Once the first worker of a master started by SIGUSR2 serves: tell the
-    /// old master to retire (if it is still our parent, so that no other
-    /// process gets the signal) and systemd which process is the service's
-    /// main one now.
-    fn took_over(&mut self) {
-        let me = std::process::id();
-        match self.replaces.take() {
-            Some(parent) if std::os::unix::process::parent_id() as i32 == parent => {
-                log_info!("upgrade: master {me} serving; master {parent} retires");
-                send(parent, libc::SIGWINCH);
-                notify::send(&format!("MAINPID={me}\nREADY=1"));
-            }
-            Some(parent) => {
-                log_warn!("upgrade: master {parent} is gone; master {me} serves alone");
-                notify::send(&format!("MAINPID={me}\nREADY=1"));
-            }
-            None => notify::send("READY=1"),
         }
     }
 }

@@ -1,13 +1,5 @@
-//! Proxy errors with the side that caused them. One exhaustive `match` maps
-//! each to its status, so adding a variant forces a decision about it.
-
-/// Who caused a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Client,
-    Upstream,
-    Lopache,
-}
+//! Why lopache answered a request itself. One exhaustive `match` maps each
+//! to its status, so adding a variant forces a decision about it.
 
 /// Why a request was answered by lopache itself instead of a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -69,28 +61,6 @@ impl ProxyError {
         }
     }
 
-    pub fn side(self) -> Side {
-        match self {
-            ProxyError::MissingHost
-            | ProxyError::BadHost
-            | ProxyError::UnknownFrontend
-            | ProxyError::MethodNotAllowed
-            | ProxyError::BodyTimeout
-            | ProxyError::PathTooLong => Side::Client,
-            ProxyError::RoutingUnavailable
-            | ProxyError::BadBackendUrl
-            | ProxyError::PoolExhausted
-            | ProxyError::LocalResources
-            | ProxyError::RouteTooLarge
-            | ProxyError::DnsFailed => Side::Lopache,
-            ProxyError::NoLiveBackend
-            | ProxyError::UpstreamConnect
-            | ProxyError::UpstreamFailed
-            | ProxyError::BadUpstreamResponse
-            | ProxyError::UpstreamTimeout => Side::Upstream,
-        }
-    }
-
     /// Short tag for the `x-debug-error` header.
     pub fn tag(self) -> &'static str {
         match self {
@@ -120,33 +90,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_and_side() {
-        assert_eq!(
-            (
-                ProxyError::UnknownFrontend.status(),
-                ProxyError::UnknownFrontend.side()
-            ),
-            (400, Side::Client)
-        );
-        assert_eq!(ProxyError::RoutingUnavailable.status(), 503);
-        assert_eq!(
-            (
-                ProxyError::UpstreamTimeout.status(),
-                ProxyError::UpstreamTimeout.side()
-            ),
-            (504, Side::Upstream)
-        );
-        assert_eq!(ProxyError::NoLiveBackend.status(), 502);
-        // lopache's own shortages are never blamed on a backend.
-        for e in [ProxyError::PoolExhausted, ProxyError::LocalResources] {
-            assert_eq!((e.status(), e.side()), (503, Side::Lopache), "{e}");
+    fn statuses() {
+        let table = [
+            (ProxyError::UnknownFrontend, 400),
+            (ProxyError::MethodNotAllowed, 405),
+            (ProxyError::BodyTimeout, 408),
+            (ProxyError::PathTooLong, 414),
+            (ProxyError::NoLiveBackend, 502),
+            (ProxyError::DnsFailed, 502),
+            (ProxyError::UpstreamTimeout, 504),
+            // lopache's own shortages are a 503, never a backend's 502.
+            (ProxyError::RoutingUnavailable, 503),
+            (ProxyError::PoolExhausted, 503),
+            (ProxyError::LocalResources, 503),
+        ];
+        for (error, status) in table {
+            assert_eq!(error.status(), status, "{error}");
         }
-        assert_eq!(
-            (
-                ProxyError::BodyTimeout.status(),
-                ProxyError::BodyTimeout.side()
-            ),
-            (408, Side::Client)
-        );
     }
 }

@@ -2,8 +2,13 @@
 //! forwarding one request with retries and dead marking, and the typed errors
 //! that decide each error status.
 
+mod attempt;
 pub mod error;
+mod exchange;
+mod failure;
 mod forward;
+mod reply;
+mod request_body;
 pub mod session;
 pub mod stream;
 pub mod tunnel;

@@ -11,12 +11,14 @@ use bytes::{Buf, BytesMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::error::ProxyError;
-use super::forward::{forward, reply_error, Exchange, LogFields, Next};
+use super::exchange::{Exchange, LogFields, Next};
+use super::forward::forward;
+use super::reply::{refuse, reply_error, reply_ping};
 use super::stream::ClientStream;
 use super::tunnel;
 use crate::http::request::{parse_request, Method, RequestError, RequestHead};
 use crate::http::rewrite::{upstream_request, ClientSide, RequestRewrite};
-use crate::io::timed::{read_into_spare, read_some, read_spare, write_all, IoFailure};
+use crate::io::timed::{read_into_spare, read_some, read_spare, IoFailure};
 use crate::observe::access_log::Record;
 use crate::observe::metrics;
 use crate::routing::candidates::normalize_host;
@@ -39,8 +41,24 @@ const LINGER_BYTES: usize = 256 * 1024;
 pub struct ClientInfo {
     pub peer: SocketAddr,
     pub local_port: u16,
-    /// `http` or `https`.
-    pub proto: &'static str,
+    pub proto: ClientProto,
+}
+
+/// What the client spoke to lopache: plain HTTP or HTTP over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientProto {
+    Http,
+    Https,
+}
+
+impl ClientProto {
+    /// As `X-Forwarded-Proto` says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientProto::Http => "http",
+            ClientProto::Https => "https",
+        }
+    }
 }
 
 /// The client socket and the bytes read from it but not yet used.
@@ -83,7 +101,10 @@ pub async fn serve_client<S: ClientStream>(shard: Rc<Shard>, stream: S, info: Cl
                 Box::pin(handle_request(&shard, &mut client, &info, head)).await
             }
             HeadRead::Closed => return,
-            HeadRead::Refused(err) => Box::pin(refuse(&shard, &mut client, err)).await,
+            HeadRead::Refused(err) => {
+                crate::log_debug!("refused request: {err}");
+                Box::pin(refuse(&shard, &mut client, err.status())).await
+            }
         };
         match next {
             Next::KeepAlive => continue,
@@ -197,22 +218,6 @@ async fn read_head<S: AsyncReadRent>(shard: &Shard, client: &mut Client<S>) -> H
     }
 }
 
-/// Answers an unparseable head with its 4xx and closes.
-async fn refuse<S: AsyncWriteRent>(
-    shard: &Shard,
-    client: &mut Client<S>,
-    err: RequestError,
-) -> Next {
-    crate::log_debug!("refused request: {err}");
-    let mut out = Vec::with_capacity(1024);
-    shard
-        .config
-        .error_pages
-        .write_response(err.status(), false, false, b"", &mut out);
-    let _ = write_all(&mut client.stream, out, shard.config.tcp_timeout).await;
-    Next::CloseLinger
-}
-
 async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
     shard: &Shard,
     client: &mut Client<S>,
@@ -259,7 +264,7 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
     }
     let side = ClientSide {
         peer: info.peer.ip(),
-        proto: info.proto,
+        proto: info.proto.as_str(),
         port: info.local_port,
     };
     let mut up_head = Vec::with_capacity(head.len + 192);
@@ -278,13 +283,13 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
     };
     client.buf.advance(head.len);
     let next = forward(shard, client, &mut exchange, up_head, host, facts).await;
-    if exchange.status != 0 {
+    if let Some(status) = exchange.status {
         // Read the clock once for the metrics and the access log alike.
         let now = Instant::now();
         let total = now - exchange.started;
         let backend = exchange.backend_started.map(|t| now - t);
-        shard.metrics.request(exchange.status, total, backend);
-        log_exchange(shard, info, &exchange, total, backend);
+        shard.metrics.request(status, total, backend);
+        log_exchange(shard, info, &exchange, status, total, backend);
     }
     next
 }
@@ -316,6 +321,7 @@ fn log_exchange(
     shard: &Shard,
     info: &ClientInfo,
     exchange: &Exchange,
+    status: u16,
     total: Duration,
     backend: Option<Duration>,
 ) {
@@ -326,7 +332,7 @@ fn log_exchange(
         peer: info.peer.ip(),
         started: fields.started,
         request_line: &fields.request_line,
-        status: exchange.status,
+        status,
         bytes: exchange.bytes,
         referer: &fields.referer,
         user_agent: &fields.user_agent,
@@ -361,26 +367,6 @@ fn request_facts(head_bytes: &[u8], head: &RequestHead) -> RequestFacts {
     RequestFacts {
         path: crate::routing::rules::normalize_path(path),
         cookies: cookies.join("; "),
-    }
-}
-
-/// `Host: __ping__`: answered here, no Redis involved.
-async fn reply_ping<S: AsyncWriteRent>(
-    shard: &Shard,
-    client: &mut Client<S>,
-    exchange: &Exchange,
-) -> Next {
-    let keep = exchange.keep_alive && exchange.body.is_empty() && !shard.drain.is_draining();
-    let head: &'static [u8] = match (keep, exchange.method == Method::Head) {
-        (true, false) => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok",
-        (false, false) => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-        (true, true) => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n",
-        (false, true) => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\n",
-    };
-    match write_all(&mut client.stream, head, shard.config.tcp_timeout).await {
-        Ok(_) if keep => Next::KeepAlive,
-        Ok(_) => Next::CloseLinger,
-        Err(_) => Next::Close,
     }
 }
 
@@ -471,7 +457,7 @@ mod size_tests {
             let info = ClientInfo {
                 peer: addr,
                 local_port: addr.port(),
-                proto: "http",
+                proto: ClientProto::Http,
             };
             let raw = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
             let head = crate::http::request::parse_request(raw, &shard.config.limits)

@@ -35,6 +35,8 @@ use crate::{log_debug, log_info, log_warn};
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const READ_CHUNK: usize = 16 * 1024;
+/// Room for one pipelined batch of commands; grows for larger ones.
+const BATCH_BUFFER: usize = 4096;
 /// How many shareable queries of one batch are remembered for joining; later
 /// ones are still sent, just not offered for sharing (bounds the search).
 const MAX_SHAREABLE: usize = 64;
@@ -103,7 +105,7 @@ impl RedisClient {
             inner: Rc::new(Inner {
                 url,
                 timeout,
-                queued: RefCell::new(Vec::with_capacity(4096)),
+                queued: RefCell::new(Vec::with_capacity(BATCH_BUFFER)),
                 waiters: RefCell::new(VecDeque::new()),
                 shareable: RefCell::new(Vec::new()),
                 task_waker: RefCell::new(None),
@@ -112,10 +114,6 @@ impl RedisClient {
                 metrics,
             }),
         }
-    }
-
-    pub fn url(&self) -> &RedisUrl {
-        &self.inner.url
     }
 
     /// Sends the commands that `encode` appends (it returns how many) as part of
@@ -222,7 +220,10 @@ impl Inner {
 
     fn take_batch(&self) -> (Vec<u8>, Vec<Waiter>) {
         self.shareable.borrow_mut().clear();
-        let bytes = std::mem::replace(&mut *self.queued.borrow_mut(), Vec::with_capacity(4096));
+        let bytes = std::mem::replace(
+            &mut *self.queued.borrow_mut(),
+            Vec::with_capacity(BATCH_BUFFER),
+        );
         let waiters = self.waiters.borrow_mut().drain(..).collect();
         (bytes, waiters)
     }

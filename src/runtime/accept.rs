@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use local_sync::semaphore::Semaphore;
 use monoio::io::Canceller;
-use monoio::net::TcpListener;
+use monoio::net::{TcpListener, TcpStream};
 
 use crate::observe::metrics;
-use crate::proxy::session::{serve_client, ClientInfo};
+use crate::proxy::session::{serve_client, ClientInfo, ClientProto};
 use crate::shard::Shard;
 use crate::tls::accept::TlsListener;
 use crate::tls::HANDSHAKE_TIMEOUT;
@@ -63,55 +63,22 @@ pub async fn accept_loop(
             Ok((stream, peer)) => {
                 warned_resources = false;
                 let _ = stream.set_nodelay(true);
-                let shard = shard.clone();
                 metrics::add(&shard.metrics.connections, 1);
-                match &tls {
-                    None => {
-                        let info = ClientInfo {
-                            peer,
-                            local_port,
-                            proto: "http",
-                        };
-                        monoio::spawn(async move {
-                            serve_client(shard.clone(), stream, info).await;
-                            metrics::sub(&shard.metrics.connections, 1);
-                            drop(permit);
-                        });
+                let shard = shard.clone();
+                let tls = tls.clone();
+                monoio::spawn(async move {
+                    let info = ClientInfo {
+                        peer,
+                        local_port,
+                        proto: ClientProto::Http,
+                    };
+                    match tls {
+                        None => serve_client(shard.clone(), stream, info).await,
+                        Some(tls) => serve_tls(&shard, stream, &tls, info).await,
                     }
-                    Some(tls) => {
-                        let tls = tls.clone();
-                        let info = ClientInfo {
-                            peer,
-                            local_port,
-                            proto: "https",
-                        };
-                        monoio::spawn(async move {
-                            // A failed or slow handshake (plaintext on the TLS
-                            // port, an unknown name) just closes the socket.
-                            match monoio::time::timeout(
-                                HANDSHAKE_TIMEOUT,
-                                crate::tls::accept::accept(stream, &tls, shard.redis_certs()),
-                            )
-                            .await
-                            {
-                                Ok(Ok(tls_stream)) => {
-                                    metrics::add(&shard.metrics.tls_handshakes, 1);
-                                    serve_client(shard.clone(), tls_stream, info).await
-                                }
-                                Ok(Err(e)) => {
-                                    metrics::add(&shard.metrics.tls_failures, 1);
-                                    log_debug!("TLS handshake from {peer} failed: {e}")
-                                }
-                                Err(_) => {
-                                    metrics::add(&shard.metrics.tls_failures, 1);
-                                    log_debug!("TLS handshake from {peer} timed out")
-                                }
-                            }
-                            metrics::sub(&shard.metrics.connections, 1);
-                            drop(permit);
-                        });
-                    }
-                }
+                    metrics::sub(&shard.metrics.connections, 1);
+                    drop(permit);
+                });
             }
             Err(e) if crate::net::is_local_shortage(&e) => {
                 if !warned_resources {
@@ -128,6 +95,30 @@ pub async fn accept_loop(
         }
         if last {
             return;
+        }
+    }
+}
+
+/// Completes the TLS handshake and serves the connection. A failed or slow
+/// handshake (plaintext on the TLS port, an unknown name) just closes it.
+async fn serve_tls(shard: &Rc<Shard>, stream: TcpStream, tls: &TlsListener, info: ClientInfo) {
+    let handshake = crate::tls::accept::accept(stream, tls, shard.redis_certs());
+    match monoio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(tls_stream)) => {
+            metrics::add(&shard.metrics.tls_handshakes, 1);
+            let info = ClientInfo {
+                proto: ClientProto::Https,
+                ..info
+            };
+            serve_client(shard.clone(), tls_stream, info).await
+        }
+        Ok(Err(e)) => {
+            metrics::add(&shard.metrics.tls_failures, 1);
+            log_debug!("TLS handshake from {} failed: {e}", info.peer)
+        }
+        Err(_) => {
+            metrics::add(&shard.metrics.tls_failures, 1);
+            log_debug!("TLS handshake from {} timed out", info.peer)
         }
     }
 }

@@ -10,6 +10,7 @@ mod signals;
 pub use crate::shard::DriverKind;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use signals::Stop;
 
 use crate::config::{Config, HttpsListener};
 use crate::net::sockets::{Kind, Sockets};
+use crate::observe::metrics::ShardMetrics;
 use crate::{log_info, log_warn};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,30 @@ pub enum RuntimeError {
     },
 }
 
+/// A shard's listeners, in address order, each with its TLS settings if HTTPS.
+type ShardListeners = Vec<(std::net::TcpListener, Option<HttpsListener>)>;
+
+/// The sockets the master handed down, sorted out for the shards.
+struct Listeners {
+    /// Per shard: every n-th socket of each group.
+    per_shard: Vec<ShardListeners>,
+    /// Each proxy address as bound (port 0 resolved), for the start line.
+    bound: Vec<SocketAddr>,
+    /// Each proxy address's TLS settings, in the same order.
+    tls: Vec<Option<HttpsListener>>,
+    /// The admin endpoint's socket, with its configured address.
+    admin: Option<(SocketAddr, std::net::TcpListener)>,
+}
+
+/// What the shards and the main thread share.
+struct Shared {
+    draining: Arc<AtomicBool>,
+    /// Set on a handover drain: the admin endpoint stops answering, so
+    /// scrapes and health checks reach the worker taking over.
+    admin_stop: Arc<AtomicBool>,
+    metrics: Vec<Arc<ShardMetrics>>,
+}
+
 /// Runs the shards on `sockets` until a signal has drained them (Ok) or a
 /// shard stops (Err). `ready` is written to once every shard accepts.
 pub fn run(
@@ -53,79 +79,13 @@ pub fn run(
     signals::block_termination();
     let config = Arc::new(config);
     let driver = DriverKind::probe();
-    // HTTP addresses first, then HTTPS ones, each with its TLS config; each
-    // shard takes every n-th socket of a group (a group can be larger than
-    // the shard count after a reload lowered it).
-    let mut listeners: Vec<Vec<(std::net::TcpListener, Option<HttpsListener>)>> =
-        (0..config.workers).map(|_| Vec::new()).collect();
-    let mut bound = Vec::new();
-    let mut tls: Vec<Option<HttpsListener>> = Vec::new();
-    let mut admin_listener = None;
-    for (key, _) in config.sockets() {
-        let group = sockets
-            .take(key)
-            .ok_or_else(|| RuntimeError::MissingSocket(key.to_string()))?;
-        let https = match key.kind {
-            Kind::Admin => {
-                admin_listener = group.into_iter().next().map(|l| (key.addr, l));
-                continue;
-            }
-            Kind::Http => None,
-            Kind::Https => config
-                .https_listeners
-                .iter()
-                .find(|l| l.addr == key.addr)
-                .cloned(),
-        };
-        bound.push(
-            group
-                .first()
-                .and_then(|l| l.local_addr().ok())
-                .unwrap_or(key.addr),
-        );
-        tls.push(https.clone());
-        for (i, listener) in group.into_iter().enumerate() {
-            listeners[i % config.workers].push((listener, https.clone()));
-        }
-    }
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    if cores.is_empty() {
-        log_warn!("cannot list CPU cores; shards will not be pinned");
-    }
-    // Name resolution runs here, off the shards: as many threads as the
-    // shards may run resolutions at once (and a few for Redis host names),
-    // so none waits for another shard's.
-    let resolver_pool = monoio::blocking::DefaultThreadPool::new(
-        config.workers
-            * (crate::upstream::dns::LOOKUPS_PER_SHARD
-                + crate::upstream::dns::SPARE_THREADS_PER_SHARD),
-    );
-    let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
-    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let metrics: Vec<Arc<crate::observe::metrics::ShardMetrics>> =
-        (0..config.workers).map(|_| Arc::default()).collect();
-    // Set on a handover drain: the admin endpoint stops answering, so
-    // scrapes and health checks reach the worker taking over.
-    let admin_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let admin = match admin_listener {
-        Some((configured, listener)) => {
-            let addr = listener
-                .local_addr()
-                .map_err(|source| RuntimeError::Admin {
-                    addr: configured,
-                    source,
-                })?;
-            crate::observe::admin::start(
-                listener,
-                metrics.clone(),
-                draining.clone(),
-                admin_stop.clone(),
-            )
-            .map_err(|source| RuntimeError::Admin { addr, source })?;
-            Some(addr)
-        }
-        None => None,
+    let listeners = take_listeners(&config, &mut sockets)?;
+    let shared = Shared {
+        draining: Arc::default(),
+        admin_stop: Arc::default(),
+        metrics: (0..config.workers).map(|_| Arc::default()).collect(),
     };
+    let admin = start_admin(listeners.admin, &shared)?;
     // Each shard thread reports here when it ends, however it ends; so does
     // the signal thread when SIGTERM or SIGINT arrives.
     let (exit_tx, exit_rx) = mpsc::channel::<Stop>();
@@ -137,54 +97,23 @@ pub fn run(
             }
         })?;
     // Files are open and sockets held: nothing below needs root.
-    match config.run_as {
-        Some(run_as) if crate::privileges::is_root() => {
-            crate::privileges::drop_to(run_as).map_err(RuntimeError::Privileges)?
-        }
-        Some(_) => log_warn!("user/group set but not started as root: keeping this account"),
-        None if crate::privileges::is_root() => log_warn!(
-            "running as root with no `user` set: a compromise of this process \
-             would own the machine; set user (and group) to drop privileges after binding"
-        ),
-        None => {}
-    }
+    drop_privileges(&config)?;
     signals::spawn_waiter(exit_tx.clone(), access_log.clone()).map_err(|e| {
         RuntimeError::ShardStart {
             shard: 0,
             reason: format!("cannot start the signal thread: {e}"),
         }
     })?;
-    for (id, shard_listeners) in listeners.into_iter().enumerate() {
-        let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-        let cfg = config.clone();
-        let tx = ready_tx.clone();
-        let pool = resolver_pool.clone();
-        let exit = shard_thread::ExitNotice::new(id, exit_tx.clone());
-        let flag = draining.clone();
-        let log = access_log.clone();
-        let shard_metrics = metrics[id].clone();
-        std::thread::Builder::new()
-            .name(format!("lopache-shard-{id}"))
-            .spawn(move || {
-                let _exit = exit;
-                shard_thread::run_shard(shard_thread::ShardSetup {
-                    id,
-                    config: cfg,
-                    listeners: shard_listeners,
-                    core,
-                    resolver_pool: pool,
-                    ready: tx,
-                    draining: flag,
-                    access_log: log,
-                    metrics: shard_metrics,
-                    driver,
-                })
-            })
-            .map_err(|e| RuntimeError::ShardStart {
-                shard: id,
-                reason: e.to_string(),
-            })?;
-    }
+    let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+    start_shards(
+        &config,
+        listeners.per_shard,
+        &shared,
+        &ready_tx,
+        &exit_tx,
+        access_log,
+        driver,
+    )?;
     drop(ready_tx);
     drop(exit_tx);
     for _ in 0..config.workers {
@@ -194,7 +123,13 @@ pub fn run(
             Err(_) => return Err(RuntimeError::ShardDied(0)),
         }
     }
-    announce(&bound, &tls, admin, config.workers, driver);
+    announce(
+        &listeners.bound,
+        &listeners.tls,
+        admin,
+        config.workers,
+        driver,
+    );
     for warning in &config.warnings {
         log_warn!("{warning}");
     }
@@ -209,19 +144,141 @@ pub fn run(
         Ok(Stop::ShardDied(id)) => Err(RuntimeError::ShardDied(id)),
         Ok(Stop::Signal(sig)) => {
             if sig == libc::SIGQUIT {
-                admin_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                shared.admin_stop.store(true, Ordering::Relaxed);
             }
-            drain_all(
-                &draining,
-                &exit_rx,
-                config.workers,
-                config.drain_timeout,
-                sig,
-            );
+            let (workers, limit) = (config.workers, config.drain_timeout);
+            drain_all(&shared.draining, &exit_rx, workers, limit, sig);
             Ok(())
         }
         Err(_) => Ok(()),
     }
+}
+
+/// HTTP addresses first, then HTTPS ones, each with its TLS config; each
+/// shard takes every n-th socket of a group (a group can be larger than the
+/// shard count after a reload lowered it).
+fn take_listeners(config: &Config, sockets: &mut Sockets) -> Result<Listeners, RuntimeError> {
+    let mut listeners = Listeners {
+        per_shard: (0..config.workers).map(|_| Vec::new()).collect(),
+        bound: Vec::new(),
+        tls: Vec::new(),
+        admin: None,
+    };
+    for (key, _) in config.sockets() {
+        let group = sockets
+            .take(key)
+            .ok_or_else(|| RuntimeError::MissingSocket(key.to_string()))?;
+        let https = match key.kind {
+            Kind::Admin => {
+                listeners.admin = group.into_iter().next().map(|l| (key.addr, l));
+                continue;
+            }
+            Kind::Http => None,
+            Kind::Https => config
+                .https_listeners
+                .iter()
+                .find(|l| l.addr == key.addr)
+                .cloned(),
+        };
+        let bound = group.first().and_then(|l| l.local_addr().ok());
+        listeners.bound.push(bound.unwrap_or(key.addr));
+        listeners.tls.push(https.clone());
+        for (i, listener) in group.into_iter().enumerate() {
+            listeners.per_shard[i % config.workers].push((listener, https.clone()));
+        }
+    }
+    Ok(listeners)
+}
+
+/// Starts the admin endpoint's thread, if `admin.bind` is set; its address.
+fn start_admin(
+    admin: Option<(SocketAddr, std::net::TcpListener)>,
+    shared: &Shared,
+) -> Result<Option<SocketAddr>, RuntimeError> {
+    let Some((configured, listener)) = admin else {
+        return Ok(None);
+    };
+    let addr = listener
+        .local_addr()
+        .map_err(|source| RuntimeError::Admin {
+            addr: configured,
+            source,
+        })?;
+    crate::observe::admin::start(
+        listener,
+        shared.metrics.clone(),
+        shared.draining.clone(),
+        shared.admin_stop.clone(),
+    )
+    .map_err(|source| RuntimeError::Admin { addr, source })?;
+    Ok(Some(addr))
+}
+
+/// Switches to `user`/`group` when started as root.
+fn drop_privileges(config: &Config) -> Result<(), RuntimeError> {
+    match config.run_as {
+        Some(run_as) if crate::privileges::is_root() => {
+            crate::privileges::drop_to(run_as).map_err(RuntimeError::Privileges)?
+        }
+        Some(_) => log_warn!("user/group set but not started as root: keeping this account"),
+        None if crate::privileges::is_root() => log_warn!(
+            "running as root with no `user` set: a compromise of this process \
+             would own the machine; set user (and group) to drop privileges after binding"
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
+/// Starts one pinned thread per shard; each reports on `ready` once it
+/// accepts, and on `exit` when it ends.
+fn start_shards(
+    config: &Arc<Config>,
+    per_shard: Vec<ShardListeners>,
+    shared: &Shared,
+    ready: &mpsc::Sender<(usize, Result<(), String>)>,
+    exit: &mpsc::Sender<Stop>,
+    access_log: Option<mpsc::SyncSender<crate::observe::access_log::Message>>,
+    driver: DriverKind,
+) -> Result<(), RuntimeError> {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if cores.is_empty() {
+        log_warn!("cannot list CPU cores; shards will not be pinned");
+    }
+    // Name resolution runs here, off the shards: as many threads as the
+    // shards may run resolutions at once (and a few for Redis host names),
+    // so none waits for another shard's.
+    let resolver_pool = monoio::blocking::DefaultThreadPool::new(
+        config.workers
+            * (crate::upstream::dns::LOOKUPS_PER_SHARD
+                + crate::upstream::dns::SPARE_THREADS_PER_SHARD),
+    );
+    for (id, listeners) in per_shard.into_iter().enumerate() {
+        let setup = shard_thread::ShardSetup {
+            id,
+            config: config.clone(),
+            listeners,
+            core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+            resolver_pool: resolver_pool.clone(),
+            ready: ready.clone(),
+            draining: shared.draining.clone(),
+            access_log: access_log.clone(),
+            metrics: shared.metrics[id].clone(),
+            driver,
+        };
+        let exit_notice = shard_thread::ExitNotice::new(id, exit.clone());
+        std::thread::Builder::new()
+            .name(format!("lopache-shard-{id}"))
+            .spawn(move || {
+                let _exit = exit_notice;
+                shard_thread::run_shard(setup)
+            })
+            .map_err(|e| RuntimeError::ShardStart {
+                shard: id,
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(())
 }
 
 /// Asks every shard to drain and waits until all have ended, or until
