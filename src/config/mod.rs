@@ -68,7 +68,7 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Key prefix, taken from the read URL (SPEC section 3).
+    /// Key prefix, taken from the read URL (README, "Redis schema").
     pub fn prefix(&self) -> &str {
         &self.read.prefix
     }

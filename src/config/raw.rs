@@ -1,4 +1,4 @@
-//! The config file as written: serde structs that mirror SPEC section 2 key for
+//! The config file as written: serde structs that mirror the README's configuration table key for
 //! key, with every default filled in and unknown keys refused. `validate`
 //! turns this into the frozen [`super::Config`].
 
@@ -222,7 +222,7 @@ pub struct RawAdmin {
     pub bind: String,
 }
 
-/// A Lopache route (SPEC section 6): parsed and validated now, active once
+/// A Lopache route (README, "Routing rules"): parsed and validated now, active once
 /// routing rules land.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

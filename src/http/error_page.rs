@@ -1,6 +1,6 @@
 //! Canned error responses: 400/414/431/502/503/504 pages from `static_dir`
 //! (`error_<code>.html`, then `error_default.html`) or the built-in copies of
-//! `static/`, with the headers SPEC section 4 requires.
+//! `static/`, with the headers the README's "HTTP behaviour" lists.
 
 use std::collections::HashMap;
 use std::io::Write;

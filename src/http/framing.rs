@@ -84,11 +84,22 @@ impl MessageHeaders {
     }
 }
 
+/// What a message's Content-Length fields said, all of them together.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum ContentLength {
+    /// None was sent.
+    #[default]
+    Absent,
+    /// One valid length (repeated identically, at most).
+    Valid(u64),
+    /// A value was not a length, or two differed.
+    Invalid,
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FramingHeaders {
-    /// Every Content-Length value seen, already validated and de-duplicated;
-    /// `None` if any was invalid or two differed.
-    pub content_length: Option<Option<u64>>,
+    /// Every Content-Length value seen, validated and de-duplicated.
+    pub content_length: ContentLength,
     pub has_transfer_encoding: bool,
     /// How many times `chunked` was listed, over all Transfer-Encoding fields.
     chunked: u32,
@@ -117,9 +128,9 @@ impl FramingHeaders {
     pub fn add_content_length(&mut self, value: &[u8]) {
         let parsed = parse_content_length(value);
         self.content_length = match (self.content_length, parsed) {
-            (None, Some(n)) => Some(Some(n)),
-            (Some(Some(a)), Some(b)) if a == b => Some(Some(a)),
-            _ => Some(None),
+            (ContentLength::Absent, Some(n)) => ContentLength::Valid(n),
+            (ContentLength::Valid(a), Some(b)) if a == b => ContentLength::Valid(a),
+            _ => ContentLength::Invalid,
         };
     }
 
@@ -143,7 +154,10 @@ impl FramingHeaders {
 
     /// The valid Content-Length, if one was sent.
     pub fn valid_content_length(&self) -> Option<u64> {
-        self.content_length.flatten()
+        match self.content_length {
+            ContentLength::Valid(n) => Some(n),
+            ContentLength::Absent | ContentLength::Invalid => None,
+        }
     }
 
     /// Body of a request (RFC 9112 section 6.3 items 3 to 7).
@@ -152,7 +166,7 @@ impl FramingHeaders {
             if version == Version::Http10 {
                 return Err(FramingError::TransferEncodingOnHttp10);
             }
-            if self.content_length.is_some() {
+            if self.content_length != ContentLength::Absent {
                 return Err(FramingError::TransferEncodingWithContentLength);
             }
             if self.invalid_coding {
@@ -170,10 +184,10 @@ impl FramingHeaders {
             return Ok(BodyKind::Chunked);
         }
         match self.content_length {
-            None => Ok(BodyKind::Empty),
-            Some(None) => Err(FramingError::InvalidContentLength),
-            Some(Some(0)) => Ok(BodyKind::Empty),
-            Some(Some(n)) => Ok(BodyKind::Length(n)),
+            ContentLength::Absent => Ok(BodyKind::Empty),
+            ContentLength::Invalid => Err(FramingError::InvalidContentLength),
+            ContentLength::Valid(0) => Ok(BodyKind::Empty),
+            ContentLength::Valid(n) => Ok(BodyKind::Length(n)),
         }
     }
 
@@ -211,7 +225,7 @@ impl FramingHeaders {
             }
             // Item 3: TE overrides CL; such a message may be an attempt at
             // response splitting, so neither connection is reused after it.
-            let conflict = self.content_length.is_some();
+            let conflict = self.content_length != ContentLength::Absent;
             return Ok(ResponseFraming {
                 body: BodyKind::Chunked,
                 clean: !conflict,
@@ -219,10 +233,10 @@ impl FramingHeaders {
             });
         }
         match self.content_length {
-            None => Ok(framing(BodyKind::UntilClose, false)),
-            Some(None) => Err(FramingError::InvalidContentLength),
-            Some(Some(0)) => Ok(framing(BodyKind::Empty, true)),
-            Some(Some(n)) => Ok(framing(BodyKind::Length(n), true)),
+            ContentLength::Absent => Ok(framing(BodyKind::UntilClose, false)),
+            ContentLength::Invalid => Err(FramingError::InvalidContentLength),
+            ContentLength::Valid(0) => Ok(framing(BodyKind::Empty, true)),
+            ContentLength::Valid(n) => Ok(framing(BodyKind::Length(n), true)),
         }
     }
 }

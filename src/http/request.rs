@@ -221,7 +221,8 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         }
     }
     head.body = shared.framing.request_body(version)?;
-    head.content_length_sent = shared.framing.content_length.is_some();
+    head.content_length_sent =
+        shared.framing.content_length != super::framing::ContentLength::Absent;
     head.keep_alive = shared.persistent(version);
     // RFC 9110 section 10.1.1: 100-continue in an HTTP/1.0 request is
     // ignored (no 1xx may be sent to a 1.0 client).

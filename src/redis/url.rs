@@ -1,4 +1,4 @@
-//! Driver URL parsing (SPEC section 3): `redis://[user][:password@]host[:port][/db][#prefix]`
+//! Driver URL parsing (README, "Configuration"): `redis://[user][:password@]host[:port][/db][#prefix]`
 //! and `redis+unix:///path[?db=N][#prefix]`. Every part is optional, so
 //! `redis:` alone means 127.0.0.1:6379, db 0, no password, no prefix.
 

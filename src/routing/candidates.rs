@@ -1,4 +1,4 @@
-//! Host normalisation and Hipache's candidate order (SPEC section 3, steps 2-3).
+//! Host normalisation and Hipache's candidate order (README, "Host resolution").
 
 /// Wildcards cover at most this many labels of the host (Hipache's depth).
 const MAX_WILDCARD_LABELS: usize = 5;

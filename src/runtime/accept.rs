@@ -6,7 +6,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use local_sync::semaphore::Semaphore;
+use local_sync::semaphore::{OwnedSemaphorePermit, Semaphore};
 use monoio::io::Canceller;
 use monoio::net::{TcpListener, TcpStream};
 
@@ -64,21 +64,18 @@ pub async fn accept_loop(
                 warned_resources = false;
                 let _ = stream.set_nodelay(true);
                 metrics::add(&shard.metrics.connections, 1);
-                let shard = shard.clone();
-                let tls = tls.clone();
-                monoio::spawn(async move {
-                    let info = ClientInfo {
-                        peer,
-                        local_port,
-                        proto: ClientProto::Http,
-                    };
-                    match tls {
-                        None => serve_client(shard.clone(), stream, info).await,
-                        Some(tls) => serve_tls(&shard, stream, &tls, info).await,
-                    }
-                    metrics::sub(&shard.metrics.connections, 1);
-                    drop(permit);
-                });
+                let info = ClientInfo {
+                    peer,
+                    local_port,
+                    proto: ClientProto::Http,
+                };
+                monoio::spawn(serve_connection(
+                    shard.clone(),
+                    stream,
+                    info,
+                    tls.clone(),
+                    permit,
+                ));
             }
             Err(e) if crate::net::is_local_shortage(&e) => {
                 if !warned_resources {
@@ -97,6 +94,25 @@ pub async fn accept_loop(
             return;
         }
     }
+}
+
+/// One accepted connection's task, holding its `max_connections` permit.
+async fn serve_connection(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    info: ClientInfo,
+    tls: Option<Rc<TlsListener>>,
+    permit: OwnedSemaphorePermit,
+) {
+    match tls {
+        None => serve_client(shard.clone(), stream, info).await,
+        // Boxed: the handshake's state is several KiB, and inline it would
+        // make every plain connection's task (what an idle keep-alive
+        // connection costs) as large as a TLS one's.
+        Some(tls) => Box::pin(serve_tls(&shard, stream, &tls, info)).await,
+    }
+    metrics::sub(&shard.metrics.connections, 1);
+    drop(permit);
 }
 
 /// Completes the TLS handshake and serves the connection. A failed or slow
@@ -129,4 +145,38 @@ fn is_per_connection(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::ECONNABORTED | libc::ECONNRESET | libc::EPROTO | libc::EPERM | libc::EINTR)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// An idle keep-alive connection costs mostly its task: the accept
+    /// loop's task for one must stay as small as the session's own future
+    /// (a TLS handshake inlined in it once made it 9 KB larger).
+    #[test]
+    fn a_connection_task_stays_small() {
+        let config = Arc::new(crate::config::from_toml("", std::path::Path::new(".")).unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let size = rt.block_on(async move {
+            let driver = crate::shard::DriverKind::probe();
+            let shard = Rc::new(Shard::new(0, config, Arc::default(), driver, None));
+            let stream = TcpStream::connect_addr(addr).await.unwrap();
+            let permit = Rc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+            let info = ClientInfo {
+                peer: addr,
+                local_port: addr.port(),
+                proto: ClientProto::Http,
+            };
+            std::mem::size_of_val(&serve_connection(shard, stream, info, None, permit))
+        });
+        eprintln!("connection task: {size} bytes");
+        assert!(size <= 1024 + 128, "a connection's task is {size} bytes");
+    }
 }

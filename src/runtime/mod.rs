@@ -319,7 +319,7 @@ fn drain_all(
     log_info!("drained, exiting");
 }
 
-/// The readiness line (SPEC section 1), printed once every listener accepts.
+/// The readiness line (README, "Install and run"), printed once every listener accepts.
 /// HTTPS addresses are written `https://addr`.
 fn announce(
     bound: &[SocketAddr],
