@@ -10,12 +10,12 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
+use super::client::Client;
 use super::error::ProxyError;
 use super::exchange::{debug_headers, Exchange, Next, Target};
 use super::failure::Failure;
 use super::reply::{keeps_alive, refuse, reply_error, response_delimits_itself, send_continue};
 use super::request_body::buffer_request_body;
-use super::session::Client;
 use super::tunnel::Upgraded;
 use crate::http::request::Method;
 use crate::http::response::{parse_response, ResponseHead};
@@ -234,7 +234,7 @@ async fn send_request<S: AsyncReadRent + AsyncWriteRent>(
     // The body bytes stay in the client buffer until the write succeeded, so
     // a retry after a failed write loses nothing.
     let mut request_body = BodyRelay::new(exchange.body, ChunkedMode::Verbatim, &cfg.limits);
-    let (early, after_early) = match request_body.buffered(&client.buf) {
+    let (early, after_early) = match request_body.buffered(client.body_bytes()) {
         Ok(found) => found,
         Err(e) => {
             log_debug!("invalid chunked request body: {e}");
@@ -243,12 +243,12 @@ async fn send_request<S: AsyncReadRent + AsyncWriteRent>(
     };
     let mut first = Vec::with_capacity(up_head.len() + early);
     first.extend_from_slice(up_head);
-    first.extend_from_slice(&client.buf[..early]);
+    first.extend_from_slice(&client.body_bytes()[..early]);
     let mut body_cut = false;
     match write_all(&mut upstream.stream, first, Some(cfg.response_timeout)).await {
         Ok(_) => {
             request_body.commit(after_early);
-            client.buf.advance(early);
+            client.consume_body(early);
             exchange.body_charge = None;
         }
         // A backend may refuse a body by answering and closing at once.
@@ -277,14 +277,14 @@ async fn send_request<S: AsyncReadRent + AsyncWriteRent>(
     // records, session tickets say, that are no answer).
     let plain = upstream.stream.plain_fd();
     let answered = move || plain.is_some_and(|fd| !crate::net::is_quiet(fd));
-    let relayed = Box::pin(request_body.run_watching(
-        &mut client.stream,
-        &mut client.buf,
-        &mut upstream.stream,
-        deadlines,
-        &answered,
-    ))
-    .await;
+    let relayed = client
+        .relay_body(
+            &mut request_body,
+            &mut upstream.stream,
+            deadlines,
+            &answered,
+        )
+        .await;
     match relayed {
         Ok(_) => {
             exchange.body_consumed = true;
@@ -379,10 +379,7 @@ async fn await_answer<S: AsyncWriteRent>(
                 b"",
                 &mut interim,
             );
-            if write_all(&mut client.stream, interim, cfg.tcp_timeout)
-                .await
-                .is_err()
-            {
+            if client.write(interim, cfg.tcp_timeout).await.is_err() {
                 return Err(Attempt::Done(Next::Close));
             }
         }
@@ -454,7 +451,8 @@ async fn relay_response<S: AsyncReadRent + AsyncWriteRent>(
     let written = if response_body.is_done() {
         // The usual response: all of it came with the head.
         release(stream, ubuf);
-        write_all(&mut client.stream, out, cfg.tcp_timeout)
+        client
+            .write(out, cfg.tcp_timeout)
             .await
             .map(|_| response_body.written)
             .map_err(RelayError::Write)
@@ -471,7 +469,7 @@ async fn relay_response<S: AsyncReadRent + AsyncWriteRent>(
             stream,
             ubuf,
             out,
-            &mut client.stream,
+            client.writer(),
             ahead,
             deadlines,
             release,
@@ -550,10 +548,7 @@ async fn switch_protocols<S: AsyncWriteRent>(
         true,
         ClientFraming::AsIs,
     );
-    if write_all(&mut client.stream, out, shard.config.tcp_timeout)
-        .await
-        .is_err()
-    {
+    if client.write(out, shard.config.tcp_timeout).await.is_err() {
         return Next::Close;
     }
     Next::Tunnel(Box::new(Upgraded {

@@ -4,10 +4,10 @@
 //! with the error page. Retries re-read Redis, as Hipache does.
 
 use super::attempt::{attempt, Attempt};
+use super::client::Client;
 use super::error::ProxyError;
 use super::exchange::{Exchange, Next, Target};
 use super::reply::reply_error;
-use super::session::Client;
 use crate::http::response::ResponseHead;
 use crate::log_debug;
 use crate::observe::metrics;
@@ -15,7 +15,7 @@ use crate::routing::cache::RouteCache;
 use crate::routing::dead::{self, DeadMark};
 use crate::routing::lookup::LookupError;
 use crate::routing::rules::RequestFacts;
-use crate::routing::{choose_backend, choose_destination, find_frontend, RouteError};
+use crate::routing::{choose_backend, choose_destination, find_frontend, Lookup, RouteError};
 use crate::shard::Shard;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
@@ -60,8 +60,9 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
             }
             (None, Some(found)) => Ok(found),
             (None, None) => {
-                let found =
-                    find_frontend(&shard.redis[destination.read], &destination.prefix, &host).await;
+                let read = &shard.redis[destination.read];
+                let found = find_frontend(read, &destination.prefix, &host).await;
+                let found = found.map(Lookup::from);
                 if let Ok(f) = &found {
                     shard.route_cache.put(slot, &host, f);
                 }
@@ -69,8 +70,8 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
             }
         };
         let frontend = match looked_up {
-            Ok(Some(f)) => f,
-            Ok(None) => {
+            Ok(Lookup::Frontend(f)) => f,
+            Ok(Lookup::NoFrontend) => {
                 return reply_error(shard, client, exchange, ProxyError::UnknownFrontend, None)
                     .await
             }

@@ -3,6 +3,7 @@
 //! that decide each error status.
 
 mod attempt;
+mod client;
 pub mod error;
 mod exchange;
 mod failure;

@@ -4,14 +4,13 @@
 
 use monoio::io::AsyncWriteRent;
 
+use super::client::Client;
 use super::error::ProxyError;
 use super::exchange::{debug_headers, push_header, Exchange, Next, Target};
-use super::session::Client;
 use crate::http::request::Method;
 use crate::http::response::ResponseHead;
 use crate::http::rewrite::ClientFraming;
 use crate::http::BodyKind;
-use crate::io::timed::write_all;
 use crate::shard::Shard;
 
 /// Room for an error page's head (its body is appended; pages are small).
@@ -73,7 +72,7 @@ pub(super) async fn reply_error<S: AsyncWriteRent>(
         .config
         .error_pages
         .write_response(status, keep, head_only, &extra, &mut out);
-    let written = write_all(&mut client.stream, out, shard.config.tcp_timeout).await;
+    let written = client.write(out, shard.config.tcp_timeout).await;
     after_reply(written.is_ok(), keep)
 }
 
@@ -90,7 +89,7 @@ pub(super) async fn refuse<S: AsyncWriteRent>(
         .config
         .error_pages
         .write_response(status, false, false, b"", &mut out);
-    let _ = write_all(&mut client.stream, out, shard.config.tcp_timeout).await;
+    let _ = client.write(out, shard.config.tcp_timeout).await;
     Next::CloseLinger
 }
 
@@ -102,7 +101,7 @@ pub(super) async fn send_continue<S: AsyncWriteRent>(
     exchange: &mut Exchange,
 ) -> bool {
     let continue_head = &b"HTTP/1.1 100 Continue\r\n\r\n"[..];
-    let sent = write_all(&mut client.stream, continue_head, shard.config.tcp_timeout).await;
+    let sent = client.write(continue_head, shard.config.tcp_timeout).await;
     exchange.continue_sent = sent.is_ok();
     sent.is_ok()
 }
@@ -120,7 +119,7 @@ pub(super) async fn reply_ping<S: AsyncWriteRent>(
         (true, true) => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n",
         (false, true) => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\n",
     };
-    let written = write_all(&mut client.stream, head, shard.config.tcp_timeout).await;
+    let written = client.write(head, shard.config.tcp_timeout).await;
     after_reply(written.is_ok(), keep)
 }
 

@@ -6,14 +6,14 @@ use std::time::Instant;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
+use super::client::Client;
 use super::error::ProxyError;
 use super::exchange::{Exchange, Next};
 use super::reply::{refuse, reply_error, send_continue};
-use super::session::Client;
 use crate::http::BodyKind;
 use crate::io::budget::Charge;
 use crate::io::pump::{BodyRelay, ChunkedMode};
-use crate::io::timed::{read_into_spare, IoFailure};
+use crate::io::timed::IoFailure;
 use crate::log_debug;
 use crate::observe::metrics;
 use crate::shard::Shard;
@@ -57,7 +57,7 @@ pub(super) async fn buffer_request_body<S: AsyncReadRent + AsyncWriteRent>(
     let mut relay = BodyRelay::new(exchange.body, ChunkedMode::Verbatim, &cfg.limits);
     let mut scanned = 0;
     loop {
-        match relay.buffered(&client.buf[scanned..]) {
+        match relay.buffered(&client.body_bytes()[scanned..]) {
             Ok((n, next)) => {
                 relay = next;
                 scanned += n;
@@ -75,10 +75,7 @@ pub(super) async fn buffer_request_body<S: AsyncReadRent + AsyncWriteRent>(
         // Room for what is still to come, and no more: a body read in 32 KiB
         // steps would double its buffer past what it needs.
         let missing = want.saturating_sub(scanned).max(MIN_BODY_READ);
-        if client.buf.capacity() - client.buf.len() < missing {
-            client.buf.reserve(missing);
-        }
-        match read_into_spare(&mut client.stream, &mut client.buf, Some(left)).await {
+        match client.read_body(missing, left).await {
             Ok(0) | Err(IoFailure::Io(_)) => return Err(Next::Close),
             Ok(_) => {}
             Err(IoFailure::Timeout) => {

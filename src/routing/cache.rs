@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::Frontend;
+use super::Lookup;
 use crate::config::routes::{Destination, RouteTable};
 
 /// Hosts kept per shard; past this, expired entries are swept, and if that
@@ -18,7 +18,7 @@ use crate::config::routes::{Destination, RouteTable};
 const MAX_ENTRIES: usize = 10_000;
 
 struct Cached {
-    frontend: Option<Frontend>,
+    found: Lookup,
     until: Instant,
 }
 
@@ -50,15 +50,15 @@ impl RouteCache {
             .map_or(0, |i| i + 1)
     }
 
-    /// A fresh cached result: `Some(None)` means "no frontend".
-    pub fn get(&self, slot: usize, host: &str) -> Option<Option<Frontend>> {
+    /// A fresh cached lookup of `host`, if there is one.
+    pub fn get(&self, slot: usize, host: &str) -> Option<Lookup> {
         self.ttl?;
         let maps = self.maps.borrow();
         let cached = maps.get(slot)?.get(host)?;
-        (Instant::now() < cached.until).then(|| cached.frontend.clone())
+        (Instant::now() < cached.until).then(|| cached.found.clone())
     }
 
-    pub fn put(&self, slot: usize, host: &str, frontend: &Option<Frontend>) {
+    pub fn put(&self, slot: usize, host: &str, found: &Lookup) {
         let Some(ttl) = self.ttl else { return };
         let now = Instant::now();
         let mut maps = self.maps.borrow_mut();
@@ -78,7 +78,7 @@ impl RouteCache {
         map.insert(
             host.to_string(),
             Cached {
-                frontend: frontend.clone(),
+                found: found.clone(),
                 until: crate::clock::after(now, ttl),
             },
         );
@@ -110,9 +110,10 @@ impl RouteCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::Frontend;
 
-    fn frontend(name: &str) -> Option<Frontend> {
-        Some(Frontend::new(name, &["http://b"], vec![]))
+    fn frontend(name: &str) -> Lookup {
+        Lookup::Frontend(Frontend::new(name, &["http://b"], vec![]))
     }
 
     #[test]
@@ -123,9 +124,9 @@ mod tests {
 
         let on = RouteCache::new(Some(Duration::from_secs(60)), 2);
         on.put(0, "a", &frontend("a"));
-        on.put(1, "a", &None);
+        on.put(1, "a", &Lookup::NoFrontend);
         assert_eq!(on.get(0, "a"), Some(frontend("a")));
-        assert_eq!(on.get(1, "a"), Some(None));
+        assert_eq!(on.get(1, "a"), Some(Lookup::NoFrontend));
         assert_eq!(on.get(0, "b"), None);
         on.forget("a");
         assert_eq!(on.get(0, "a"), None);
@@ -143,7 +144,7 @@ mod tests {
 
         let cache = RouteCache::new(Some(Duration::from_secs(60)), 1);
         for i in 0..MAX_ENTRIES + 5 {
-            cache.put(0, &format!("h{i}"), &None);
+            cache.put(0, &format!("h{i}"), &Lookup::NoFrontend);
         }
         let kept = cache.maps.borrow()[0].len();
         assert!((1..=MAX_ENTRIES).contains(&kept), "{kept} entries");

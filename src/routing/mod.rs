@@ -27,6 +27,22 @@ pub enum RouteError {
     PathTooLong(#[from] rules::PathTooLong),
 }
 
+/// What a lookup found for a host: its frontend, or that it has none (an
+/// unknown host, answered 400). Where no lookup was made at all (nothing
+/// cached, nothing fetched with a route's conditions), the caller has `None`
+/// of this, not a third variant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Frontend(Frontend),
+    NoFrontend,
+}
+
+impl From<Option<Frontend>> for Lookup {
+    fn from(found: Option<Frontend>) -> Self {
+        found.map_or(Lookup::NoFrontend, Lookup::Frontend)
+    }
+}
+
 /// Looks the host up: `Ok(None)` when no frontend matches.
 pub async fn find_frontend(
     read: &RedisClient,
@@ -44,14 +60,14 @@ pub async fn find_frontend(
 /// The destination for a request: the first route whose condition holds, or
 /// the default. When a route's `path_matches` checks go to the same Redis as
 /// its destination, the destination's host lookup travels in the same
-/// pipeline, and is returned (as `Some(lookup result)`) when the route wins.
+/// pipeline, and is returned (as `Some(Lookup)`) when the route wins.
 pub async fn choose_destination<'t>(
     table: &'t RouteTable,
     clients: &[RedisClient],
     facts: &RequestFacts,
     host: &str,
     max_segments: usize,
-) -> Result<(&'t Destination, Option<Option<Frontend>>), RouteError> {
+) -> Result<(&'t Destination, Option<Lookup>), RouteError> {
     for route in &table.routes {
         match pre_evaluate(&route.condition, facts) {
             Tri::False => continue,
@@ -100,7 +116,7 @@ pub async fn choose_destination<'t>(
             }
             if let Some(cands) = lookup {
                 let rest = std::rc::Rc::new(replies.collect());
-                prefetched = Some(lookup::decode_lookup(&rest, &cands)?);
+                prefetched = Some(lookup::decode_lookup(&rest, &cands)?.into());
             }
         }
         if evaluate(&route.condition, facts, &answers) {

@@ -37,15 +37,30 @@ pub fn cert_keys(name: &str) -> (String, Option<String>) {
 /// A cached value and when it was fetched.
 type Fresh<T> = (T, Instant);
 
-/// What one Redis key's certificate gives (`None`: nothing usable).
-type KeyConfig = Fresh<Option<Arc<ServerConfig>>>;
+/// What the cache knows of one Redis key's certificate.
+#[derive(Clone)]
+enum KeyCert {
+    /// The server config built from it.
+    Config(Arc<ServerConfig>),
+    /// The key holds no usable certificate.
+    Unusable,
+}
+
+/// What the cache knows of one SNI name.
+#[derive(Clone)]
+enum NameAnswer {
+    /// This Redis key answers for it.
+    Key(Rc<str>),
+    /// No key does.
+    NoKey,
+}
 
 pub struct RedisCertCache {
     ttl: Duration,
-    /// By Redis key: the config its certificate gives (`None`: unusable).
-    configs: RefCell<Lru<Rc<str>, KeyConfig>>,
-    /// By SNI name: the key that answered for it (`None`: no key did).
-    names: RefCell<Lru<String, Fresh<Option<Rc<str>>>>>,
+    /// By Redis key: the config its certificate gives.
+    configs: RefCell<Lru<Rc<str>, Fresh<KeyCert>>>,
+    /// By SNI name: the key that answered for it.
+    names: RefCell<Lru<String, Fresh<NameAnswer>>>,
 }
 
 impl RedisCertCache {
@@ -59,7 +74,7 @@ impl RedisCertCache {
         }
     }
 
-    fn config_for(&self, key: &Rc<str>) -> Option<Option<Arc<ServerConfig>>> {
+    fn config_for(&self, key: &Rc<str>) -> Option<KeyCert> {
         let mut configs = self.configs.borrow_mut();
         let (config, at) = configs.get(key)?;
         (at.elapsed() < self.ttl).then(|| config.clone())
@@ -80,12 +95,12 @@ impl RedisCertCache {
             .filter(|(_, at)| at.elapsed() < self.ttl)
             .map(|(key, _)| key.clone());
         match known {
-            Some(None) => return None,
-            Some(Some(key)) => {
-                if let Some(config) = self.config_for(&key) {
-                    return config;
-                }
-            }
+            Some(NameAnswer::NoKey) => return None,
+            Some(NameAnswer::Key(key)) => match self.config_for(&key) {
+                Some(KeyCert::Config(config)) => return Some(config),
+                Some(KeyCert::Unusable) => return None,
+                None => {}
+            },
             None => {}
         }
         let (exact, wildcard) = cert_keys(name);
@@ -93,11 +108,11 @@ impl RedisCertCache {
         // The wildcard's config is at hand: only the exact key's existence
         // is in question, which is one small command instead of two hashes.
         if let Some(w) = &wildcard {
-            if let Some(config @ Some(_)) = self.config_for(w) {
+            if let Some(KeyCert::Config(config)) = self.config_for(w) {
                 match redis.command(&[b"EXISTS", exact.as_bytes()]).await {
                     Ok(Reply::Integer(0)) => {
-                        self.remember(name, Some(w.clone()));
-                        return config;
+                        self.remember(name, NameAnswer::Key(w.clone()));
+                        return Some(config);
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -129,24 +144,25 @@ impl RedisCertCache {
             if !strings(&reply).is_some_and(|fields| !fields.is_empty()) {
                 continue; // no such key (or not a hash)
             }
-            let config = match self.config_for(&key) {
+            let cert = match self.config_for(&key) {
                 Some(cached) => cached,
                 None => {
                     let built = certificate(&reply, &key).and_then(|certified| {
                         server_config(SniResolver::default().with_default(Some(certified)), preset)
                             .ok()
                     });
-                    let entry = (built.clone(), Instant::now());
+                    let cert = built.map_or(KeyCert::Unusable, KeyCert::Config);
+                    let entry = (cert.clone(), Instant::now());
                     self.configs.borrow_mut().insert(key.clone(), entry);
-                    built
+                    cert
                 }
             };
-            if config.is_some() {
-                self.remember(name, Some(key));
-                return config;
+            if let KeyCert::Config(config) = cert {
+                self.remember(name, NameAnswer::Key(key));
+                return Some(config);
             }
         }
-        self.remember(name, None);
+        self.remember(name, NameAnswer::NoKey);
         None
     }
 
@@ -159,7 +175,7 @@ impl RedisCertCache {
         self.len() == 0
     }
 
-    fn remember(&self, name: &str, key: Option<Rc<str>>) {
+    fn remember(&self, name: &str, key: NameAnswer) {
         self.names
             .borrow_mut()
             .insert(name.to_string(), (key, Instant::now()));
