@@ -53,6 +53,29 @@ pub enum RedisError {
     Timeout,
 }
 
+/// Why a connection to Redis failed, kept as what happened: logged as such,
+/// and read by the one decision made on it (a connection that broke the
+/// protocol is not retried; one that went stale is).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("redis closed the connection")]
+    Closed,
+    /// Bytes that are not the replies asked for: the connection is unusable.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// `AUTH` or `SELECT` answered with an error.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("the connection was lost twice")]
+    LostTwice,
+}
+
 struct Waiter {
     replies: usize,
     tx: oneshot::Sender<Outcome>,
@@ -281,13 +304,13 @@ impl Session {
         &mut self,
         count: usize,
         timeout: Duration,
-    ) -> std::io::Result<Vec<Reply>> {
+    ) -> Result<Vec<Reply>, ConnError> {
         let mut out = Vec::with_capacity(count);
         while out.len() < count {
             let scanned = self
                 .scanner
                 .scan(&self.buf)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+                .map_err(|e| ConnError::Protocol(e.to_string()))?;
             match scanned {
                 Scan::Complete(n) => {
                     let reply = decode_exact(&self.buf[..n])?;
@@ -310,23 +333,25 @@ impl Session {
             let buf = std::mem::take(&mut self.buf).slice_mut(filled..);
             let (res, buf) = monoio::time::timeout(timeout, self.conn.read(buf))
                 .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))?;
+                .map_err(|_| ConnError::Timeout("read"))?;
             self.buf = buf.into_inner();
             if res? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "redis closed the connection",
-                ));
+                return Err(ConnError::Closed);
             }
         }
         Ok(out)
     }
 
     /// Writes `bytes`.
-    pub(super) async fn send(&mut self, bytes: Vec<u8>, timeout: Duration) -> std::io::Result<()> {
-        monoio::time::timeout(timeout, self.conn.write_all(bytes))
+    pub(super) async fn send(
+        &mut self,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), ConnError> {
+        let written = monoio::time::timeout(timeout, self.conn.write_all(bytes))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))?
+            .map_err(|_| ConnError::Timeout("write"))?;
+        Ok(written?)
     }
 
     /// Writes `bytes` and reads exactly `count` replies. RESP2 replies carry
@@ -338,14 +363,11 @@ impl Session {
         bytes: Vec<u8>,
         count: usize,
         timeout: Duration,
-    ) -> std::io::Result<Vec<Reply>> {
+    ) -> Result<Vec<Reply>, ConnError> {
         self.send(bytes, timeout).await?;
         let replies = self.read_replies(count, timeout).await?;
         if !self.buf.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "a reply nobody asked for",
-            ));
+            return Err(ConnError::Protocol("a reply nobody asked for".into()));
         }
         Ok(replies)
     }
@@ -356,7 +378,7 @@ impl Session {
     }
 }
 
-pub(super) async fn connect(url: &RedisUrl, timeout: Duration) -> std::io::Result<Session> {
+pub(super) async fn connect(url: &RedisUrl, timeout: Duration) -> Result<Session, ConnError> {
     let conn = match &url.endpoint {
         Endpoint::Tcp { host, port } => {
             let addrs = crate::upstream::dns::lookup(host, *port).await?;
@@ -390,7 +412,7 @@ pub(super) async fn connect(url: &RedisUrl, timeout: Duration) -> std::io::Resul
     if count > 0 {
         for reply in session.exchange(hello, count, timeout).await? {
             if let Reply::Error(e) = reply {
-                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e));
+                return Err(ConnError::Refused(e));
             }
         }
     }
@@ -398,13 +420,12 @@ pub(super) async fn connect(url: &RedisUrl, timeout: Duration) -> std::io::Resul
 }
 
 /// Decodes a reply the scanner found whole.
-fn decode_exact(bytes: &[u8]) -> std::io::Result<Reply> {
+fn decode_exact(bytes: &[u8]) -> Result<Reply, ConnError> {
     match decode_reply(bytes) {
         Ok(Some((reply, used))) if used == bytes.len() => Ok(reply),
-        other => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("a reply the decoder reads differently: {other:?}"),
-        )),
+        other => Err(ConnError::Protocol(format!(
+            "a reply the decoder reads differently: {other:?}"
+        ))),
     }
 }
 
@@ -447,7 +468,7 @@ impl Health {
 
     /// A batch failed: log the start of an outage, and back off (queries
     /// fail at once until then), whether connecting or the exchange failed.
-    fn failed(&mut self, inner: &Inner, why: String) {
+    fn failed(&mut self, inner: &Inner, why: ConnError) {
         if !self.outage {
             log_warn!("redis {} unavailable: {why}", inner.url.masked());
         }
@@ -515,6 +536,14 @@ async fn run(inner: Rc<Inner>) {
     }
 }
 
+/// After a failed exchange: a connection used before may only have gone
+/// stale (Redis restarted, an idle timeout), so one fresh connection is
+/// tried; a new connection failing, or any connection breaking the
+/// protocol, is an answer in itself.
+fn retry_on_fresh_connection(was_used: bool, e: &ConnError) -> bool {
+    was_used && !matches!(e, ConnError::Protocol(_))
+}
+
 /// Sends one batch and reads its replies, connecting first if needed. A
 /// connection that was used before may have gone stale (Redis restarted, or
 /// sent something while idle): one retry on a fresh connection, which is
@@ -525,13 +554,13 @@ async fn exchange(
     session: &mut Option<Session>,
     bytes: Vec<u8>,
     count: usize,
-) -> Result<Vec<Reply>, String> {
+) -> Result<Vec<Reply>, ConnError> {
     for _attempt in 0..2 {
         if session.is_none() {
             match monoio::time::timeout(inner.timeout, connect(&inner.url, inner.timeout)).await {
                 Ok(Ok(s)) => *session = Some(s),
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(_) => return Err("connect timed out".into()),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(ConnError::ConnectTimeout),
             }
         }
         let Some(s) = session.as_mut() else {
@@ -556,8 +585,8 @@ async fn exchange(
             }
             Err(e) => {
                 *session = None;
-                if !was_used || e.kind() == std::io::ErrorKind::InvalidData {
-                    return Err(e.to_string());
+                if !retry_on_fresh_connection(was_used, &e) {
+                    return Err(e);
                 }
                 log_debug!(
                     "redis {}: {e}; retrying on a new connection",
@@ -566,7 +595,7 @@ async fn exchange(
             }
         }
     }
-    Err("connection lost twice".into())
+    Err(ConnError::LostTwice)
 }
 
 #[cfg(test)]
@@ -575,6 +604,31 @@ mod tests {
     use crate::redis::codec::decode_reply;
     use std::io::{Read, Write};
     use std::sync::mpsc;
+
+    #[test]
+    fn only_a_stale_connection_is_retried() {
+        let reset = || ConnError::Io(std::io::ErrorKind::ConnectionReset.into());
+        let table = [
+            (true, reset(), true),
+            (true, ConnError::Closed, true),
+            (true, ConnError::Timeout("read"), true),
+            (
+                true,
+                ConnError::Protocol("a reply nobody asked for".into()),
+                false,
+            ),
+            (false, reset(), false),
+            (false, ConnError::Closed, false),
+            (false, ConnError::Refused("NOAUTH".into()), false),
+        ];
+        for (was_used, error, retry) in table {
+            assert_eq!(
+                retry_on_fresh_connection(was_used, &error),
+                retry,
+                "{error} (used before: {was_used})"
+            );
+        }
+    }
 
     /// A mock Redis that answers `ECHO x` with `x` and reports how many
     /// commands arrived in each read.
