@@ -164,14 +164,7 @@ impl ChunkedDecoder {
             }
         }
         self.state = match (self.state, b) {
-            (Size { digits }, _) if b.is_ascii_hexdigit() => {
-                if digits == MAX_SIZE_DIGITS {
-                    return Err(ChunkedError::BadSize);
-                }
-                let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                self.remaining = (self.remaining << 4) | d;
-                Size { digits: digits + 1 }
-            }
+            (Size { digits }, _) if b.is_ascii_hexdigit() => self.size_digit(digits, b)?,
             (Size { digits: 0 }, _) => return Err(ChunkedError::BadSize),
             // The line ends in CRLF only: a bare LF is where lenient and
             // strict parsers part ways.
@@ -214,34 +207,8 @@ impl ChunkedDecoder {
             // A trailer is a field line: a token name, a colon, a value. A
             // leading space would be obs-fold (RFC 9112 section 5.2), which
             // a recipient may join to the previous line or not.
-            (TrailerLineStart | TrailerName, _) if is_tchar(b) => {
-                if self.state == TrailerLineStart {
-                    self.name_len = 0;
-                }
-                // Kept as a CGI-style backend reads it (`_` as `-`), so that
-                // `Content_Length` is refused like `Content-Length`.
-                if let Some(slot) = self.name.get_mut(self.name_len) {
-                    *slot = if b == b'_' {
-                        b'-'
-                    } else {
-                        b.to_ascii_lowercase()
-                    };
-                }
-                self.name_len += 1;
-                self.trailer_byte(TrailerName)?
-            }
-            (TrailerName, b':') => {
-                // RFC 9110 section 6.5.1: fields that frame, route or
-                // control the connection have no meaning in trailers, and
-                // parsers that merge trailers (or refuse them) disagree.
-                let name = &self.name[..self.name_len.min(TRAILER_NAME_PREFIX)];
-                if self.name_len <= TRAILER_NAME_PREFIX
-                    && (is_protected(name) || is_hop_by_hop(name))
-                {
-                    return Err(ChunkedError::ForbiddenTrailer);
-                }
-                self.trailer_byte(TrailerValue)?
-            }
+            (TrailerLineStart | TrailerName, _) if is_tchar(b) => self.trailer_name_byte(b)?,
+            (TrailerName, b':') => self.trailer_name_end()?,
             (TrailerValue, b'\r') => TrailerLf { empty: false },
             (TrailerValue, _) if is_field_byte(b) => self.trailer_byte(TrailerValue)?,
             (TrailerLineStart | TrailerName | TrailerValue, _) => {
@@ -253,6 +220,45 @@ impl ChunkedDecoder {
             (Data | Done, _) => self.state,
         };
         Ok(())
+    }
+
+    /// One more hex digit of a chunk size.
+    fn size_digit(&mut self, digits: u32, b: u8) -> Result<State, ChunkedError> {
+        if digits == MAX_SIZE_DIGITS {
+            return Err(ChunkedError::BadSize);
+        }
+        let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+        self.remaining = (self.remaining << 4) | d;
+        Ok(State::Size { digits: digits + 1 })
+    }
+
+    /// One byte of a trailer field's name (the first starts a new name).
+    fn trailer_name_byte(&mut self, b: u8) -> Result<State, ChunkedError> {
+        if self.state == State::TrailerLineStart {
+            self.name_len = 0;
+        }
+        // Kept as a CGI-style backend reads it (`_` as `-`), so that
+        // `Content_Length` is refused like `Content-Length`.
+        if let Some(slot) = self.name.get_mut(self.name_len) {
+            *slot = if b == b'_' {
+                b'-'
+            } else {
+                b.to_ascii_lowercase()
+            };
+        }
+        self.name_len += 1;
+        self.trailer_byte(State::TrailerName)
+    }
+
+    /// The colon after a trailer's name. RFC 9110 section 6.5.1: fields that
+    /// frame, route or control the connection have no meaning in trailers,
+    /// and parsers that merge trailers (or refuse them) disagree.
+    fn trailer_name_end(&mut self) -> Result<State, ChunkedError> {
+        let name = &self.name[..self.name_len.min(TRAILER_NAME_PREFIX)];
+        if self.name_len <= TRAILER_NAME_PREFIX && (is_protected(name) || is_hop_by_hop(name)) {
+            return Err(ChunkedError::ForbiddenTrailer);
+        }
+        self.trailer_byte(State::TrailerValue)
     }
 
     /// Counts one trailer byte against the limit, then moves to `next`.

@@ -14,7 +14,9 @@ use super::client::Client;
 use super::error::ProxyError;
 use super::exchange::{debug_headers, Exchange, Next, Target};
 use super::failure::Failure;
-use super::reply::{keeps_alive, refuse, reply_error, response_delimits_itself, send_continue};
+use super::reply::{
+    after_relay, keeps_alive, refuse, reply_error, response_delimits_itself, send_continue,
+};
 use super::request_body::buffer_request_body;
 use super::tunnel::Upgraded;
 use crate::http::request::Method;
@@ -408,16 +410,9 @@ async fn relay_response<S: AsyncReadRent + AsyncWriteRent>(
     if super::forward::marks_dead(shard, &resp) {
         super::forward::mark_backend_dead(shard, target);
     }
-    let framing = match (exchange.version, resp.body) {
-        (Version::Http10, BodyKind::Chunked) => ClientFraming::Dechunk,
-        _ => ClientFraming::AsIs,
-    };
+    let (framing, mode) = client_framing(exchange.version, resp.body);
     let delimited = response_delimits_itself(&resp, framing);
     let client_keep = keeps_alive(exchange, shard.drain.is_draining(), delimited);
-    let mode = match framing {
-        ClientFraming::AsIs => ChunkedMode::Verbatim,
-        ClientFraming::Dechunk => ChunkedMode::Decode,
-    };
     let mut out = response_head(exchange, target, &mut ubuf, &resp, client_keep, framing);
     // Body bytes that came with the head leave in the same write.
     let mut response_body = BodyRelay::new(resp.body, mode, &cfg.limits);
@@ -485,15 +480,16 @@ async fn relay_response<S: AsyncReadRent + AsyncWriteRent>(
             return Ok(Next::Close);
         }
     }
-    Ok(if client_keep {
-        Next::KeepAlive
-    } else if !exchange.body_consumed {
-        // The client may still be sending the body the backend refused:
-        // closing at once would reset the connection under our answer.
-        Next::CloseLinger
-    } else {
-        Next::Close
-    })
+    Ok(after_relay(client_keep, exchange.body_consumed))
+}
+
+/// How a response's body goes to the client: as the backend framed it, or
+/// de-chunked for an HTTP/1.0 client (which cannot read chunked).
+fn client_framing(client: Version, body: BodyKind) -> (ClientFraming, ChunkedMode) {
+    match (client, body) {
+        (Version::Http10, BodyKind::Chunked) => (ClientFraming::Dechunk, ChunkedMode::Decode),
+        _ => (ClientFraming::AsIs, ChunkedMode::Verbatim),
+    }
 }
 
 /// The backend's response head as the client gets it (rewritten, with debug

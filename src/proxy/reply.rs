@@ -44,6 +44,17 @@ fn after_reply(written: bool, keep: bool) -> Next {
     }
 }
 
+/// How the connection ends after a relayed response went out in full.
+pub(super) fn after_relay(keep: bool, body_consumed: bool) -> Next {
+    match (keep, body_consumed) {
+        (true, _) => Next::KeepAlive,
+        // The client may still be sending the body the backend refused:
+        // closing at once would reset the connection under our answer.
+        (false, false) => Next::CloseLinger,
+        (false, true) => Next::Close,
+    }
+}
+
 /// Answers with an error page. The connection stays open per [`keeps_alive`].
 pub(super) async fn reply_error<S: AsyncWriteRent>(
     shard: &Shard,
@@ -210,6 +221,13 @@ mod tests {
                 String::from_utf8_lossy(raw).lines().next().unwrap()
             );
         }
+    }
+
+    #[test]
+    fn after_a_relayed_response() {
+        assert!(matches!(after_relay(true, true), Next::KeepAlive));
+        assert!(matches!(after_relay(false, false), Next::CloseLinger));
+        assert!(matches!(after_relay(false, true), Next::Close));
     }
 
     #[test]
