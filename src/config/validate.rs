@@ -41,62 +41,7 @@ pub(super) fn validate(
         n if n > 1024 => return Err(ConfigError::new("server.workers", "at most 1024")),
         n => n as usize,
     };
-    positive(s.max_sockets as u64, "server.max_sockets")?;
-    positive(s.connect_timeout, "server.connect_timeout")?;
-    positive(s.response_timeout, "server.response_timeout")?;
-    positive(s.max_connections as u64, "server.max_connections")?;
-    positive(s.redis_timeout_ms, "server.redis_timeout_ms")?;
-    positive(s.client_body_timeout, "server.client_body_timeout")?;
-    for (secs, key) in [
-        (s.tcp_timeout, "server.tcp_timeout"),
-        (s.dead_backend_ttl, "server.dead_backend_ttl"),
-        (s.connect_timeout, "server.connect_timeout"),
-        (s.response_timeout, "server.response_timeout"),
-        (s.upstream_idle_timeout, "server.upstream_idle_timeout"),
-        (s.dns_ttl, "server.dns_ttl"),
-        (s.websocket_idle_timeout, "server.websocket_idle_timeout"),
-        (s.drain_timeout, "server.drain_timeout"),
-        (s.client_body_timeout, "server.client_body_timeout"),
-        (s.client_header_timeout, "server.client_header_timeout"),
-        (
-            raw.https.redis_certificates_ttl,
-            "https.redis_certificates_ttl",
-        ),
-        (s.redis_timeout_ms / 1000, "server.redis_timeout_ms"),
-        (s.route_cache_ms / 1000, "server.route_cache_ms"),
-    ] {
-        if secs > MAX_DURATION_SECS {
-            return Err(ConfigError::new(
-                key,
-                format!("at most {MAX_DURATION_SECS} seconds (365 days)"),
-            ));
-        }
-    }
-    positive(s.client_header_timeout, "server.client_header_timeout")?;
-    positive(
-        raw.https.redis_certificates_cache.into(),
-        "https.redis_certificates_cache",
-    )?;
-    for (value, key) in [
-        (s.request_buffer_bytes, "server.request_buffer_bytes"),
-        (s.response_buffer_bytes, "server.response_buffer_bytes"),
-    ] {
-        if value > MAX_BUFFER_BYTES {
-            return Err(ConfigError::new(
-                key,
-                format!("at most {MAX_BUFFER_BYTES} (a buffer per request in flight)"),
-            ));
-        }
-    }
-    if s.buffer_budget_mb > 1 << 20 {
-        return Err(ConfigError::new(
-            "server.buffer_budget_mb",
-            "at most 1048576",
-        ));
-    }
-    if s.retry_on_error > 100 {
-        return Err(ConfigError::new("server.retry_on_error", "at most 100"));
-    }
+    numeric_bounds(&raw)?;
     let error_pages = match s.static_dir.as_str() {
         "" => ErrorPages::builtin(),
         dir => ErrorPages::load(&mut files, &base.join(dir)).map_err(|e| {
@@ -176,6 +121,70 @@ pub(super) fn validate(
         files,
         raw,
     })
+}
+
+/// The bounds of `[server]`'s numbers (and the HTTPS certificate cache's):
+/// positive where zero would stop lopache working, durations at most a year,
+/// buffers and counts within what a shard can hold.
+fn numeric_bounds(raw: &RawConfig) -> Result<(), ConfigError> {
+    let s = &raw.server;
+    positive(s.max_sockets as u64, "server.max_sockets")?;
+    positive(s.connect_timeout, "server.connect_timeout")?;
+    positive(s.response_timeout, "server.response_timeout")?;
+    positive(s.max_connections as u64, "server.max_connections")?;
+    positive(s.redis_timeout_ms, "server.redis_timeout_ms")?;
+    positive(s.client_body_timeout, "server.client_body_timeout")?;
+    for (secs, key) in [
+        (s.tcp_timeout, "server.tcp_timeout"),
+        (s.dead_backend_ttl, "server.dead_backend_ttl"),
+        (s.connect_timeout, "server.connect_timeout"),
+        (s.response_timeout, "server.response_timeout"),
+        (s.upstream_idle_timeout, "server.upstream_idle_timeout"),
+        (s.dns_ttl, "server.dns_ttl"),
+        (s.websocket_idle_timeout, "server.websocket_idle_timeout"),
+        (s.drain_timeout, "server.drain_timeout"),
+        (s.client_body_timeout, "server.client_body_timeout"),
+        (s.client_header_timeout, "server.client_header_timeout"),
+        (
+            raw.https.redis_certificates_ttl,
+            "https.redis_certificates_ttl",
+        ),
+        (s.redis_timeout_ms / 1000, "server.redis_timeout_ms"),
+        (s.route_cache_ms / 1000, "server.route_cache_ms"),
+    ] {
+        if secs > MAX_DURATION_SECS {
+            return Err(ConfigError::new(
+                key,
+                format!("at most {MAX_DURATION_SECS} seconds (365 days)"),
+            ));
+        }
+    }
+    positive(s.client_header_timeout, "server.client_header_timeout")?;
+    positive(
+        raw.https.redis_certificates_cache.into(),
+        "https.redis_certificates_cache",
+    )?;
+    for (value, key) in [
+        (s.request_buffer_bytes, "server.request_buffer_bytes"),
+        (s.response_buffer_bytes, "server.response_buffer_bytes"),
+    ] {
+        if value > MAX_BUFFER_BYTES {
+            return Err(ConfigError::new(
+                key,
+                format!("at most {MAX_BUFFER_BYTES} (a buffer per request in flight)"),
+            ));
+        }
+    }
+    if s.buffer_budget_mb > 1 << 20 {
+        return Err(ConfigError::new(
+            "server.buffer_budget_mb",
+            "at most 1048576",
+        ));
+    }
+    if s.retry_on_error > 100 {
+        return Err(ConfigError::new("server.retry_on_error", "at most 100"));
+    }
+    Ok(())
 }
 
 /// TLS listeners: each with its default certificate (its own `cert`/`key`,

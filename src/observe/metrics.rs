@@ -122,18 +122,111 @@ pub const MAP_NAMES: [&str; 5] = ["pool", "dns", "route_cache", "dead", "certifi
 type PickHistogram = fn(&ShardMetrics) -> &Histogram;
 
 /// The Prometheus text exposition of every shard's counters.
+/// One per-shard counter or gauge: its name, Prometheus type, help text and
+/// where each shard keeps it.
+struct Series {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&ShardMetrics) -> &AtomicU64,
+}
+
+/// The plain per-shard series, in the order `/metrics` shows them.
+const SERIES: &[Series] = &[
+    Series {
+        name: "lopache_client_connections",
+        kind: "gauge",
+        help: "Client connections open.",
+        value: |m| &m.connections,
+    },
+    Series {
+        name: "lopache_tunnels",
+        kind: "gauge",
+        help: "WebSocket tunnels open.",
+        value: |m| &m.tunnels,
+    },
+    Series {
+        name: "lopache_dead_marks_total",
+        kind: "counter",
+        help: "Backends marked dead.",
+        value: |m| &m.dead_marks,
+    },
+    Series {
+        name: "lopache_retries_total",
+        kind: "counter",
+        help: "Requests retried on another backend.",
+        value: |m| &m.retries,
+    },
+    Series {
+        name: "lopache_redis_errors_total",
+        kind: "counter",
+        help: "Route lookups Redis did not answer.",
+        value: |m| &m.redis_errors,
+    },
+    Series {
+        name: "lopache_redis_shared_lookups_total",
+        kind: "counter",
+        help: "Route lookups answered by an identical lookup already queued for the same pipeline write.",
+        value: |m| &m.redis_shared,
+    },
+    Series {
+        name: "lopache_tls_handshakes_total",
+        kind: "counter",
+        help: "TLS handshakes completed.",
+        value: |m| &m.tls_handshakes,
+    },
+    Series {
+        name: "lopache_tls_handshake_failures_total",
+        kind: "counter",
+        help: "TLS handshakes failed or timed out.",
+        value: |m| &m.tls_failures,
+    },
+    Series {
+        name: "lopache_access_log_dropped_total",
+        kind: "counter",
+        help: "Access log lines dropped.",
+        value: |m| &m.access_log_dropped,
+    },
+    Series {
+        name: "lopache_local_errors_total",
+        kind: "counter",
+        help: "Upstream connections lopache could not open for lack of its own resources (descriptors, ports, memory); answered 503.",
+        value: |m| &m.local_errors,
+    },
+    Series {
+        name: "lopache_pool_exhausted_total",
+        kind: "counter",
+        help: "Requests answered 503 because every connection to their backend stayed in use for connect_timeout.",
+        value: |m| &m.pool_exhausted,
+    },
+    Series {
+        name: "lopache_client_timeouts_total",
+        kind: "counter",
+        help: "Request heads or bodies not received within client_header_timeout or client_body_timeout (408).",
+        value: |m| &m.client_timeouts,
+    },
+    Series {
+        name: "lopache_upstream_opened_total",
+        kind: "counter",
+        help: "Upstream connections opened.",
+        value: |m| &m.upstream_opened,
+    },
+    Series {
+        name: "lopache_upstream_idle_closed_total",
+        kind: "counter",
+        help: "Idle upstream connections closed by the pool's sweep (expired, or closed by the backend).",
+        value: |m| &m.upstream_idle_closed,
+    },
+    Series {
+        name: "lopache_upstream_idle_connections",
+        kind: "gauge",
+        help: "Idle upstream connections in the pool.",
+        value: |m| &m.pool_idle,
+    },
+];
+
 pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
     let mut out = String::new();
-    let series = |out: &mut String,
-                  name: &str,
-                  kind: &str,
-                  help: &str,
-                  value: &dyn Fn(&ShardMetrics) -> u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (i, m) in shards.iter().enumerate() {
-            let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", value(m));
-        }
-    };
     let _ = writeln!(
         out,
         "# HELP lopache_requests_total Requests that reached routing, by status class.\n# TYPE lopache_requests_total counter"
@@ -148,104 +241,17 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             );
         }
     }
-    series(
-        &mut out,
-        "lopache_client_connections",
-        "gauge",
-        "Client connections open.",
-        &|m| m.connections.load(Relaxed),
-    );
-    series(
-        &mut out,
-        "lopache_tunnels",
-        "gauge",
-        "WebSocket tunnels open.",
-        &|m| m.tunnels.load(Relaxed),
-    );
-    series(
-        &mut out,
-        "lopache_dead_marks_total",
-        "counter",
-        "Backends marked dead.",
-        &|m| m.dead_marks.load(Relaxed),
-    );
-    series(
-        &mut out,
-        "lopache_retries_total",
-        "counter",
-        "Requests retried on another backend.",
-        &|m| m.retries.load(Relaxed),
-    );
-    series(
-        &mut out,
-        "lopache_redis_errors_total",
-        "counter",
-        "Route lookups Redis did not answer.",
-        &|m| m.redis_errors.load(Relaxed),
-    );
-    series(
-        &mut out,
-        "lopache_redis_shared_lookups_total",
-        "counter",
-        "Route lookups answered by an identical lookup already queued for the same pipeline write.",
-        &|m| m.redis_shared.load(Relaxed),
-    );
-    series(
-        &mut out,
-        "lopache_tls_handshakes_total",
-        "counter",
-        "TLS handshakes completed.",
-        &|m| m.tls_handshakes.load(Relaxed),
-    );
-    series(
-        &mut out,
-        "lopache_tls_handshake_failures_total",
-        "counter",
-        "TLS handshakes failed or timed out.",
-        &|m| m.tls_failures.load(Relaxed),
-    );
-    series(
-        &mut out,
-        "lopache_access_log_dropped_total",
-        "counter",
-        "Access log lines dropped.",
-        &|m| m.access_log_dropped.load(Relaxed),
-    );
-    series(
-        &mut out,
-        "lopache_local_errors_total",
-        "counter",
-        "Upstream connections lopache could not open for lack of its own resources (descriptors, ports, memory); answered 503.",
-        &|m| m.local_errors.load(Relaxed),
-    );
-    series(
-        &mut out,
-        "lopache_pool_exhausted_total",
-        "counter",
-        "Requests answered 503 because every connection to their backend stayed in use for connect_timeout.",
-        &|m| m.pool_exhausted.load(Relaxed),
-    );
-    series(
-        &mut out,
-        "lopache_client_timeouts_total",
-        "counter",
-        "Request heads or bodies not received within client_header_timeout or client_body_timeout (408).",
-        &|m| m.client_timeouts.load(Relaxed),
-    );
-    series(
-        &mut out,
-        "lopache_upstream_opened_total",
-        "counter",
-        "Upstream connections opened.",
-        &|m| m.upstream_opened.load(Relaxed),
-    );
-    series(
-        &mut out,
-        "lopache_upstream_idle_closed_total",
-        "counter",
-        "Idle upstream connections closed by the pool's sweep (expired, or closed by the backend).",
-        &|m| m.upstream_idle_closed.load(Relaxed),
-    );
+    for series in SERIES {
+        let (name, kind, help) = (series.name, series.kind, series.help);
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (i, m) in shards.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{i}\"}} {}",
+                (series.value)(m).load(Relaxed)
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP lopache_shard_map_entries Entries of a shard's per-backend and per-host maps.\n# TYPE lopache_shard_map_entries gauge"
@@ -259,13 +265,6 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             );
         }
     }
-    series(
-        &mut out,
-        "lopache_upstream_idle_connections",
-        "gauge",
-        "Idle upstream connections in the pool.",
-        &|m| m.pool_idle.load(Relaxed),
-    );
     let histograms: [(&str, &str, PickHistogram); 3] = [
         (
             "lopache_request_seconds",
