@@ -131,7 +131,8 @@ struct Series {
     value: fn(&ShardMetrics) -> &AtomicU64,
 }
 
-/// The plain per-shard series, in the order `/metrics` shows them.
+/// The plain per-shard series, in the order `/metrics` shows them (the
+/// pool's idle connections come after the map sizes).
 const SERIES: &[Series] = &[
     Series {
         name: "lopache_client_connections",
@@ -217,13 +218,24 @@ const SERIES: &[Series] = &[
         help: "Idle upstream connections closed by the pool's sweep (expired, or closed by the backend).",
         value: |m| &m.upstream_idle_closed,
     },
-    Series {
-        name: "lopache_upstream_idle_connections",
-        kind: "gauge",
-        help: "Idle upstream connections in the pool.",
-        value: |m| &m.pool_idle,
-    },
 ];
+
+const POOL_IDLE: Series = Series {
+    name: "lopache_upstream_idle_connections",
+    kind: "gauge",
+    help: "Idle upstream connections in the pool.",
+    value: |m| &m.pool_idle,
+};
+
+/// One series' HELP, TYPE and a line per shard.
+fn render_series(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>], series: &Series) {
+    let (name, kind, help) = (series.name, series.kind, series.help);
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (i, m) in shards.iter().enumerate() {
+        let value = (series.value)(m).load(Relaxed);
+        let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {value}");
+    }
+}
 
 pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
     let mut out = String::new();
@@ -242,15 +254,7 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
         }
     }
     for series in SERIES {
-        let (name, kind, help) = (series.name, series.kind, series.help);
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (i, m) in shards.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}{{shard=\"{i}\"}} {}",
-                (series.value)(m).load(Relaxed)
-            );
-        }
+        render_series(&mut out, shards, series);
     }
     let _ = writeln!(
         out,
@@ -265,6 +269,7 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             );
         }
     }
+    render_series(&mut out, shards, &POOL_IDLE);
     let histograms: [(&str, &str, PickHistogram); 3] = [
         (
             "lopache_request_seconds",
