@@ -266,14 +266,7 @@ mod tests {
     /// once, and what follows stays buffered.
     #[test]
     fn a_head_its_body_and_the_next_request_are_told_apart() {
-        let config = crate::config::from_toml("", std::path::Path::new(".")).unwrap();
-        let shard = Shard::new(
-            0,
-            std::sync::Arc::new(config),
-            Default::default(),
-            crate::shard::DriverKind::Epoll,
-            None,
-        );
+        let shard = crate::shard::testing::shard();
         let mut client = Client::new(());
         let head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n";
         client.buf.extend_from_slice(head);

@@ -282,29 +282,12 @@ mod tests {
 #[cfg(test)]
 mod size_tests {
     use super::*;
-    use monoio::net::TcpStream;
-    use std::sync::Arc;
 
     /// What an idle keep-alive connection costs is mostly its task's future;
     /// keep it small (the request's state is boxed separately).
     #[test]
     fn connection_task_future_stays_small() {
-        let config = Arc::new(crate::config::from_toml("", std::path::Path::new(".")).unwrap());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        let size = rt.block_on(async move {
-            let shard = Rc::new(Shard::new(
-                0,
-                config,
-                Arc::default(),
-                crate::shard::DriverKind::probe(),
-                None,
-            ));
-            let stream = TcpStream::connect_addr(addr).await.unwrap();
+        let size = crate::shard::testing::with_connection(|shard, stream, addr| async move {
             let info = ClientInfo {
                 peer: addr,
                 local_port: addr.port(),

@@ -150,24 +150,13 @@ fn is_per_connection(e: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     /// An idle keep-alive connection costs mostly its task: the accept
     /// loop's task for one must stay as small as the session's own future
     /// (a TLS handshake inlined in it once made it 9 KB larger).
     #[test]
     fn a_connection_task_stays_small() {
-        let config = Arc::new(crate::config::from_toml("", std::path::Path::new(".")).unwrap());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        let size = rt.block_on(async move {
-            let driver = crate::shard::DriverKind::probe();
-            let shard = Rc::new(Shard::new(0, config, Arc::default(), driver, None));
-            let stream = TcpStream::connect_addr(addr).await.unwrap();
+        let size = crate::shard::testing::with_connection(|shard, stream, addr| async move {
             let permit = Rc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
             let info = ClientInfo {
                 peer: addr,

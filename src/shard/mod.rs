@@ -173,3 +173,46 @@ impl Shard {
         }
     }
 }
+
+/// What unit tests of the layers above need: a shard on the default config
+/// and a connected socket to run a connection's code on.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::future::Future;
+    use std::net::SocketAddr;
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    use monoio::net::TcpStream;
+
+    use super::{DriverKind, Shard};
+
+    /// A shard on the default config, with no access log.
+    pub fn shard() -> Shard {
+        let config = crate::config::from_toml("", std::path::Path::new(".")).unwrap();
+        Shard::new(
+            0,
+            Arc::new(config),
+            Arc::default(),
+            DriverKind::probe(),
+            None,
+        )
+    }
+
+    /// Runs `body` on a monoio runtime with a shard and a client socket
+    /// connected to a loopback listener (at the address given).
+    pub fn with_connection<T, F: Future<Output = T>>(
+        body: impl FnOnce(Rc<Shard>, TcpStream, SocketAddr) -> F,
+    ) -> T {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let stream = TcpStream::connect_addr(addr).await.unwrap();
+            body(Rc::new(shard()), stream, addr).await
+        })
+    }
+}
