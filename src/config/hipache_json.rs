@@ -380,6 +380,7 @@ impl Translator {
                         port: None,
                         cert: None,
                         key: None,
+                        proxy_protocol: None,
                     };
                     for (field, fv) in m {
                         let fk = format!("{k}.{field}");

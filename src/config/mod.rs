@@ -84,6 +84,25 @@ pub struct HttpsListener {
     pub preset: crate::tls::Preset,
 }
 
+/// `proxy_protocol` on listeners and `server.proxy_protocol_from`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    pub listeners: Vec<SocketKey>,
+    /// Empty: every peer of such a listener sends the header.
+    pub from: Vec<crate::net::cidr::Cidr>,
+}
+
+impl ProxyProtocol {
+    pub fn on(&self, key: SocketKey) -> bool {
+        self.listeners.contains(&key)
+    }
+
+    /// A connection from `peer` on a PROXY protocol listener starts with the header.
+    pub fn expected_from(&self, peer: std::net::IpAddr) -> bool {
+        self.from.is_empty() || self.from.iter().any(|range| range.contains(peer))
+    }
+}
+
 /// The validated, frozen configuration shared (behind an `Arc`) by every shard.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -127,6 +146,8 @@ pub struct Config {
     pub max_connections: usize,
     pub http_listeners: Vec<SocketAddr>,
     pub https_listeners: Vec<HttpsListener>,
+    /// Which listeners read a PROXY protocol header first, and from whom.
+    pub proxy_protocol: ProxyProtocol,
     /// `admin.bind`; `None` = no admin endpoint.
     pub admin_bind: Option<SocketAddr>,
     /// `server.access_log`.

@@ -102,6 +102,10 @@ pub struct RawServer {
     /// MiB one shard holds for slow peers, request bodies buffered and
     /// responses read ahead together.
     pub buffer_budget_mb: u64,
+    /// Peers (addresses or ranges) whose connections on a `proxy_protocol`
+    /// listener carry the header; empty = every peer's. Others are served
+    /// as direct clients.
+    pub proxy_protocol_from: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -135,6 +139,7 @@ impl Default for RawServer {
             client_header_timeout: 10,
             response_buffer_bytes: 1 << 20,
             buffer_budget_mb: 256,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -162,6 +167,9 @@ pub struct BindTable {
     pub cert: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// This listener's own `proxy_protocol` (the section's by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,6 +177,8 @@ pub struct BindTable {
 pub struct RawHttp {
     pub port: u16,
     pub bind: Vec<BindSpec>,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header.
+    pub proxy_protocol: bool,
 }
 
 impl Default for RawHttp {
@@ -176,6 +186,7 @@ impl Default for RawHttp {
         RawHttp {
             port: 80,
             bind: vec![BindSpec::Address("127.0.0.1".into())],
+            proxy_protocol: false,
         }
     }
 }
@@ -197,6 +208,8 @@ pub struct RawHttps {
     /// Certificates from Redis one shard keeps (least recently used go first).
     pub redis_certificates_cache: u32,
     pub preset: String,
+    /// Every connection starts with a PROXY protocol header, before TLS.
+    pub proxy_protocol: bool,
 }
 
 impl Default for RawHttps {
@@ -212,6 +225,7 @@ impl Default for RawHttps {
             redis_certificates_ttl: 30,
             redis_certificates_cache: 1000,
             preset: "intermediate".into(),
+            proxy_protocol: false,
         }
     }
 }

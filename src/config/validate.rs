@@ -8,10 +8,11 @@ use std::time::Duration;
 use super::raw::{BindSpec, RawCondition, RawConfig};
 use super::routes::RouteTable;
 use super::HttpsListener;
-use super::{Config, ConfigError, Driver};
+use super::{Config, ConfigError, Driver, ProxyProtocol};
 use crate::files::Files;
 use crate::http::error_page::ErrorPages;
 use crate::http::{Limits, HARD_MAX_HEADERS, HARD_MAX_RESPONSE_HEADERS};
+use crate::net::sockets::{Kind, SocketKey};
 use crate::observe::access_log::AccessLogTarget;
 use crate::redis::url::RedisUrl;
 use crate::tls::{backend_client_config, load_certified_key, server_config, Preset, SniResolver};
@@ -57,6 +58,7 @@ pub(super) fn validate(
         ));
     }
     let https_listeners = https(&raw, base, &http_listeners, &mut files)?;
+    let proxy_protocol = proxy_protocol(&raw, &http_listeners, &https_listeners)?;
     let backend_ca = (!s.backend_ca.is_empty()).then(|| base.join(&s.backend_ca));
     let backend_tls = backend_client_config(&mut files, backend_ca.as_deref())?;
     let admin_bind = match raw.admin.bind.as_str() {
@@ -103,6 +105,7 @@ pub(super) fn validate(
         max_connections: s.max_connections as usize,
         http_listeners,
         https_listeners,
+        proxy_protocol,
         admin_bind,
         access_log: AccessLogTarget::parse(&s.access_log),
         redis_certificates: raw
@@ -368,6 +371,52 @@ fn binds(
         out.push(addr);
     }
     Ok(out)
+}
+
+/// The listeners that read a PROXY protocol header: a bind table's own
+/// `proxy_protocol`, else its section's; and the peers that send it.
+fn proxy_protocol(
+    raw: &RawConfig,
+    http: &[SocketAddr],
+    https: &[HttpsListener],
+) -> Result<ProxyProtocol, ConfigError> {
+    let wanted = |bind: &BindSpec, section: bool| match bind {
+        BindSpec::Table(t) => t.proxy_protocol.unwrap_or(section),
+        BindSpec::Address(_) => section,
+    };
+    let mut listeners = Vec::new();
+    for (bind, &addr) in raw.http.bind.iter().zip(http) {
+        if wanted(bind, raw.http.proxy_protocol) {
+            listeners.push(SocketKey {
+                kind: Kind::Http,
+                addr,
+            });
+        }
+    }
+    for (bind, l) in raw.https.bind.iter().zip(https) {
+        if wanted(bind, raw.https.proxy_protocol) {
+            listeners.push(SocketKey {
+                kind: Kind::Https,
+                addr: l.addr,
+            });
+        }
+    }
+    let mut from = Vec::new();
+    for (i, range) in raw.server.proxy_protocol_from.iter().enumerate() {
+        let key = format!("server.proxy_protocol_from[{i}]");
+        from.push(
+            range
+                .parse()
+                .map_err(|e: String| ConfigError::new(key, e))?,
+        );
+    }
+    if !from.is_empty() && listeners.is_empty() {
+        return Err(ConfigError::new(
+            "server.proxy_protocol_from",
+            "no listener has proxy_protocol = true",
+        ));
+    }
+    Ok(ProxyProtocol { listeners, from })
 }
 
 /// Accepts `1.2.3.4`, `::1`, `[::1]`, `host:port`, `[::1]:80`, `localhost`, or a table.

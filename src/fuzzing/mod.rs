@@ -27,7 +27,7 @@ use crate::io::pump::{BodyRelay, ChunkedMode};
 pub type Target = fn(&[u8]);
 
 /// Every fuzz target by name, as `fuzz/` and the corpus test know them.
-pub const TARGETS: [(&str, Target); 11] = [
+pub const TARGETS: [(&str, Target); 12] = [
     ("request_head", request_head),
     ("response_head", response_head),
     ("chunked", chunked),
@@ -39,6 +39,7 @@ pub const TARGETS: [(&str, Target); 11] = [
     ("path_patterns", path_patterns),
     ("cert_keys", cert_keys),
     ("normalize_path", normalize_path),
+    ("proxy_header", proxy_header),
 ];
 
 /// Small limits, so the fuzzer reaches every limit branch quickly.
@@ -436,6 +437,30 @@ fn end_to_end(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 fn trim_value(v: &[u8]) -> &[u8] {
     crate::http::headers::trim_ows(v)
+}
+
+/// The PROXY protocol header parser: no panic; a header it accepts lies
+/// within the bytes and the bound, reads the same on its own, and every
+/// shorter prefix of it asks for more (so a header split over packets
+/// reads as it does whole).
+pub fn proxy_header(data: &[u8]) {
+    use crate::net::proxy_protocol::{parse, Parsed, MAX_HEADER};
+    let Ok(Parsed::Header { len, relayed }) = parse(data) else {
+        return;
+    };
+    assert!(
+        len <= data.len() && len <= MAX_HEADER,
+        "{len} of {}",
+        data.len()
+    );
+    assert_eq!(parse(&data[..len]), Ok(Parsed::Header { len, relayed }));
+    for n in 1..len {
+        assert_eq!(
+            parse(&data[..n]),
+            Ok(Parsed::Incomplete),
+            "prefix {n} of {len}"
+        );
+    }
 }
 
 #[cfg(test)]

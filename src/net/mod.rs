@@ -2,7 +2,9 @@
 //! address) the master holds and hands down, and the socket-level facts the
 //! layers above ask about (a local shortage, an idle peer that spoke).
 
+pub mod cidr;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod sockets;
 
 /// An error that says lopache itself ran short (descriptors, socket buffers,
@@ -20,19 +22,32 @@ pub fn is_local_shortage(e: &std::io::Error) -> bool {
 /// closed it, bytes mean it sent something unsolicited, and only "would
 /// block" means it is still open and quiet.
 pub fn is_quiet(fd: std::os::fd::RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: recv on a valid, open fd owned by the caller's stream, into a
-    // 1-byte local buffer; MSG_PEEK leaves the socket's data untouched and
-    // MSG_DONTWAIT makes the call non-blocking whatever the fd's mode.
+    let mut byte = [0u8; 1];
+    matches!(recv_now(fd, &mut byte, libc::MSG_PEEK), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// One `recv` that never waits (`MSG_DONTWAIT` besides `flags`), whatever
+/// mode the runtime left the fd in.
+pub fn recv_now(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> std::io::Result<usize> {
+    // SAFETY: recv on an open fd the caller's stream owns, into a buffer of
+    // `buf.len()` writable bytes.
     let n = unsafe {
         libc::recv(
             fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            flags | libc::MSG_DONTWAIT,
         )
     };
-    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,9 @@ pub struct ShardMetrics {
     pub redis_shared: AtomicU64,
     pub tls_handshakes: AtomicU64,
     pub tls_failures: AtomicU64,
+    /// Connections on a `proxy_protocol` listener closed for a missing,
+    /// malformed or late PROXY header.
+    pub proxy_protocol_refused: AtomicU64,
     pub access_log_dropped: AtomicU64,
     /// lopache's own shortages while connecting upstream (EMFILE, ENFILE,
     /// ENOBUFS, ENOMEM, EADDRNOTAVAIL), answered 503 and never blamed on a backend.
@@ -181,6 +184,12 @@ const SERIES: &[Series] = &[
         kind: "counter",
         help: "TLS handshakes failed or timed out.",
         value: |m| &m.tls_failures,
+    },
+    Series {
+        name: "lopache_proxy_protocol_refused_total",
+        kind: "counter",
+        help: "Connections closed for a missing, malformed or late PROXY protocol header.",
+        value: |m| &m.proxy_protocol_refused,
     },
     Series {
         name: "lopache_access_log_dropped_total",

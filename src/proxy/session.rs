@@ -32,6 +32,17 @@ pub struct ClientInfo {
     pub proto: ClientProto,
 }
 
+impl ClientInfo {
+    /// The client as a PROXY protocol header names it: its address, and
+    /// the port it connected to at the balancer.
+    pub fn relayed(&mut self, relayed: Option<crate::net::proxy_protocol::Relayed>) {
+        if let Some(r) = relayed {
+            self.peer = r.source;
+            self.local_port = r.destination.port();
+        }
+    }
+}
+
 /// What the client spoke to lopache: plain HTTP or HTTP over TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientProto {

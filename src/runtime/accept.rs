@@ -10,6 +10,7 @@ use local_sync::semaphore::{OwnedSemaphorePermit, Semaphore};
 use monoio::io::Canceller;
 use monoio::net::{TcpListener, TcpStream};
 
+use crate::net::proxy_protocol::{self, Relayed};
 use crate::observe::metrics;
 use crate::proxy::session::{serve_client, ClientInfo, ClientProto};
 use crate::shard::Shard;
@@ -20,11 +21,19 @@ use crate::{log_debug, log_error, log_warn};
 /// Pause after EMFILE/ENFILE/ENOBUFS/ENOMEM before accepting again.
 const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 
-/// `tls`: terminate TLS on this listener's connections.
+/// How a listener's connections begin.
+#[derive(Clone)]
+pub struct Arrival {
+    /// Terminate TLS on this listener's connections.
+    pub tls: Option<Rc<TlsListener>>,
+    /// Connections start with a PROXY protocol header (before any TLS).
+    pub proxy_protocol: bool,
+}
+
 pub async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
-    tls: Option<Rc<TlsListener>>,
+    how: Arrival,
     slots: Rc<Semaphore>,
 ) {
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -73,7 +82,7 @@ pub async fn accept_loop(
                     shard.clone(),
                     stream,
                     info,
-                    tls.clone(),
+                    how.clone(),
                     permit,
                 ));
             }
@@ -100,11 +109,21 @@ pub async fn accept_loop(
 async fn serve_connection(
     shard: Rc<Shard>,
     stream: TcpStream,
-    info: ClientInfo,
-    tls: Option<Rc<TlsListener>>,
+    mut info: ClientInfo,
+    how: Arrival,
     permit: OwnedSemaphorePermit,
 ) {
-    match tls {
+    if how.proxy_protocol && shard.config.proxy_protocol.expected_from(info.peer.ip()) {
+        // Boxed: the header's read is rare and must not grow every task.
+        match Box::pin(proxy_header(&shard, &stream)).await {
+            Some(relayed) => info.relayed(relayed),
+            None => {
+                metrics::sub(&shard.metrics.connections, 1);
+                return;
+            }
+        }
+    }
+    match how.tls {
         None => serve_client(shard.clone(), stream, info).await,
         // Boxed: the handshake's state is several KiB, and inline it would
         // make every plain connection's task (what an idle keep-alive
@@ -113,6 +132,26 @@ async fn serve_connection(
     }
     metrics::sub(&shard.metrics.connections, 1);
     drop(permit);
+}
+
+/// Reads the connection's PROXY header within `client_header_timeout`:
+/// `Some` with the addresses it carries (`None` inside for UNKNOWN and
+/// LOCAL), or `None` when the connection must be closed.
+async fn proxy_header(shard: &Shard, stream: &TcpStream) -> Option<Option<Relayed>> {
+    let read = proxy_protocol::read(stream);
+    let failure = match monoio::time::timeout(shard.config.client_header_timeout, read).await {
+        Ok(Ok(relayed)) => return Some(relayed),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_string(),
+    };
+    metrics::add(&shard.metrics.proxy_protocol_refused, 1);
+    log_debug!(
+        "PROXY header from {}: {failure}",
+        stream
+            .peer_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string())
+    );
+    None
 }
 
 /// Completes the TLS handshake and serves the connection. A failed or slow
@@ -163,7 +202,11 @@ mod tests {
                 local_port: addr.port(),
                 proto: ClientProto::Http,
             };
-            std::mem::size_of_val(&serve_connection(shard, stream, info, None, permit))
+            let how = Arrival {
+                tls: None,
+                proxy_protocol: false,
+            };
+            std::mem::size_of_val(&serve_connection(shard, stream, info, how, permit))
         });
         eprintln!("connection task: {size} bytes");
         assert!(size <= 1024 + 128, "a connection's task is {size} bytes");

@@ -44,7 +44,7 @@ pub enum RuntimeError {
 }
 
 /// A shard's listeners, in address order, each with its TLS settings if HTTPS.
-type ShardListeners = Vec<(std::net::TcpListener, Option<HttpsListener>)>;
+type ShardListeners = Vec<shard_thread::ShardListener>;
 
 /// The sockets the master handed down, sorted out for the shards.
 struct Listeners {
@@ -183,8 +183,13 @@ fn take_listeners(config: &Config, sockets: &mut Sockets) -> Result<Listeners, R
         let bound = group.first().and_then(|l| l.local_addr().ok());
         listeners.bound.push(bound.unwrap_or(key.addr));
         listeners.tls.push(https.clone());
-        for (i, listener) in group.into_iter().enumerate() {
-            listeners.per_shard[i % config.workers].push((listener, https.clone()));
+        let proxy_protocol = config.proxy_protocol.on(key);
+        for (i, socket) in group.into_iter().enumerate() {
+            listeners.per_shard[i % config.workers].push(shard_thread::ShardListener {
+                socket,
+                tls: https.clone(),
+                proxy_protocol,
+            });
         }
     }
     Ok(listeners)

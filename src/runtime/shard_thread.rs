@@ -11,7 +11,7 @@ use std::sync::Arc;
 use local_sync::semaphore::Semaphore;
 use monoio::net::TcpListener;
 
-use super::accept::accept_loop;
+use super::accept::{self, accept_loop};
 use super::signals::Stop;
 use crate::config::{Config, HttpsListener};
 use crate::observe::access_log::{self, AccessLog};
@@ -115,12 +115,21 @@ impl Drop for ExitNotice {
     }
 }
 
+/// One listening socket of a shard and how its connections start.
+pub(super) struct ShardListener {
+    pub socket: StdListener,
+    /// TLS settings if HTTPS.
+    pub tls: Option<HttpsListener>,
+    /// Each connection starts with a PROXY protocol header.
+    pub proxy_protocol: bool,
+}
+
 /// What the main thread hands a shard thread.
 pub(super) struct ShardSetup {
     pub id: usize,
     pub config: Arc<Config>,
-    /// Listeners in address order, each with its TLS settings if HTTPS.
-    pub listeners: Vec<(StdListener, Option<HttpsListener>)>,
+    /// Listeners in address order.
+    pub listeners: Vec<ShardListener>,
     pub core: Option<core_affinity::CoreId>,
     pub resolver_pool: monoio::blocking::DefaultThreadPool,
     pub ready: Ready,
@@ -197,8 +206,13 @@ pub(super) fn run_shard(setup: ShardSetup) {
         let slots = Rc::new(Semaphore::new(config.max_connections));
         let access_log = access_log.map(AccessLog::new);
         let shard = Rc::new(Shard::new(id, config, metrics, driver, access_log));
-        for (listener, tls) in listeners {
-            match TcpListener::from_std(listener) {
+        for ShardListener {
+            socket,
+            tls,
+            proxy_protocol,
+        } in listeners
+        {
+            match TcpListener::from_std(socket) {
                 Ok(l) => {
                     let from_redis = shard.config.redis_certificates.is_some();
                     let tls = tls.map(|h| {
@@ -209,7 +223,11 @@ pub(super) fn run_shard(setup: ShardSetup) {
                             from_redis,
                         })
                     });
-                    monoio::spawn(accept_loop(shard.clone(), l, tls, slots.clone()));
+                    let how = accept::Arrival {
+                        tls,
+                        proxy_protocol,
+                    };
+                    monoio::spawn(accept_loop(shard.clone(), l, how, slots.clone()));
                 }
                 Err(e) => {
                     let _ = ready.send((id, Err(format!("cannot register listener: {e}"))));

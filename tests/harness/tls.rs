@@ -93,7 +93,16 @@ pub fn connect(
     name: &str,
     config: Arc<ClientConfig>,
 ) -> Result<TlsConn, rustls::Error> {
-    let tcp = TcpStream::connect(addr).unwrap();
+    connect_over(TcpStream::connect(addr).unwrap(), name, config)
+}
+
+/// The handshake over a connection the caller opened (and may have written
+/// to already, e.g. a PROXY protocol header).
+pub fn connect_over(
+    tcp: TcpStream,
+    name: &str,
+    config: Arc<ClientConfig>,
+) -> Result<TlsConn, rustls::Error> {
     tcp.set_read_timeout(Some(WAIT)).unwrap();
     let server_name = ServerName::try_from(name.to_string()).unwrap();
     let conn = ClientConnection::new(config, server_name)?;
