@@ -123,6 +123,8 @@ pub struct Config {
     pub debug: bool,
     /// `server.debug_headers`: answer `X-Debug` with `x-debug-*` headers.
     pub debug_headers: bool,
+    /// `server.request_id_header`; `None` = no request IDs.
+    pub request_id_header: Option<String>,
     /// `server.underscores_in_headers`.
     pub underscores_in_headers: bool,
     /// `server.request_buffer_bytes`: 0 = stream every body at once.

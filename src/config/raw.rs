@@ -106,6 +106,9 @@ pub struct RawServer {
     /// listener carry the header; empty = every peer's. Others are served
     /// as direct clients.
     pub proxy_protocol_from: Vec<String>,
+    /// A header that carries each request's ID to the backend, back to the
+    /// client and into the access log (e.g. `X-Request-Id`); "" = off.
+    pub request_id_header: String,
 }
 
 impl Default for RawServer {
@@ -140,6 +143,7 @@ impl Default for RawServer {
             response_buffer_bytes: 1 << 20,
             buffer_budget_mb: 256,
             proxy_protocol_from: Vec::new(),
+            request_id_header: String::new(),
         }
     }
 }

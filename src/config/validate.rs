@@ -59,6 +59,7 @@ pub(super) fn validate(
     }
     let https_listeners = https(&raw, base, &http_listeners, &mut files)?;
     let proxy_protocol = proxy_protocol(&raw, &http_listeners, &https_listeners)?;
+    let request_id_header = request_id_header(&s.request_id_header)?;
     let backend_ca = (!s.backend_ca.is_empty()).then(|| base.join(&s.backend_ca));
     let backend_tls = backend_client_config(&mut files, backend_ca.as_deref())?;
     let admin_bind = match raw.admin.bind.as_str() {
@@ -89,6 +90,7 @@ pub(super) fn validate(
         debug: s.debug,
         debug_headers: s.debug_headers,
         underscores_in_headers: s.underscores_in_headers,
+        request_id_header,
         request_buffer_bytes: s.request_buffer_bytes as usize,
         client_body_timeout: Duration::from_secs(s.client_body_timeout),
         client_header_timeout: Duration::from_secs(s.client_header_timeout),
@@ -373,6 +375,30 @@ fn binds(
     Ok(out)
 }
 
+/// `server.request_id_header`: a header name lopache does not already
+/// manage (framing, routing, forwarding and hop-by-hop fields).
+fn request_id_header(name: &str) -> Result<Option<String>, ConfigError> {
+    use crate::http::headers::{is_hop_by_hop, is_protected, is_token};
+    let key = "server.request_id_header";
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if name.len() > 64 || !is_token(name.as_bytes()) {
+        return Err(ConfigError::new(
+            key,
+            "expected a header name like \"X-Request-Id\"",
+        ));
+    }
+    let bytes = name.as_bytes();
+    if is_hop_by_hop(bytes) || is_protected(bytes) || name.eq_ignore_ascii_case("expect") {
+        return Err(ConfigError::new(
+            key,
+            format!("{name} is a header lopache manages itself"),
+        ));
+    }
+    Ok(Some(name.to_string()))
+}
+
 /// The listeners that read a PROXY protocol header: a bind table's own
 /// `proxy_protocol`, else its section's; and the peers that send it.
 fn proxy_protocol(
@@ -551,6 +577,23 @@ mod tests {
         assert!(err("[https]\npreset = \"old\"").starts_with("https.preset: "));
         assert!(err("[server]\nstatic_dir = \"/nonexistent/x\"").starts_with("server.static_dir: "));
         assert!(err("[limits]\nheader_count = 1").starts_with("limits.header_count: "));
+        for name in [
+            "X Request",
+            "Host",
+            "x-forwarded-for",
+            "Connection",
+            "Content-Length",
+            "é",
+        ] {
+            let e = err(&format!("[server]\nrequest_id_header = {name:?}"));
+            assert!(e.starts_with("server.request_id_header: "), "{name}: {e}");
+        }
+        let c = from_toml(
+            "[server]\nrequest_id_header = \"X-Request-Id\"",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.request_id_header.as_deref(), Some("X-Request-Id"));
     }
 
     #[test]

@@ -258,6 +258,7 @@ pub fn request_reparse(data: &[u8]) {
     let how = RequestRewrite {
         keep_alive: data.len() % 2 == 0,
         underscores_in_headers: data.len() % 3 == 0,
+        extra: b"",
     };
     let mut out = Vec::new();
     upstream_request(&data[..head.len], &head, &CLIENT, how, &mut out);

@@ -82,13 +82,24 @@ fn write_content_length(out: &mut Vec<u8>, n: u64) {
 
 /// How the request head is rewritten (from the config).
 #[derive(Debug, Clone, Copy)]
-pub struct RequestRewrite {
+pub struct RequestRewrite<'a> {
     /// The proxy wants to reuse the upstream connection afterwards.
     pub keep_alive: bool,
     /// Forward client headers whose names contain `_` (nginx's
     /// `underscores_in_headers`). Off by default: CGI-style backends read
     /// `X_Real_IP` as the `X-Real-IP` that lopache just set.
     pub underscores_in_headers: bool,
+    /// Complete header lines (each ending in CRLF) lopache adds, e.g. the
+    /// request ID; they replace the client's fields of the same names.
+    pub extra: &'a [u8],
+}
+
+/// `name` is the name of one of the complete header lines in `extra`.
+fn named_in(extra: &[u8], name: &[u8]) -> bool {
+    extra
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.iter().position(|&b| b == b':').map(|at| &line[..at]))
+        .any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Appends the request head sent upstream to `out`. Framing headers are
@@ -98,7 +109,7 @@ pub fn upstream_request(
     head: &[u8],
     req: &RequestHead,
     client: &ClientSide,
-    how: RequestRewrite,
+    how: RequestRewrite<'_>,
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(req.method_bytes(head));
@@ -112,6 +123,9 @@ pub fn upstream_request(
         if is_dropped(name, &named) || is_replaced_request_header(name) {
             continue;
         }
+        if !how.extra.is_empty() && named_in(how.extra, name) {
+            continue;
+        }
         if name.contains(&b'_') && !(how.underscores_in_headers && underscore_is_safe(name)) {
             continue;
         }
@@ -123,6 +137,7 @@ pub fn upstream_request(
         }
         write_field(out, name, h.value(head));
     }
+    out.extend_from_slice(how.extra);
     match req.body {
         BodyKind::Length(n) => write_content_length(out, n),
         BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
@@ -161,7 +176,8 @@ pub enum ClientFraming {
 }
 
 /// Appends the response head sent to the client. `extra` holds complete
-/// header lines (each ending in CRLF), e.g. the X-Debug ones. The backend's
+/// header lines (each ending in CRLF), e.g. the X-Debug ones and the
+/// request ID; they replace the backend's fields of the same names. The backend's
 /// Content-Length and Transfer-Encoding are replaced by lopache's own,
 /// describing the body as lopache relays it.
 pub fn client_response(
@@ -183,6 +199,9 @@ pub fn client_response(
         let name = h.name(head);
         let upgrade_kept = resp.status == 101 && name.eq_ignore_ascii_case(b"upgrade");
         if is_dropped(name, &named) && !upgrade_kept {
+            continue;
+        }
+        if !extra.is_empty() && named_in(extra, name) {
             continue;
         }
         write_field(out, name, h.value(head));
@@ -227,6 +246,7 @@ mod tests {
     const REWRITE: RequestRewrite = RequestRewrite {
         keep_alive: true,
         underscores_in_headers: false,
+        extra: b"",
     };
 
     const CLIENT: ClientSide = ClientSide {
@@ -265,6 +285,41 @@ mod tests {
         let mut out = Vec::new();
         client_response(raw.as_bytes(), &resp, version, true, framing, b"", &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn extra_lines_replace_same_named_fields_both_ways() {
+        let raw =
+            "GET / HTTP/1.1\r\nHost: h\r\nx-request-id: client\r\nX-Request-Id: again\r\n\r\n";
+        let out = rewrite_with(
+            raw,
+            RequestRewrite {
+                extra: b"X-Request-Id: ours\r\n",
+                ..REWRITE
+            },
+        );
+        assert!(out.contains("X-Request-Id: ours\r\n"), "{out}");
+        assert!(!out.contains("client") && !out.contains("again"), "{out}");
+        let head = b"HTTP/1.1 200 OK\r\nX-Request-Id: backend\r\nContent-Length: 0\r\n\r\n";
+        let resp = parse_response(head, &Limits::default(), false)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        let extra = b"X-Request-Id: ours\r\n";
+        client_response(
+            head,
+            &resp,
+            Version::Http11,
+            true,
+            ClientFraming::AsIs,
+            extra,
+            &mut out,
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("X-Request-Id: ours\r\n") && !out.contains("backend"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct Record<'a> {
     pub identifier: &'a str,
     pub total: Duration,
     pub backend: Duration,
+    /// With `server.request_id_header`: the request's ID, a last field.
+    pub request_id: Option<&'a [u8]>,
 }
 
 /// Appends one line (with its newline).
@@ -48,12 +50,18 @@ pub fn format(r: &Record<'_>, out: &mut Vec<u8>) {
     escaped(r.user_agent, out);
     out.extend_from_slice(b"\" \"");
     escaped(r.identifier.as_bytes(), out);
-    let _ = writeln!(
+    let _ = write!(
         out,
         "\" {:.3} {:.3}",
         r.total.as_secs_f64(),
         r.backend.as_secs_f64()
     );
+    if let Some(id) = r.request_id {
+        out.extend_from_slice(b" \"");
+        escaped(id, out);
+        out.push(b'"');
+    }
+    out.push(b'\n');
 }
 
 /// Quotes and control bytes are escaped so a line can never be split or
@@ -255,6 +263,7 @@ mod tests {
                 identifier: "mysite",
                 total: Duration::from_millis(11),
                 backend: Duration::from_millis(9),
+                request_id: None,
             },
             &mut out,
         );
@@ -263,6 +272,30 @@ mod tests {
             "10.0.0.9 - - [22/Nov/2026:10:00:00 +0000] \"GET /path HTTP/1.1\" 200 1234 \"http://ref/\" \
              \"curl/8 \\\"quoted\\\"\\x0A\" \"mysite\" 0.011 0.009\n"
         );
+    }
+
+    #[test]
+    fn a_request_id_is_the_last_field() {
+        let mut out = Vec::new();
+        format(
+            &Record {
+                peer: "10.0.0.9".parse().unwrap(),
+                started: UNIX_EPOCH,
+                request_line: b"GET / HTTP/1.1",
+                status: 502,
+                bytes: 0,
+                referer: b"",
+                user_agent: b"",
+                identifier: "",
+                total: Duration::ZERO,
+                backend: Duration::ZERO,
+                request_id: Some(b"4f1c\"x"),
+            },
+            &mut out,
+        );
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .ends_with(" 0.000 0.000 \"4f1c\\\"x\"\n"),);
     }
 
     #[test]

@@ -5,3 +5,4 @@ pub mod access_log;
 pub mod admin;
 pub mod log;
 pub mod metrics;
+pub mod request_id;

@@ -503,6 +503,9 @@ fn response_head(
     framing: ClientFraming,
 ) -> Vec<u8> {
     let mut extra = Vec::new();
+    if let Some(id) = &exchange.request_id {
+        extra.extend_from_slice(id.line());
+    }
     if exchange.x_debug {
         debug_headers(&mut extra, target, exchange);
     }

@@ -11,6 +11,7 @@ use crate::config::routes::Destination;
 use crate::http::request::{Method, RequestHead};
 use crate::http::{BodyKind, Version};
 use crate::io::budget::Charge;
+use crate::observe::request_id;
 use crate::routing::Frontend;
 
 /// How the client connection continues after an exchange.
@@ -54,6 +55,41 @@ pub(super) struct Exchange {
     /// The buffered body's share of the shard's buffer budget, given back
     /// once the body has gone upstream (or the exchange ends).
     pub body_charge: Option<Charge>,
+    /// With `server.request_id_header`: the request's ID, sent to the
+    /// backend and the client and logged.
+    pub request_id: Option<RequestId>,
+}
+
+/// A request ID as its header line (`X-Request-Id: <value>` and CRLF).
+pub(super) struct RequestId {
+    line: Vec<u8>,
+    value_at: usize,
+}
+
+impl RequestId {
+    /// The client's `value` if one valid value came (one field of the
+    /// header, see [`request_id::is_valid`]), else a fresh one from `ids`.
+    pub fn new(name: &str, sent: &[&[u8]], ids: &request_id::RandomIds) -> RequestId {
+        let mut line = Vec::with_capacity(name.len() + 2 + 32 + 2);
+        line.extend_from_slice(name.as_bytes());
+        line.extend_from_slice(b": ");
+        let value_at = line.len();
+        match sent {
+            [value] if request_id::is_valid(value) => line.extend_from_slice(value),
+            _ => ids.push_new(&mut line),
+        }
+        line.extend_from_slice(b"\r\n");
+        RequestId { line, value_at }
+    }
+
+    /// The whole header line, CRLF included.
+    pub fn line(&self) -> &[u8] {
+        &self.line
+    }
+
+    pub fn value(&self) -> &[u8] {
+        &self.line[self.value_at..self.line.len() - 2]
+    }
 }
 
 impl Exchange {
@@ -77,6 +113,7 @@ impl Exchange {
             body_buffered: head.body.is_empty(),
             continue_sent: false,
             body_charge: None,
+            request_id: None,
         }
     }
 
@@ -148,7 +185,25 @@ pub(super) fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::push_header;
+    use super::{push_header, request_id, RequestId};
+
+    #[test]
+    fn a_request_id_is_kept_only_when_one_valid_value_came() {
+        let ids = request_id::RandomIds::default();
+        let id = RequestId::new("X-Request-Id", &[b"abc-1"], &ids);
+        assert_eq!(id.line(), b"X-Request-Id: abc-1\r\n");
+        assert_eq!(id.value(), b"abc-1");
+        for sent in [
+            &[][..],
+            &[&b"a b"[..]],
+            &[&b"one"[..], &b"two"[..]],
+            &[&[b'x'; 129][..]],
+        ] {
+            let id = RequestId::new("X-Request-Id", sent, &ids);
+            assert_eq!(id.value().len(), 32, "{sent:?}");
+            assert!(id.value().iter().all(u8::is_ascii_hexdigit));
+        }
+    }
 
     #[test]
     fn header_values_from_redis_cannot_split_the_head() {

@@ -72,6 +72,9 @@ pub(super) async fn reply_error<S: AsyncWriteRent>(
         false => shard.config.error_pages.body(status).len() as u64,
     };
     let mut extra = Vec::new();
+    if let Some(id) = &exchange.request_id {
+        extra.extend_from_slice(id.line());
+    }
     if exchange.x_debug {
         push_header(&mut extra, "x-debug-error", error.tag());
         if let Some(t) = target {

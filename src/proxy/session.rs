@@ -11,7 +11,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::client::{Client, HeadRead};
 use super::error::ProxyError;
-use super::exchange::{Exchange, LogFields, Next};
+use super::exchange::{Exchange, LogFields, Next, RequestId};
 use super::forward::forward;
 use super::reply::{refuse, reply_error, reply_ping};
 use super::stream::ClientStream;
@@ -109,6 +109,16 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
     head: RequestHead,
 ) -> Next {
     let mut exchange = Exchange::new(&head, Instant::now(), shard.config.debug_headers);
+    if let Some(name) = &shard.config.request_id_header {
+        let head_bytes = client.head_bytes();
+        let sent: Vec<&[u8]> = head
+            .headers
+            .iter()
+            .filter(|h| h.name(head_bytes).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|h| h.value(head_bytes))
+            .collect();
+        exchange.request_id = Some(RequestId::new(name, &sent, &shard.request_ids));
+    }
     let host = match head.host(client.head_bytes()) {
         None => Err(ProxyError::MissingHost),
         Some(raw) => normalize_host(raw).ok_or(ProxyError::BadHost),
@@ -155,6 +165,7 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
     let how = RequestRewrite {
         keep_alive: shard.config.http_keep_alive,
         underscores_in_headers: shard.config.underscores_in_headers,
+        extra: exchange.request_id.as_ref().map_or(b"", |id| id.line()),
     };
     upstream_request(client.head_bytes(), &head, &side, how, &mut up_head);
     if shard.access_log.is_some() {
@@ -223,6 +234,7 @@ fn log_exchange(
         identifier: exchange.identifier.as_deref().unwrap_or(""),
         total,
         backend: backend.unwrap_or_default(),
+        request_id: exchange.request_id.as_ref().map(|id| id.value()),
     });
 }
 
