@@ -15,6 +15,8 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v node >/dev/null || need_apt+=(nodejs)
 # The PROXY protocol tests use HAProxy as the sender.
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
+# The syslog access log is checked against rsyslogd (run by the test, with its own config).
+command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
 python3 -c 'import h11' 2>/dev/null || /usr/bin/python3 -c 'import h11' 2>/dev/null || need_apt+=(python3-h11)
 # The fd-shortage tests run lopache under prlimit; the resolver tests in a
 # private mount namespace (unshare -m, mount --bind of resolv.conf).

@@ -109,6 +109,9 @@ pub struct RawServer {
     /// A header that carries each request's ID to the backend, back to the
     /// client and into the access log (e.g. `X-Request-Id`); "" = off.
     pub request_id_header: String,
+    /// With `access_log = "syslog..."`: the facility and APP-NAME.
+    pub syslog_facility: String,
+    pub syslog_tag: String,
 }
 
 impl Default for RawServer {
@@ -144,6 +147,8 @@ impl Default for RawServer {
             buffer_budget_mb: 256,
             proxy_protocol_from: Vec::new(),
             request_id_header: String::new(),
+            syslog_facility: "local0".into(),
+            syslog_tag: "lopache".into(),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
-use super::raw::{BindSpec, RawCondition, RawConfig};
+use super::raw::{BindSpec, RawCondition, RawConfig, RawServer};
 use super::routes::RouteTable;
 use super::HttpsListener;
 use super::{Config, ConfigError, Driver, ProxyProtocol};
@@ -109,7 +109,7 @@ pub(super) fn validate(
         https_listeners,
         proxy_protocol,
         admin_bind,
-        access_log: AccessLogTarget::parse(&s.access_log),
+        access_log: access_log_target(s)?,
         redis_certificates: raw
             .https
             .redis_certificates
@@ -375,6 +375,33 @@ fn binds(
     Ok(out)
 }
 
+/// `server.access_log`: syslog (with its facility and tag), or a path,
+/// `stdout` or `none`.
+fn access_log_target(s: &RawServer) -> Result<AccessLogTarget, ConfigError> {
+    use crate::observe::syslog::{self, SyslogAddr, SyslogTarget};
+    let Some(addr) = SyslogAddr::parse(&s.access_log) else {
+        return Ok(AccessLogTarget::parse(&s.access_log));
+    };
+    let addr = addr.map_err(|e| ConfigError::new("server.access_log", e))?;
+    let facility = syslog::facility(&s.syslog_facility).ok_or_else(|| {
+        ConfigError::new(
+            "server.syslog_facility",
+            "expected a facility like \"local0\" or \"daemon\"",
+        )
+    })?;
+    if !syslog::valid_tag(&s.syslog_tag) {
+        return Err(ConfigError::new(
+            "server.syslog_tag",
+            "expected 1 to 48 visible ASCII characters",
+        ));
+    }
+    Ok(AccessLogTarget::Syslog(SyslogTarget {
+        addr,
+        facility,
+        tag: s.syslog_tag.clone(),
+    }))
+}
+
 /// `server.request_id_header`: a header name lopache does not already
 /// manage (framing, routing, forwarding and hop-by-hop fields).
 fn request_id_header(name: &str) -> Result<Option<String>, ConfigError> {
@@ -587,6 +614,23 @@ mod tests {
         ] {
             let e = err(&format!("[server]\nrequest_id_header = {name:?}"));
             assert!(e.starts_with("server.request_id_header: "), "{name}: {e}");
+        }
+        for (lines, key) in [
+            (
+                "access_log = \"syslog:tcp://127.0.0.1:514\"",
+                "server.access_log: ",
+            ),
+            (
+                "access_log = \"syslog\"\nsyslog_facility = \"local9\"",
+                "server.syslog_facility: ",
+            ),
+            (
+                "access_log = \"syslog\"\nsyslog_tag = \"two words\"",
+                "server.syslog_tag: ",
+            ),
+        ] {
+            let e = err(&format!("[server]\n{lines}"));
+            assert!(e.starts_with(key), "{lines}: {e}");
         }
         let c = from_toml(
             "[server]\nrequest_id_header = \"X-Request-Id\"",

@@ -12,8 +12,11 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::metrics::{self, ShardMetrics};
+use super::syslog::{Sink, SyslogAddr, SyslogTarget};
 use crate::log_warn;
 
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -85,29 +88,59 @@ fn escaped(field: &[u8], out: &mut Vec<u8>) {
 
 /// `22/Nov/2026:10:00:00 +0000` (UTC).
 fn clf_time(t: SystemTime, out: &mut Vec<u8>) {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let u = Utc::at(t);
     let _ = write!(
         out,
-        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
+        "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
+        u.day,
+        MONTHS[(u.month - 1) as usize],
+        u.year,
+        u.hour,
+        u.minute,
+        u.second
     );
+}
+
+/// Month abbreviations, as both log time formats write them.
+pub(super) const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// A time's UTC calendar fields.
+pub(super) struct Utc {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub micros: u32,
+}
+
+impl Utc {
+    pub fn at(t: SystemTime) -> Utc {
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        Utc {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month: month as u32,
+            day: day as u32,
+            hour: (rem / 3600) as u32,
+            minute: (rem / 60 % 60) as u32,
+            second: (rem % 60) as u32,
+            micros: since.subsec_micros(),
+        }
+    }
 }
 
 /// What the writer thread is told.
@@ -125,9 +158,12 @@ pub enum AccessLogTarget {
     Stdout,
     /// Any other value: a file, appended to and reopened on SIGUSR1.
     File(PathBuf),
+    /// `"syslog"`, `"syslog:udp://host:port"`, `"syslog:unix:///path"`.
+    Syslog(SyslogTarget),
 }
 
 impl AccessLogTarget {
+    /// A setting that is not syslog's (see [`SyslogAddr::parse`]).
     pub fn parse(setting: &str) -> AccessLogTarget {
         match setting {
             "none" => AccessLogTarget::Off,
@@ -143,6 +179,7 @@ impl std::fmt::Display for AccessLogTarget {
             AccessLogTarget::Off => f.write_str("none"),
             AccessLogTarget::Stdout => f.write_str("stdout"),
             AccessLogTarget::File(path) => write!(f, "{}", path.display()),
+            AccessLogTarget::Syslog(target) => write!(f, "{}", target.addr),
         }
     }
 }
@@ -151,6 +188,7 @@ impl std::fmt::Display for AccessLogTarget {
 enum Target {
     Stdout,
     File(PathBuf, File),
+    Syslog(Sink),
 }
 
 /// Opens (creating the file, never its directory) for appending.
@@ -158,9 +196,14 @@ fn open(path: &PathBuf) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// Starts the writer for `server.access_log` (a path or `stdout`); `None`
-/// for `none`. Opening a path fails here, before any shard starts.
-pub fn start_writer(setting: &AccessLogTarget) -> io::Result<Option<SyncSender<Message>>> {
+/// Starts the writer for `server.access_log`; `None` for `none`. Opening
+/// a path fails here, before any shard starts. Lines the writer itself
+/// drops (syslog would not take them) count in `dropped`'s
+/// `access_log_dropped`.
+pub fn start_writer(
+    setting: &AccessLogTarget,
+    dropped: Arc<ShardMetrics>,
+) -> io::Result<Option<SyncSender<Message>>> {
     let target = match setting {
         AccessLogTarget::Off => return Ok(None),
         AccessLogTarget::Stdout => Target::Stdout,
@@ -168,17 +211,33 @@ pub fn start_writer(setting: &AccessLogTarget) -> io::Result<Option<SyncSender<M
             let file = open(path)?;
             Target::File(path.clone(), file)
         }
+        AccessLogTarget::Syslog(syslog) => {
+            if let SyslogAddr::Unix(path) = &syslog.addr {
+                if !path.exists() {
+                    log_warn!(
+                        "server.access_log: {} does not exist (yet): lines are dropped, counted, until a syslog daemon listens there",
+                        path.display()
+                    );
+                }
+            }
+            Target::Syslog(Sink::open(syslog)?)
+        }
     };
     let (tx, rx) = sync_channel(QUEUE_BATCHES);
     std::thread::Builder::new()
         .name("lopache-access-log".into())
-        .spawn(move || write_loop(target, rx))?;
+        .spawn(move || write_loop(target, rx, &dropped))?;
     Ok(Some(tx))
 }
 
-fn write_loop(mut target: Target, rx: Receiver<Message>) {
+fn write_loop(mut target: Target, rx: Receiver<Message>, metrics: &ShardMetrics) {
     for message in rx {
         match (message, &mut target) {
+            (Message::Lines(batch), Target::Syslog(sink)) => {
+                let dropped = sink.send_batch(&batch);
+                metrics::add(&metrics.access_log_dropped, dropped);
+            }
+            (Message::Reopen, Target::Syslog(_)) => {}
             (Message::Lines(batch), Target::Stdout) => {
                 let _ = io::stdout().lock().write_all(&batch);
             }
@@ -200,16 +259,20 @@ fn write_loop(mut target: Target, rx: Receiver<Message>) {
 pub struct AccessLog {
     tx: SyncSender<Message>,
     buf: RefCell<Vec<u8>>,
-    /// Lines dropped because the writer fell behind.
-    pub dropped: Cell<u64>,
+    /// Where lines dropped because the writer fell behind are counted
+    /// (`access_log_dropped`, which the writer adds its own drops to).
+    metrics: Arc<ShardMetrics>,
+    /// The first drop has been warned about.
+    warned: Cell<bool>,
 }
 
 impl AccessLog {
-    pub fn new(tx: SyncSender<Message>) -> Self {
+    pub fn new(tx: SyncSender<Message>, metrics: Arc<ShardMetrics>) -> Self {
         AccessLog {
             tx,
             buf: RefCell::new(Vec::with_capacity(FLUSH_BYTES)),
-            dropped: Cell::new(0),
+            metrics,
+            warned: Cell::new(false),
         }
     }
 
@@ -234,10 +297,10 @@ impl AccessLog {
         match self.tx.try_send(Message::Lines(batch)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                if self.dropped.get() == 0 {
+                if !self.warned.replace(true) {
                     log_warn!("access log writer is behind: dropping lines (counted)");
                 }
-                self.dropped.set(self.dropped.get() + lines);
+                metrics::add(&self.metrics.access_log_dropped, lines);
             }
         }
     }

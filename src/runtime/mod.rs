@@ -89,12 +89,12 @@ pub fn run(
     // Each shard thread reports here when it ends, however it ends; so does
     // the signal thread when SIGTERM or SIGINT arrives.
     let (exit_tx, exit_rx) = mpsc::channel::<Stop>();
-    let access_log =
-        crate::observe::access_log::start_writer(&config.access_log).map_err(|source| {
-            RuntimeError::AccessLog {
-                path: config.access_log.to_string(),
-                source,
-            }
+    // The writer's own drops count with the first shard's.
+    let dropped = shared.metrics[0].clone();
+    let access_log = crate::observe::access_log::start_writer(&config.access_log, dropped)
+        .map_err(|source| RuntimeError::AccessLog {
+            path: config.access_log.to_string(),
+            source,
         })?;
     // Files are open and sockets held: nothing below needs root.
     drop_privileges(&config)?;

@@ -30,10 +30,6 @@ async fn flush_access_log(shard: Rc<Shard>) {
         monoio::time::sleep(access_log::FLUSH_INTERVAL).await;
         if let Some(log) = &shard.access_log {
             log.flush();
-            shard
-                .metrics
-                .access_log_dropped
-                .store(log.dropped.get(), std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -204,7 +200,7 @@ pub(super) fn run_shard(setup: ShardSetup) {
     };
     runtime.block_on(async move {
         let slots = Rc::new(Semaphore::new(config.max_connections));
-        let access_log = access_log.map(AccessLog::new);
+        let access_log = access_log.map(|tx| AccessLog::new(tx, metrics.clone()));
         let shard = Rc::new(Shard::new(id, config, metrics, driver, access_log));
         for ShardListener {
             socket,

@@ -98,3 +98,13 @@ pub fn exhaust_fds(proxy: &Lopache, connections: usize) -> Vec<std::net::TcpStre
     });
     held
 }
+
+/// A metric's sum over every shard, scraped from the admin endpoint.
+#[allow(dead_code)]
+pub fn metric_total(admin: std::net::SocketAddr, metric: &str) -> u64 {
+    let text = request(admin, "GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n").text();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
