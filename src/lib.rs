@@ -24,6 +24,7 @@ pub mod config;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod http;
 pub mod io;
 pub mod lru;

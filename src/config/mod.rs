@@ -84,6 +84,17 @@ pub struct HttpsListener {
     pub preset: crate::tls::Preset,
 }
 
+/// `[healthcheck]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Healthcheck {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub path: String,
+    pub rise: u32,
+    pub fall: u32,
+    pub concurrency: usize,
+}
+
 /// `proxy_protocol` on listeners and `server.proxy_protocol_from`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxyProtocol {
@@ -123,6 +134,8 @@ pub struct Config {
     pub debug: bool,
     /// `server.debug_headers`: answer `X-Debug` with `x-debug-*` headers.
     pub debug_headers: bool,
+    /// `[healthcheck]`, when enabled.
+    pub healthcheck: Option<Healthcheck>,
     /// `server.request_id_header`; `None` = no request IDs.
     pub request_id_header: Option<String>,
     /// `server.underscores_in_headers`.

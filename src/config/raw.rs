@@ -45,6 +45,7 @@ pub struct RawConfig {
     pub http: RawHttp,
     pub https: RawHttps,
     pub admin: RawAdmin,
+    pub healthcheck: RawHealthcheck,
     pub limits: crate::http::Limits,
     pub routes: Vec<RawRoute>,
 }
@@ -243,6 +244,40 @@ impl Default for RawHttps {
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
     pub bind: String,
+}
+
+/// Active health checks of the backends of frontends that have a
+/// `healthcheck:<host>` hash (PlanB's key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHealthcheck {
+    pub enabled: bool,
+    /// Milliseconds between two checks of one backend.
+    pub interval_ms: u64,
+    /// Milliseconds one check may take, connection included.
+    pub timeout_ms: u64,
+    /// The path checked when the hash names none.
+    pub path: String,
+    /// Consecutive passes that bring a dead backend back.
+    pub rise: u32,
+    /// Consecutive failures that mark a backend dead.
+    pub fall: u32,
+    /// Checks running at once.
+    pub concurrency: u32,
+}
+
+impl Default for RawHealthcheck {
+    fn default() -> Self {
+        RawHealthcheck {
+            enabled: false,
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            path: "/".into(),
+            rise: 2,
+            fall: 3,
+            concurrency: 64,
+        }
+    }
 }
 
 /// A Lopache route (README, "Routing rules"): parsed and validated now, active once

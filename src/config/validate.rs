@@ -60,6 +60,7 @@ pub(super) fn validate(
     let https_listeners = https(&raw, base, &http_listeners, &mut files)?;
     let proxy_protocol = proxy_protocol(&raw, &http_listeners, &https_listeners)?;
     let request_id_header = request_id_header(&s.request_id_header)?;
+    let healthcheck = healthcheck(&raw.healthcheck)?;
     let backend_ca = (!s.backend_ca.is_empty()).then(|| base.join(&s.backend_ca));
     let backend_tls = backend_client_config(&mut files, backend_ca.as_deref())?;
     let admin_bind = match raw.admin.bind.as_str() {
@@ -91,6 +92,7 @@ pub(super) fn validate(
         debug_headers: s.debug_headers,
         underscores_in_headers: s.underscores_in_headers,
         request_id_header,
+        healthcheck,
         request_buffer_bytes: s.request_buffer_bytes as usize,
         client_body_timeout: Duration::from_secs(s.client_body_timeout),
         client_header_timeout: Duration::from_secs(s.client_header_timeout),
@@ -373,6 +375,47 @@ fn binds(
         out.push(addr);
     }
     Ok(out)
+}
+
+/// `[healthcheck]`: `None` when off; the path an origin-form target.
+fn healthcheck(h: &super::raw::RawHealthcheck) -> Result<Option<super::Healthcheck>, ConfigError> {
+    if !h.enabled {
+        return Ok(None);
+    }
+    if !(100..=MAX_DURATION_SECS * 1000).contains(&h.interval_ms) {
+        return Err(ConfigError::new("healthcheck.interval_ms", "at least 100"));
+    }
+    if h.timeout_ms == 0 || h.timeout_ms > h.interval_ms {
+        return Err(ConfigError::new(
+            "healthcheck.timeout_ms",
+            "between 1 and healthcheck.interval_ms",
+        ));
+    }
+    if !crate::http::is_origin_path(&h.path) {
+        return Err(ConfigError::new(
+            "healthcheck.path",
+            "expected a path like \"/health\" (visible ASCII, starting with /)",
+        ));
+    }
+    for (n, key) in [(h.rise, "healthcheck.rise"), (h.fall, "healthcheck.fall")] {
+        if !(1..=100).contains(&n) {
+            return Err(ConfigError::new(key, "between 1 and 100"));
+        }
+    }
+    if !(1..=10_000).contains(&h.concurrency) {
+        return Err(ConfigError::new(
+            "healthcheck.concurrency",
+            "between 1 and 10000",
+        ));
+    }
+    Ok(Some(super::Healthcheck {
+        interval: Duration::from_millis(h.interval_ms),
+        timeout: Duration::from_millis(h.timeout_ms),
+        path: h.path.clone(),
+        rise: h.rise,
+        fall: h.fall,
+        concurrency: h.concurrency as usize,
+    }))
 }
 
 /// `server.access_log`: syslog (with its facility and tag), or a path,

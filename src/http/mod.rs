@@ -129,3 +129,9 @@ impl HeaderSpan {
         &head[self.value.0 as usize..self.value.1 as usize]
     }
 }
+
+/// A path lopache may send as a request target of its own (a health
+/// check's): origin-form, visible ASCII, at most 1 KiB.
+pub fn is_origin_path(path: &str) -> bool {
+    path.starts_with('/') && path.len() <= 1024 && path.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}

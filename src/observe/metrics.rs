@@ -68,6 +68,11 @@ pub struct ShardMetrics {
     /// Connections on a `proxy_protocol` listener closed for a missing,
     /// malformed or late PROXY header.
     pub proxy_protocol_refused: AtomicU64,
+    /// Health checks run, failed, and backends that went down or up (the
+    /// worker's one checker counts on shard 0).
+    pub health_checks: AtomicU64,
+    pub health_failures: AtomicU64,
+    pub health_changes: AtomicU64,
     pub access_log_dropped: AtomicU64,
     /// lopache's own shortages while connecting upstream (EMFILE, ENFILE,
     /// ENOBUFS, ENOMEM, EADDRNOTAVAIL), answered 503 and never blamed on a backend.
@@ -190,6 +195,24 @@ const SERIES: &[Series] = &[
         kind: "counter",
         help: "Connections closed for a missing, malformed or late PROXY protocol header.",
         value: |m| &m.proxy_protocol_refused,
+    },
+    Series {
+        name: "lopache_healthchecks_total",
+        kind: "counter",
+        help: "Active health checks run (the worker's checker counts on shard 0).",
+        value: |m| &m.health_checks,
+    },
+    Series {
+        name: "lopache_healthcheck_failures_total",
+        kind: "counter",
+        help: "Active health checks that failed.",
+        value: |m| &m.health_failures,
+    },
+    Series {
+        name: "lopache_healthcheck_state_changes_total",
+        kind: "counter",
+        help: "Backends that active health checks found down, or up again.",
+        value: |m| &m.health_changes,
     },
     Series {
         name: "lopache_access_log_dropped_total",

@@ -139,6 +139,17 @@ impl RedisClient {
         }
     }
 
+    /// One client per server of a route table, in its order.
+    pub fn for_servers(
+        urls: &[RedisUrl],
+        timeout: Duration,
+        metrics: &Arc<ShardMetrics>,
+    ) -> Vec<RedisClient> {
+        urls.iter()
+            .map(|url| RedisClient::new(url.clone(), timeout, metrics.clone()))
+            .collect()
+    }
+
     /// Sends the commands that `encode` appends (it returns how many) as part of
     /// the next pipelined write, and returns their replies in order. Error
     /// replies from Redis come back as `Reply::Error`, not as `Err`.

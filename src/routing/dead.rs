@@ -81,22 +81,15 @@ pub struct DeadMark {
     pub count: usize,
 }
 
-/// The mark, in one atomic step on the write Redis. Hipache's schema marks
-/// by list index, but the list may have changed since the lookup (a deploy
-/// swapping backends with LSET, a rotation with LREM/RPUSH): the index is
-/// checked to still hold the URL that failed, else the URL's current index
-/// is used, else (no longer listed) nothing is marked. A write Redis that
-/// does not hold the list at all cannot check: the mark goes by index, as
-/// Hipache's does. KEYS: the list, the dead set. ARGV: url, index, ttl,
-/// host, "1" when an external health checker owns the dead sets (then only
-/// the message is published), the backend count at lookup time.
-const MARK_SCRIPT: &str = r#"
+/// The start of both scripts: `index` is ARGV[2] if the list (KEYS[1])
+/// still holds the URL (ARGV[1]) there, else the URL's current index, else
+/// the script returns -1; a write Redis without the list keeps ARGV[2].
+macro_rules! find_index {
+    () => {
+        r#"
 local list = redis.call('LRANGE', KEYS[1], 1, 1000)
 local index = tonumber(ARGV[2])
-local count = #list
-if count == 0 then
-  count = tonumber(ARGV[6])
-elseif list[index + 1] ~= ARGV[1] then
+if #list > 0 and list[index + 1] ~= ARGV[1] then
   index = nil
   for i, url in ipairs(list) do
     if url == ARGV[1] then
@@ -107,31 +100,105 @@ elseif list[index + 1] ~= ARGV[1] then
   if index == nil then
     return -1
   end
+end"#
+    };
+}
+
+/// The mark, in one atomic step on the write Redis. Hipache's schema marks
+/// by list index, but the list may have changed since the lookup (a deploy
+/// swapping backends with LSET, a rotation with LREM/RPUSH): the index is
+/// checked to still hold the URL that failed, else the URL's current index
+/// is used, else (no longer listed) nothing is marked. A write Redis that
+/// does not hold the list at all cannot check: the mark goes by index, as
+/// Hipache's does. KEYS: the list, the dead set. ARGV: url, index, ttl,
+/// host, "1" when an external health checker owns the dead sets (then only
+/// the message is published), the backend count at lookup time, "0" to
+/// skip the message (a health check refreshing a mark it already made).
+const MARK_SCRIPT: &str = concat!(
+    find_index!(),
+    r#"
+local count = #list
+if count == 0 then
+  count = tonumber(ARGV[6])
 end
 if ARGV[5] ~= '1' then
   redis.call('SADD', KEYS[2], index)
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
-redis.call('PUBLISH', 'dead', ARGV[4] .. ';' .. ARGV[1] .. ';' .. index .. ';' .. count)
+if ARGV[7] ~= '0' then
+  redis.call('PUBLISH', 'dead', ARGV[4] .. ';' .. ARGV[1] .. ';' .. index .. ';' .. count)
+end
 return index
-"#;
+"#
+);
 
-/// Sends the mark to the write connection. Runs as its own task so the
-/// response is never delayed by it; failures are logged, not retried.
-pub async fn publish(write: RedisClient, prefix: String, mark: DeadMark, ttl: Duration) {
-    let checker_running = match write.command(&[b"GET", HCHECKER_KEY]).await {
-        Ok(Reply::BulkString(v)) => std::str::from_utf8(&v)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .is_some_and(is_fresh),
-        _ => false,
-    };
-    let dead_key = format!("{prefix}dead:{}", mark.host);
+/// A backend is healthy again: its index (checked as for marks) leaves the
+/// dead set. KEYS: the list, the dead set. ARGV: url, index.
+const ALIVE_SCRIPT: &str = concat!(
+    find_index!(),
+    r#"
+redis.call('SREM', KEYS[2], index)
+return index
+"#
+);
+
+/// Where a mark goes: the keyspace's prefix and the write connection.
+pub struct MarkTarget<'a> {
+    pub write: &'a RedisClient,
+    pub prefix: &'a str,
+}
+
+/// Marks a backend dead from a health check: as a proxy's mark, without
+/// asking about an external checker (lopache's checker is one); `announce`
+/// publishes on the `dead` channel (on a state change, not on a refresh).
+pub async fn mark_checked_dead(
+    to: MarkTarget<'_>,
+    mark: &DeadMark,
+    ttl: Duration,
+    announce: bool,
+) -> Result<i64, String> {
+    run_mark(to, mark, ttl, false, announce).await
+}
+
+/// Takes a backend's index out of its dead set (a health check passed).
+pub async fn mark_alive(to: MarkTarget<'_>, mark: &DeadMark) -> Result<i64, String> {
+    let dead_key = format!("{}dead:{}", to.prefix, mark.host);
+    let index = mark.index.to_string();
+    let args: [&[u8]; 7] = [
+        b"EVAL",
+        ALIVE_SCRIPT.as_bytes(),
+        b"2",
+        mark.list_key.as_bytes(),
+        dead_key.as_bytes(),
+        mark.url.as_bytes(),
+        index.as_bytes(),
+    ];
+    integer_reply(to.write.command(&args).await)
+}
+
+fn integer_reply(reply: Result<Reply, crate::redis::RedisError>) -> Result<i64, String> {
+    match reply {
+        Ok(Reply::Integer(i)) => Ok(i),
+        Ok(Reply::Error(e)) => Err(e.to_string()),
+        Ok(other) => Err(format!("unexpected {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn run_mark(
+    to: MarkTarget<'_>,
+    mark: &DeadMark,
+    ttl: Duration,
+    checker_running: bool,
+    announce: bool,
+) -> Result<i64, String> {
+    let dead_key = format!("{}dead:{}", to.prefix, mark.host);
     let index = mark.index.to_string();
     let ttl_secs = ttl.as_secs().max(1).to_string();
     let checker = if checker_running { "1" } else { "0" };
     let count = mark.count.to_string();
-    let args: [&[u8]; 11] = [
+    let announce = if announce { "1" } else { "0" };
+    let args: [&[u8]; 12] = [
         b"EVAL",
         MARK_SCRIPT.as_bytes(),
         b"2",
@@ -143,20 +210,34 @@ pub async fn publish(write: RedisClient, prefix: String, mark: DeadMark, ttl: Du
         mark.host.as_bytes(),
         checker.as_bytes(),
         count.as_bytes(),
+        announce.as_bytes(),
     ];
-    match write.command(&args).await {
-        Ok(Reply::Integer(-1)) => {
+    integer_reply(to.write.command(&args).await)
+}
+
+/// Sends the mark to the write connection. Runs as its own task so the
+/// response is never delayed by it; failures are logged, not retried.
+pub async fn publish(write: RedisClient, prefix: String, mark: DeadMark, ttl: Duration) {
+    let checker_running = match write.command(&[b"GET", HCHECKER_KEY]).await {
+        Ok(Reply::BulkString(v)) => std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .is_some_and(is_fresh),
+        _ => false,
+    };
+    let to = MarkTarget {
+        write: &write,
+        prefix: &prefix,
+    };
+    match run_mark(to, &mark, ttl, checker_running, true).await {
+        Ok(-1) => {
             log_debug!(
                 "{} is no longer listed for {}: not marked",
                 mark.url,
                 mark.host
             )
         }
-        Ok(Reply::Integer(i)) => {
-            log_debug!("marked {} (index {i}) dead for {}", mark.url, mark.host)
-        }
-        Ok(Reply::Error(e)) => log_warn!("marking {} dead in redis failed: {e}", mark.url),
-        Ok(other) => log_warn!("marking {} dead in redis: unexpected {other:?}", mark.url),
+        Ok(i) => log_debug!("marked {} (index {i}) dead for {}", mark.url, mark.host),
         Err(e) => log_warn!("marking {} dead in redis failed: {e}", mark.url),
     }
 }

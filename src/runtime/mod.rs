@@ -116,6 +116,14 @@ pub fn run(
     )?;
     drop(ready_tx);
     drop(exit_tx);
+    if config.healthcheck.is_some() {
+        crate::health::start(config.clone(), shared.metrics[0].clone()).map_err(|e| {
+            RuntimeError::ShardStart {
+                shard: 0,
+                reason: format!("cannot start the health checker: {e}"),
+            }
+        })?;
+    }
     for _ in 0..config.workers {
         match ready_rx.recv() {
             Ok((_, Ok(()))) => {}

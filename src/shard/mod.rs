@@ -98,12 +98,8 @@ impl Shard {
         driver: DriverKind,
         access_log: Option<AccessLog>,
     ) -> Shard {
-        let redis = config
-            .routing
-            .servers
-            .iter()
-            .map(|url| RedisClient::new(url.clone(), config.redis_timeout, metrics.clone()))
-            .collect();
+        let redis =
+            RedisClient::for_servers(&config.routing.servers, config.redis_timeout, &metrics);
         Shard {
             id,
             redis,
