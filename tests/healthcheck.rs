@@ -288,20 +288,10 @@ fn config_errors_name_the_key() {
         ("fall = 0", "healthcheck.fall"),
         ("concurrency = 0", "healthcheck.concurrency"),
     ] {
-        let dir = harness::TempDir::new("cfg");
-        let path = dir.path().join("config.toml");
-        std::fs::write(
-            &path,
-            format!("[http]\nport = 0\n[healthcheck]\nenabled = true\n{lines}\n"),
-        )
-        .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lopache"))
-            .args(["--dry", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{lines}: {stderr}");
+        let (code, _, stderr) = harness::proxy::dry(&format!(
+            "[http]\nport = 0\n[healthcheck]\nenabled = true\n{lines}\n"
+        ));
+        assert_eq!(code, Some(2), "{lines}: {stderr}");
         assert!(stderr.contains(&format!("{key}: ")), "{lines}: {stderr}");
     }
 }

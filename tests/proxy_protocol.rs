@@ -438,20 +438,10 @@ fn haproxy_as_the_sender() {
 #[test]
 fn config_errors_name_the_key() {
     let check = |extra: &str, http: &str, want: &str| {
-        let dir = TempDir::new("cfg");
-        let path = dir.path().join("config.toml");
-        std::fs::write(
-            &path,
-            format!("[server]\n{extra}\n[http]\nport = 0\nbind = [\"127.0.0.1\"]\n{http}\n"),
-        )
-        .unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_lopache"))
-            .args(["--dry", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let (code, _, stderr) = harness::proxy::dry(&format!(
+            "[server]\n{extra}\n[http]\nport = 0\nbind = [\"127.0.0.1\"]\n{http}\n"
+        ));
+        assert_eq!(code, Some(2), "{stderr}");
         assert!(stderr.contains(want), "{stderr}");
     };
     check(

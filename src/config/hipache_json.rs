@@ -149,6 +149,7 @@ impl Translator {
                     let at = match &url.endpoint {
                         crate::redis::url::Endpoint::Tcp { host, port } => format!("{host}:{port}"),
                         crate::redis::url::Endpoint::Unix(p) => p.display().to_string(),
+                        crate::redis::url::Endpoint::Sentinel(set) => set.master.clone(),
                     };
                     defaulted.push(format!(
                         "{k}: {u:?} names no host or port: using {at}, as Hipache does"

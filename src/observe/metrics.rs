@@ -59,6 +59,8 @@ pub struct ShardMetrics {
     /// WebSocket tunnels open now.
     pub tunnels: AtomicU64,
     pub dead_marks: AtomicU64,
+    /// Dead marks the write Redis did not take (down, or a failover).
+    pub dead_marks_lost: AtomicU64,
     pub retries: AtomicU64,
     pub redis_errors: AtomicU64,
     /// Reads that joined identical commands already queued for Redis.
@@ -159,6 +161,12 @@ const SERIES: &[Series] = &[
         kind: "counter",
         help: "Backends marked dead.",
         value: |m| &m.dead_marks,
+    },
+    Series {
+        name: "lopache_dead_marks_lost_total",
+        kind: "counter",
+        help: "Dead marks the write Redis did not take (down, or between masters in a failover).",
+        value: |m| &m.dead_marks_lost,
     },
     Series {
         name: "lopache_retries_total",

@@ -174,10 +174,14 @@ pub(super) fn mark_backend_dead(shard: &Shard, target: &Target) {
         count: target.count(),
     };
     metrics::add(&shard.metrics.dead_marks, 1);
-    monoio::spawn(dead::publish(
-        shard.redis[target.destination.write].clone(),
-        target.destination.prefix.clone(),
-        mark,
-        cfg.dead_backend_ttl,
-    ));
+    let write = shard.redis[target.destination.write].clone();
+    let prefix = target.destination.prefix.clone();
+    let (ttl, counters) = (cfg.dead_backend_ttl, shard.metrics.clone());
+    // Its own task: a write Redis that is slow or gone (a failover) costs
+    // the mark, counted, never the request.
+    monoio::spawn(async move {
+        if !dead::publish(write, prefix, mark, ttl).await {
+            metrics::add(&counters.dead_marks_lost, 1);
+        }
+    });
 }

@@ -27,6 +27,7 @@ use monoio::net::{TcpStream, UnixStream};
 
 use super::codec::{self, decode_reply, encode_command, Reply};
 use super::scan::{ReplyScanner, Scan};
+use super::sentinel;
 use super::url::{Endpoint, RedisUrl};
 use crate::observe::log::{truncated, RateLimit};
 use crate::observe::metrics::{self, ShardMetrics};
@@ -74,6 +75,9 @@ pub enum ConnError {
     Refused(String),
     #[error("the connection was lost twice")]
     LostTwice,
+    /// A sentinel URL whose sentinels name no server now (a failover).
+    #[error("the sentinels name no server")]
+    NoServer,
 }
 
 struct Waiter {
@@ -305,6 +309,8 @@ pub(super) struct Session {
     used: bool,
     /// Where the reply being read ends (kept between reads).
     scanner: ReplyScanner,
+    /// For a sentinel URL: the watch and the generation connected to.
+    sentinel: Option<(Arc<sentinel::Watch>, u64)>,
 }
 
 impl Session {
@@ -383,6 +389,13 @@ impl Session {
         Ok(replies)
     }
 
+    /// The sentinels have named another server since this connected.
+    fn moved(&self) -> bool {
+        self.sentinel
+            .as_ref()
+            .is_some_and(|(watch, generation)| watch.generation() != *generation)
+    }
+
     /// Nothing arrived (and the peer did not close) since the last batch.
     fn is_quiet(&self) -> bool {
         self.buf.is_empty() && crate::net::is_quiet(self.conn.raw_fd())
@@ -390,6 +403,7 @@ impl Session {
 }
 
 pub(super) async fn connect(url: &RedisUrl, timeout: Duration) -> Result<Session, ConnError> {
+    let mut followed = None;
     let conn = match &url.endpoint {
         Endpoint::Tcp { host, port } => {
             let addrs = crate::upstream::dns::lookup(host, *port).await?;
@@ -398,12 +412,24 @@ pub(super) async fn connect(url: &RedisUrl, timeout: Duration) -> Result<Session
             Conn::Tcp(stream)
         }
         Endpoint::Unix(path) => Conn::Unix(UnixStream::connect(path).await?),
+        Endpoint::Sentinel(_) => {
+            let watch = sentinel::for_url(url).ok_or(ConnError::NoServer)?;
+            let (addr, generation) = watch
+                .wait_current(timeout)
+                .await
+                .ok_or(ConnError::NoServer)?;
+            followed = Some((watch, generation));
+            let stream = TcpStream::connect_addr(addr).await?;
+            let _ = stream.set_nodelay(true);
+            Conn::Tcp(stream)
+        }
     };
     let mut session = Session {
         conn,
         buf: BytesMut::with_capacity(READ_CHUNK),
         used: false,
         scanner: ReplyScanner::new(codec::MAX_REPLY_BYTES),
+        sentinel: followed,
     };
     let mut hello = Vec::new();
     let mut count = 0;
@@ -578,6 +604,14 @@ async fn exchange(
             break;
         };
         let was_used = s.used;
+        if s.moved() {
+            log_debug!(
+                "redis {}: the sentinels moved it, reconnecting",
+                inner.url.masked()
+            );
+            *session = None;
+            continue;
+        }
         if was_used && !s.is_quiet() {
             // Closed, or a reply nobody asked for arrived while idle.
             log_debug!(

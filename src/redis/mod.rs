@@ -1,10 +1,12 @@
 //! Redis: the sans-io RESP codec (on redis-protocol), driver URLs, and the
 //! per-shard pipelined client that batches every queued command into one write,
-//! and a pub/sub subscriber for the `dead` channel.
+//! a pub/sub subscriber for the `dead` channel, and Sentinel, which says
+//! where `redis-sentinel://` URLs point.
 
 pub mod client;
 pub mod codec;
 pub mod scan;
+pub mod sentinel;
 pub mod subscriber;
 pub mod url;
 

@@ -1,14 +1,31 @@
-//! Driver URL parsing (README, "Configuration"): `redis://[user][:password@]host[:port][/db][#prefix]`
-//! and `redis+unix:///path[?db=N][#prefix]`. Every part is optional, so
-//! `redis:` alone means 127.0.0.1:6379, db 0, no password, no prefix.
+//! Driver URL parsing (README, "Configuration"): `redis://[user][:password@]host[:port][/db][#prefix]`,
+//! `redis+unix:///path[?db=N][#prefix]` and
+//! `redis-sentinel://[:password@]host1:port1,host2:port2/<master>[/db][?role=replica][#prefix]`.
+//! Every part of `redis://` is optional, so `redis:` alone means
+//! 127.0.0.1:6379, db 0, no password, no prefix.
 
 use std::fmt;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
     Unix(PathBuf),
+    /// Whatever server the sentinels name (see `redis::sentinel`).
+    Sentinel(SentinelSet),
+}
+
+/// Sentinels watching one master, and which of its servers is wanted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SentinelSet {
+    pub sentinels: Vec<(String, u16)>,
+    pub master: String,
+    /// `?role=replica`: a healthy replica (one on a loopback address first),
+    /// else the master.
+    pub replica: bool,
 }
 
 /// One parsed driver URL.
@@ -25,7 +42,9 @@ pub struct RedisUrl {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    #[error("expected a URL starting with redis:// or redis+unix://, got {0:?}")]
+    #[error(
+        "expected a URL starting with redis://, redis+unix:// or redis-sentinel://, got {0:?}"
+    )]
     Scheme(String),
     #[error("invalid port {0:?}")]
     Port(String),
@@ -37,6 +56,8 @@ pub enum UrlError {
     Percent,
     #[error("unexpected query {0:?}")]
     Query(String),
+    #[error("a sentinel URL names its master: redis-sentinel://host:port,host:port/<master>")]
+    NoMaster,
 }
 
 impl RedisUrl {
@@ -50,6 +71,9 @@ impl RedisUrl {
             .or_else(|| body.strip_prefix("unix://"))
         {
             return parse_unix(rest, prefix);
+        }
+        if let Some(rest) = body.strip_prefix("redis-sentinel://") {
+            return parse_sentinel(rest, prefix);
         }
         let rest = body
             .strip_prefix("redis:")
@@ -110,6 +134,28 @@ impl RedisUrl {
                     self.db
                 ));
             }
+            Endpoint::Sentinel(set) => {
+                let hosts: Vec<String> = set
+                    .sentinels
+                    .iter()
+                    .map(|(h, p)| {
+                        if h.contains(':') {
+                            format!("[{h}]:{p}")
+                        } else {
+                            format!("{h}:{p}")
+                        }
+                    })
+                    .collect();
+                s.push_str(&format!(
+                    "redis-sentinel://{auth}{}/{}/{}",
+                    hosts.join(","),
+                    set.master,
+                    self.db
+                ));
+                if set.replica {
+                    s.push_str("?role=replica");
+                }
+            }
         }
         if !self.prefix.is_empty() {
             s.push('#');
@@ -149,6 +195,57 @@ fn parse_unix(rest: &str, prefix: String) -> Result<RedisUrl, UrlError> {
     Ok(RedisUrl {
         endpoint: Endpoint::Unix(PathBuf::from(path)),
         username: None,
+        password,
+        db,
+        prefix,
+    })
+}
+
+fn parse_sentinel(rest: &str, prefix: String) -> Result<RedisUrl, UrlError> {
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let replica = match query {
+        None => false,
+        Some("role=replica") => true,
+        Some("role=master") => false,
+        Some(q) => return Err(UrlError::Query(q.to_string())),
+    };
+    let (authority, path) = rest.split_once('/').ok_or(UrlError::NoMaster)?;
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (username, password) = parse_userinfo(userinfo)?;
+    let mut sentinels = Vec::new();
+    for hostport in hosts.split(',') {
+        let (host, port) = split_host_port(hostport)?;
+        if host.is_empty() {
+            return Err(UrlError::Port(hostport.to_string()));
+        }
+        // A sentinel's own port when none is given.
+        let named = match hostport.rsplit_once(']') {
+            Some((_, after)) => after.starts_with(':'),
+            None => hostport.contains(':'),
+        };
+        let port = if named { port } else { 26379 };
+        sentinels.push((host, port));
+    }
+    let (master, db) = match path.trim_end_matches('/').split_once('/') {
+        Some((m, d)) => (m, d.parse().map_err(|_| UrlError::Db(d.to_string()))?),
+        None => (path.trim_end_matches('/'), 0),
+    };
+    if master.is_empty() || !master.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(UrlError::NoMaster);
+    }
+    Ok(RedisUrl {
+        endpoint: Endpoint::Sentinel(SentinelSet {
+            sentinels,
+            master: master.to_string(),
+            replica,
+        }),
+        username,
         password,
         db,
         prefix,
@@ -223,6 +320,44 @@ fn percent_decode(s: &str) -> Result<String, UrlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sentinel_urls() {
+        let u = RedisUrl::parse("redis-sentinel://:s%40cret@10.0.0.1:26380,sentinel-b,[::1]:5000/mymaster/2?role=replica#p:")
+            .unwrap();
+        assert_eq!(
+            u.endpoint,
+            Endpoint::Sentinel(SentinelSet {
+                sentinels: vec![
+                    ("10.0.0.1".into(), 26380),
+                    ("sentinel-b".into(), 26379),
+                    ("::1".into(), 5000)
+                ],
+                master: "mymaster".into(),
+                replica: true,
+            })
+        );
+        assert_eq!(
+            (u.password.as_deref(), u.db, u.prefix.as_str()),
+            (Some("s@cret"), 2, "p:")
+        );
+        assert_eq!(
+            u.masked(),
+            "redis-sentinel://:***@10.0.0.1:26380,sentinel-b:26379,[::1]:5000/mymaster/2?role=replica#p:"
+        );
+        let plain = RedisUrl::parse("redis-sentinel://127.0.0.1:1/m").unwrap();
+        assert_eq!(plain.db, 0);
+        assert_eq!(RedisUrl::parse(&plain.masked()).unwrap(), plain);
+        for bad in [
+            "redis-sentinel://127.0.0.1:1",
+            "redis-sentinel://127.0.0.1:1/",
+            "redis-sentinel://127.0.0.1:1/m/x",
+            "redis-sentinel://127.0.0.1:1/m?role=leader",
+            "redis-sentinel://127.0.0.1:0/m",
+        ] {
+            assert!(RedisUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     fn tcp(host: &str, port: u16) -> Endpoint {
         Endpoint::Tcp {

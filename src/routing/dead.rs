@@ -217,7 +217,8 @@ async fn run_mark(
 
 /// Sends the mark to the write connection. Runs as its own task so the
 /// response is never delayed by it; failures are logged, not retried.
-pub async fn publish(write: RedisClient, prefix: String, mark: DeadMark, ttl: Duration) {
+/// False: the write Redis did not take it.
+pub async fn publish(write: RedisClient, prefix: String, mark: DeadMark, ttl: Duration) -> bool {
     let checker_running = match write.command(&[b"GET", HCHECKER_KEY]).await {
         Ok(Reply::BulkString(v)) => std::str::from_utf8(&v)
             .ok()
@@ -238,8 +239,12 @@ pub async fn publish(write: RedisClient, prefix: String, mark: DeadMark, ttl: Du
             )
         }
         Ok(i) => log_debug!("marked {} (index {i}) dead for {}", mark.url, mark.host),
-        Err(e) => log_warn!("marking {} dead in redis failed: {e}", mark.url),
+        Err(e) => {
+            log_warn!("marking {} dead in redis failed: {e}", mark.url);
+            return false;
+        }
     }
+    true
 }
 
 fn is_fresh(ping: u64) -> bool {

@@ -116,6 +116,10 @@ pub fn run(
     )?;
     drop(ready_tx);
     drop(exit_tx);
+    // Sentinel URLs start finding their server now, not at the first request.
+    for url in &config.routing.servers {
+        crate::redis::sentinel::for_url(url);
+    }
     if config.healthcheck.is_some() {
         crate::health::start(config.clone(), shared.metrics[0].clone()).map_err(|e| {
             RuntimeError::ShardStart {

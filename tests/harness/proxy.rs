@@ -316,3 +316,22 @@ impl ServingLine for &str {
         rest.starts_with("serving;").then(|| pid.parse().ok())?
     }
 }
+
+/// `lopache --dry` on a config file holding `text`: the exit code, stdout
+/// and stderr.
+#[allow(dead_code)]
+pub fn dry(text: &str) -> (Option<i32>, String, String) {
+    let dir = TempDir::new("dry");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lopache"))
+        .args(["--dry", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
