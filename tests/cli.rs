@@ -358,3 +358,21 @@ fn an_access_log_this_user_cannot_write_is_a_config_error() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// The fleet config the README shows under "Running in production" is valid.
+#[test]
+fn the_readmes_fleet_config_passes_dry() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = readme
+        .split_once("**A fleet**")
+        .expect("the README's fleet section")
+        .1;
+    let block = after
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("its toml block")
+        .0;
+    let (code, _, stderr) = harness::proxy::dry(block);
+    assert_eq!(code, Some(0), "{stderr}\n{block}");
+}
