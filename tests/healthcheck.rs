@@ -179,6 +179,60 @@ fn fall_marks_rise_clears_and_unlisted_frontends_are_not_probed() {
     assert!(checks >= answers.list.lock().unwrap().len() as u64 && failures >= FALL as u64);
 }
 
+/// A backend whose `/health` answers 200 while `up` is set, 500 otherwise.
+fn health_switch(up: Arc<AtomicBool>) -> Backend {
+    Backend::start(move |_| {
+        if up.load(Ordering::SeqCst) {
+            Reply::ok("up")
+        } else {
+            Reply::status(500, "down")
+        }
+    })
+}
+
+#[test]
+fn the_checks_decide_for_their_frontends() {
+    let redis = Redis::start();
+    let healthy = health_switch(Arc::new(AtomicBool::new(true)));
+    let sick = health_switch(Arc::new(AtomicBool::new(false)));
+    let twice = Arc::new(AtomicBool::new(false));
+    let listed_twice = health_switch(twice.clone());
+    // A name that does not resolve is not checked: it says nothing of the backend.
+    redis.frontend(
+        "",
+        "app.example",
+        "app",
+        &[
+            healthy.url(),
+            sick.url(),
+            listed_twice.url(),
+            listed_twice.url(),
+            "http://no-such-backend.invalid:80".into(),
+        ],
+    );
+    redis.cmd(&["HSET", "healthcheck:app.example", "path", "/"]);
+    // A mark a failed request made on a backend the checks find healthy
+    // (the sick sibling keeps the set's expiry renewed).
+    redis.cmd(&["SADD", "dead:app.example", "0"]);
+    let _proxy = start(&redis, "");
+    let dead = || harness::redis::members(&redis.cmd(&["SMEMBERS", "dead:app.example"]));
+    wait_for(
+        "the healthy backend cleared, the sick and doubled ones marked",
+        || (dead() == ["1", "2", "3"]).then_some(()),
+    );
+    // A URL listed twice is two backends: both come back.
+    twice.store(true, Ordering::SeqCst);
+    wait_for("both indexes of the doubled URL cleared", || {
+        (dead() == ["1"]).then_some(())
+    });
+    // Several more rounds: the unresolvable backend stays unmarked.
+    let seen = sick.count();
+    wait_for("more checks", || {
+        (sick.count() >= seen + FALL + 2).then_some(())
+    });
+    assert_eq!(dead(), ["1"]);
+}
+
 #[test]
 fn status_body_and_method_from_the_hash() {
     let redis = Redis::start();

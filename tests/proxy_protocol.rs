@@ -113,6 +113,16 @@ fn version_1_names_the_client() {
         r.text(),
         "xff=2001:db8::7 real=2001:db8::7 port=8443 proto=http"
     );
+    // An IPv4 client written as IPv6 is the IPv4 client.
+    let r = through(
+        addr,
+        b"PROXY TCP6 ::ffff:192.0.2.9 ::ffff:10.0.0.1 1 80\r\n",
+    );
+    assert!(
+        r.text().starts_with("xff=192.0.2.9 real=192.0.2.9 "),
+        "{}",
+        r.text()
+    );
     // UNKNOWN: the balancer could not tell; the connection's own peer stands.
     let port = addr.port();
     let r = through(addr, b"PROXY UNKNOWN\r\n");
@@ -133,9 +143,9 @@ fn version_1_names_the_client() {
         .text()
         .contains("real=198.51.100.2"));
     // The access log names the relayed client.
-    let lines = wait_for("five access log lines", || {
+    let lines = wait_for("six access log lines", || {
         let text = std::fs::read_to_string(&site.log).unwrap_or_default();
-        (text.lines().count() >= 5).then_some(text)
+        (text.lines().count() >= 6).then_some(text)
     });
     // Sorted: the two shards flush their lines independently.
     let mut peers: Vec<&str> = lines
@@ -148,6 +158,7 @@ fn version_1_names_the_client() {
         [
             "127.0.0.1",
             "192.0.2.7",
+            "192.0.2.9",
             "198.51.100.2",
             "198.51.100.2",
             "2001:db8::7"

@@ -240,7 +240,14 @@ fn a_sentinel_url_as_the_only_driver_and_replica_reads() {
     wait_for("the route on the replica", || {
         (text(&replica.cmd(&["EXISTS", "frontend:app.example"])) == "1").then_some(())
     });
-    let proxy = Lopache::start(&sentinel_url(&sentinels, ""), "");
+    // First in the list, a "sentinel" that knows no such master (a plain
+    // Redis): lopache asks the next one.
+    let stranger = Redis::start();
+    let url = sentinel_url(&sentinels, "").replace(
+        "redis-sentinel://",
+        &format!("redis-sentinel://127.0.0.1:{},", stranger.port),
+    );
+    let proxy = Lopache::start(&url, "");
     assert_eq!(get(proxy.addr, "app.example", "/").text(), "good");
     drop(proxy);
 
@@ -263,8 +270,8 @@ fn a_sentinel_url_as_the_only_driver_and_replica_reads() {
 #[test]
 fn sentinel_urls_in_the_config() {
     let (code, stdout, stderr) = harness::proxy::dry(
-        "driver = \"redis-sentinel://:secret@127.0.0.1:26379,127.0.0.1:26380/mymaster/1?role=replica#p:\"\n\
-         [server]\naccess_log = \"none\"\n",
+        "driver = [\"redis-sentinel://:secret@127.0.0.1:26379,127.0.0.1:26380/mymaster/1?role=replica#p:\",\n\
+         \"redis-sentinel://127.0.0.1:26379/mymaster\"]\n[server]\naccess_log = \"none\"\n",
     );
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
@@ -273,10 +280,19 @@ fn sentinel_urls_in_the_config() {
         ),
         "{stdout}"
     );
-    let (code, _, stderr) = harness::proxy::dry("driver = \"redis-sentinel://127.0.0.1:26379\"\n");
-    assert_eq!(code, Some(2));
-    assert!(
-        stderr.contains("driver: a sentinel URL names its master"),
-        "{stderr}"
-    );
+    for (driver, want) in [
+        (
+            "redis-sentinel://127.0.0.1:26379",
+            "driver: a sentinel URL names its master",
+        ),
+        // A replica cannot be the write side.
+        (
+            "redis-sentinel://127.0.0.1:26379/m?role=replica",
+            "driver: ?role=replica cannot take dead marks",
+        ),
+    ] {
+        let (code, _, stderr) = harness::proxy::dry(&format!("driver = {driver:?}\n"));
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+    }
 }

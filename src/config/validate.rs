@@ -60,7 +60,7 @@ pub(super) fn validate(
     let https_listeners = https(&raw, base, &http_listeners, &mut files)?;
     let proxy_protocol = proxy_protocol(&raw, &http_listeners, &https_listeners)?;
     let request_id_header = request_id_header(&s.request_id_header)?;
-    let healthcheck = healthcheck(&raw.healthcheck)?;
+    let healthcheck = healthcheck(&raw.healthcheck, s.dead_backend_ttl.saturating_mul(1000))?;
     let backend_ca = (!s.backend_ca.is_empty()).then(|| base.join(&s.backend_ca));
     let backend_tls = backend_client_config(&mut files, backend_ca.as_deref())?;
     let admin_bind = match raw.admin.bind.as_str() {
@@ -313,14 +313,20 @@ fn driver(urls: &[&str], key: &str) -> Result<Driver, ConfigError> {
             key.to_string()
         },
     )?;
-    let write = parse(
-        last,
-        if many {
-            format!("{key}[{}]", urls.len() - 1)
-        } else {
-            key.to_string()
-        },
-    )?;
+    let write_key = if many {
+        format!("{key}[{}]", urls.len() - 1)
+    } else {
+        key.to_string()
+    };
+    let write = parse(last, write_key.clone())?;
+    if let crate::redis::url::Endpoint::Sentinel(set) = &write.endpoint {
+        if set.replica {
+            return Err(ConfigError::new(
+                write_key,
+                "?role=replica cannot take dead marks: it belongs on the read side, the first of two URLs",
+            ));
+        }
+    }
     Ok(Driver { read, write })
 }
 
@@ -378,12 +384,21 @@ fn binds(
 }
 
 /// `[healthcheck]`: `None` when off; the path an origin-form target.
-fn healthcheck(h: &super::raw::RawHealthcheck) -> Result<Option<super::Healthcheck>, ConfigError> {
+fn healthcheck(
+    h: &super::raw::RawHealthcheck,
+    ttl_ms: u64,
+) -> Result<Option<super::Healthcheck>, ConfigError> {
     if !h.enabled {
         return Ok(None);
     }
     if !(100..=MAX_DURATION_SECS * 1000).contains(&h.interval_ms) {
         return Err(ConfigError::new("healthcheck.interval_ms", "at least 100"));
+    }
+    if h.interval_ms >= ttl_ms {
+        return Err(ConfigError::new(
+            "healthcheck.interval_ms",
+            "must be below server.dead_backend_ttl (a mark is refreshed once per interval)",
+        ));
     }
     if h.timeout_ms == 0 || h.timeout_ms > h.interval_ms {
         return Err(ConfigError::new(
@@ -460,7 +475,24 @@ fn request_id_header(name: &str) -> Result<Option<String>, ConfigError> {
         ));
     }
     let bytes = name.as_bytes();
-    if is_hop_by_hop(bytes) || is_protected(bytes) || name.eq_ignore_ascii_case("expect") {
+    // Fields with a meaning of their own: an ID put there (or the client's
+    // and backend's copies removed) would break them.
+    const MEANINGFUL: [&str; 12] = [
+        "expect",
+        "cookie",
+        "set-cookie",
+        "authorization",
+        "proxy-authorization",
+        "www-authenticate",
+        "proxy-authenticate",
+        "location",
+        "content-type",
+        "content-encoding",
+        "content-range",
+        "range",
+    ];
+    let meaningful = MEANINGFUL.iter().any(|m| m.eq_ignore_ascii_case(name));
+    if is_hop_by_hop(bytes) || is_protected(bytes) || meaningful {
         return Err(ConfigError::new(
             key,
             format!("{name} is a header lopache manages itself"),
@@ -647,12 +679,22 @@ mod tests {
         assert!(err("[https]\npreset = \"old\"").starts_with("https.preset: "));
         assert!(err("[server]\nstatic_dir = \"/nonexistent/x\"").starts_with("server.static_dir: "));
         assert!(err("[limits]\nheader_count = 1").starts_with("limits.header_count: "));
+        let replica = "redis-sentinel://127.0.0.1:1/m?role=replica";
+        assert!(err(&format!("driver = {replica:?}")).starts_with("driver: ?role=replica"));
+        assert!(err(&format!("driver = [\"redis:\", {replica:?}]")).starts_with("driver[1]: "));
+        assert!(from_toml(
+            &format!("driver = [{replica:?}, \"redis:\"]"),
+            Path::new(".")
+        )
+        .is_ok());
         for name in [
             "X Request",
             "Host",
             "x-forwarded-for",
             "Connection",
             "Content-Length",
+            "Set-Cookie",
+            "Authorization",
             "é",
         ] {
             let e = err(&format!("[server]\nrequest_id_header = {name:?}"));

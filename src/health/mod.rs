@@ -5,8 +5,11 @@
 //! `concurrency` at once. `fall` failures in a row mark a backend dead the
 //! way Hipache's hchecker does (SADD and EXPIRE `dead:<host>`, PUBLISH
 //! `dead`), refreshed while it keeps failing; `rise` passes in a row take it
-//! out of the dead set again (SREM). The marks go to the write Redis, so the
-//! per-request lookups of every box see them.
+//! out of the dead set again (SREM). For these frontends the checks decide:
+//! a backend that passes is taken out of the dead set whoever marked it (a
+//! failed request, an index left over from an older list), since the set
+//! has one expiry that a failing sibling keeps renewing. The marks go to the
+//! write Redis, so the per-request lookups of every box see them.
 
 pub mod probe;
 
@@ -24,8 +27,8 @@ use crate::config::{Config, Healthcheck};
 use crate::observe::metrics::{self, ShardMetrics};
 use crate::redis::{RedisClient, Reply};
 use crate::routing::dead::{mark_alive, mark_checked_dead, DeadMark, MarkTarget};
-use crate::{log_info, log_warn};
-use probe::{Check, Prober};
+use crate::{log_debug, log_info, log_warn};
+use probe::{Check, Failed, Prober};
 
 /// `healthcheck:` keys read at most per keyspace and round.
 const MAX_FRONTENDS: usize = 100_000;
@@ -37,7 +40,9 @@ pub fn start(config: Arc<Config>, metrics: Arc<ShardMetrics>) -> std::io::Result
     std::thread::Builder::new()
         .name("lopache-healthcheck".into())
         .spawn(move || {
-            let pool = monoio::blocking::DefaultThreadPool::new(4);
+            // The resolver's threads: at most LOOKUPS_PER_SHARD run at once.
+            let pool =
+                monoio::blocking::DefaultThreadPool::new(crate::upstream::dns::LOOKUPS_PER_SHARD);
             let runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
                 .enable_timer()
                 .attach_thread_pool(Box::new(pool))
@@ -79,18 +84,29 @@ enum Write {
     Refresh,
     /// Up again: out of the dead set.
     MarkUp,
+    /// Up all along, but in the dead set (a failed request's mark, a stale
+    /// index): out of it, without a state change.
+    Clear,
 }
 
 impl State {
-    fn record(&mut self, passed: bool, rules: &Healthcheck) -> Write {
+    /// `listed_dead`: the backend's index is in the dead set this round.
+    fn record(&mut self, passed: bool, listed_dead: bool, rules: &Healthcheck) -> Write {
         if passed {
             self.passes += 1;
             self.failures = 0;
-            if self.down && self.passes >= rules.rise {
+            if self.passes < rules.rise {
+                return Write::Nothing;
+            }
+            if self.down {
                 self.down = false;
                 return Write::MarkUp;
             }
-            Write::Nothing
+            if listed_dead {
+                Write::Clear
+            } else {
+                Write::Nothing
+            }
         } else {
             self.failures += 1;
             self.passes = 0;
@@ -106,7 +122,9 @@ impl State {
     }
 }
 
-type StateKey = (usize, String, String);
+/// Keyspace, host, index, URL: a URL listed twice (Hipache's weighting) is
+/// two backends, each with its own mark.
+type StateKey = (usize, String, usize, String);
 
 struct Checker {
     config: Arc<Config>,
@@ -135,6 +153,7 @@ async fn run(config: Arc<Config>, metrics: Arc<ShardMetrics>) {
             connector: TlsConnector::from(config.backend_tls.clone()),
             limits: config.limits,
             timeout: rules.timeout,
+            resolver: crate::upstream::dns::Resolver::new(config.dns_ttl),
         },
         slots: Rc::new(Semaphore::new(rules.concurrency)),
         rules,
@@ -146,6 +165,7 @@ async fn run(config: Arc<Config>, metrics: Arc<ShardMetrics>) {
     });
     loop {
         let started = Instant::now();
+        checker.prober.resolver.sweep();
         let targets = checker.discover().await;
         checker.forget_all_but(&targets);
         checker.clone().round(targets).await;
@@ -289,10 +309,10 @@ impl Checker {
     /// Forgets backends no longer listed (a new listing starts afresh).
     fn forget_all_but(&self, targets: &[Target]) {
         let mut states = self.states.borrow_mut();
-        states.retain(|(d, host, url), _| {
-            targets
-                .iter()
-                .any(|t| t.destination == *d && t.check.host == *host && t.url == *url)
+        states.retain(|(d, host, index, url), _| {
+            targets.iter().any(|t| {
+                t.destination == *d && t.check.host == *host && t.index == *index && t.url == *url
+            })
         });
     }
 
@@ -318,7 +338,19 @@ impl Checker {
         let Ok(_slot) = self.slots.acquire().await else {
             return;
         };
-        let outcome = self.prober.probe(&target.url, &target.check).await;
+        let outcome = match self.prober.probe(&target.url, &target.check).await {
+            Ok(()) => Ok(()),
+            Err(Failed::Backend(why)) => Err(why),
+            Err(Failed::Unchecked(why)) => {
+                // Says nothing about the backend: no count, no state change.
+                log_debug!(
+                    "healthcheck: {} of {} not checked: {why}",
+                    target.url,
+                    target.check.host
+                );
+                return;
+            }
+        };
         metrics::add(&self.metrics.health_checks, 1);
         if outcome.is_err() {
             metrics::add(&self.metrics.health_failures, 1);
@@ -326,6 +358,7 @@ impl Checker {
         let key = (
             target.destination,
             target.check.host.clone(),
+            target.index,
             target.url.clone(),
         );
         let write = {
@@ -334,7 +367,7 @@ impl Checker {
                 down: target.listed_dead,
                 ..State::default()
             });
-            state.record(outcome.is_ok(), &self.rules)
+            state.record(outcome.is_ok(), target.listed_dead, &self.rules)
         };
         if matches!(write, Write::MarkDown | Write::MarkUp) {
             metrics::add(&self.metrics.health_changes, 1);
@@ -368,7 +401,7 @@ impl Checker {
             Write::Nothing => return,
             Write::MarkDown => mark_checked_dead(to, &mark, ttl, true).await,
             Write::Refresh => mark_checked_dead(to, &mark, ttl, false).await,
-            Write::MarkUp => mark_alive(to, &mark).await,
+            Write::MarkUp | Write::Clear => mark_alive(to, &mark).await,
         };
         if let Err(e) = done {
             log_warn!("healthcheck: writing {}'s state failed: {e}", target.url);
@@ -423,6 +456,9 @@ fn parse_check(host: &str, fields: &Reply, default_path: &str) -> Result<Check, 
     if !is_host(host) {
         return Err(format!("{host:?} is not a host name"));
     }
+    if check.method == "HEAD" && check.body.is_some() {
+        return Err("a HEAD answer has no body to look for the body field in".into());
+    }
     Ok(check)
 }
 
@@ -457,7 +493,7 @@ mod tests {
         let mut s = State::default();
         let seen: Vec<Write> = [false, false, false, false, true, false, true, true, true]
             .into_iter()
-            .map(|passed| s.record(passed, &r))
+            .map(|passed| s.record(passed, false, &r))
             .collect();
         use Write::*;
         assert_eq!(
@@ -467,8 +503,14 @@ mod tests {
         // A pass between failures starts the count again.
         let mut s = State::default();
         for passed in [false, false, true, false, false] {
-            assert_eq!(s.record(passed, &r), Nothing);
+            assert_eq!(s.record(passed, false, &r), Nothing);
         }
+        // Up, but marked by someone else: cleared once it has passed `rise` times.
+        let mut s = State::default();
+        assert_eq!(s.record(true, true, &r), Nothing);
+        assert_eq!(s.record(true, true, &r), Clear);
+        assert_eq!(s.record(true, false, &r), Nothing);
+        assert!(!s.down);
     }
 
     #[test]
@@ -488,7 +530,7 @@ mod tests {
                 ("path", "/hc"),
                 ("status", "204"),
                 ("body", "OK"),
-                ("method", "HEAD"),
+                ("method", "OPTIONS"),
             ]),
             "/",
         )
@@ -496,13 +538,15 @@ mod tests {
         assert_eq!(c.path, "/hc");
         assert_eq!(
             (c.status, c.body.as_deref(), c.method.as_str()),
-            (Some(204), Some("OK"), "HEAD")
+            (Some(204), Some("OK"), "OPTIONS")
         );
         for bad in [
             hash(&[("path", "no-slash")]),
             hash(&[("path", "/a b")]),
             hash(&[("status", "999")]),
             hash(&[("method", "DELETE")]),
+            hash(&[("method", "HEAD"), ("body", "OK")]),
+            hash(&[("path", "/a#b")]),
             bulk("a string"),
         ] {
             assert!(parse_check("app.example", &bad, "/").is_err(), "{bad:?}");

@@ -48,31 +48,55 @@ impl Check {
 }
 
 /// How checks are made: TLS for `https://` backends, the response limits,
-/// and the time one check may take.
+/// the time one check may take, and names resolved as the shards resolve
+/// them (cached for `dns_ttl`, one lookup per name at a time, at most 8).
 pub struct Prober {
     pub connector: TlsConnector,
     pub limits: Limits,
     pub timeout: Duration,
+    pub resolver: dns::Resolver,
+}
+
+/// Why a check did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failed {
+    /// The backend failed it.
+    Backend(String),
+    /// It could not be made (the backend's name did not resolve in time,
+    /// or its URL is unusable): says nothing about the backend.
+    Unchecked(String),
 }
 
 impl Prober {
-    /// Checks `url` once, within `timeout` for everything (name,
-    /// connection, TLS, answer). `Err` says why it failed.
-    pub async fn probe(&self, url: &str, check: &Check) -> Result<(), String> {
-        match monoio::time::timeout(self.timeout, self.exchange(url, check)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err("timed out".into()),
+    /// Checks `url` once: its name within `timeout`, then everything else
+    /// (connection, TLS, answer) within `timeout` again.
+    pub async fn probe(&self, url: &str, check: &Check) -> Result<(), Failed> {
+        let backend = BackendUrl::parse(url).map_err(|e| Failed::Unchecked(e.to_string()))?;
+        let resolved = monoio::time::timeout(
+            self.timeout,
+            self.resolver.resolve(backend.host, backend.port),
+        )
+        .await;
+        let addr = match resolved {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => return Err(Failed::Unchecked(format!("resolve: {e}"))),
+            Err(_) => return Err(Failed::Unchecked("resolve: timed out".into())),
+        };
+        match monoio::time::timeout(self.timeout, self.exchange(addr, &backend, check)).await {
+            Ok(outcome) => outcome.map_err(Failed::Backend),
+            Err(_) => Err(Failed::Backend("timed out".into())),
         }
     }
 
-    async fn exchange(&self, url: &str, check: &Check) -> Result<(), String> {
+    async fn exchange(
+        &self,
+        addr: std::net::SocketAddr,
+        backend: &BackendUrl<'_>,
+        check: &Check,
+    ) -> Result<(), String> {
         let (connector, limits, timeout) = (&self.connector, &self.limits, self.timeout);
-        let backend = BackendUrl::parse(url).map_err(|e| e.to_string())?;
-        let addrs = dns::lookup(backend.host, backend.port)
-            .await
-            .map_err(|e| format!("resolve: {e}"))?;
         let tls_name = (backend.scheme == Scheme::Https).then_some(backend.host);
-        let mut stream = pool::connect(addrs[0], tls_name, connector, timeout)
+        let mut stream = pool::connect(addr, tls_name, connector, timeout)
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let (written, _) = stream.write_all(check.request()).await;

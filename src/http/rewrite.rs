@@ -56,7 +56,7 @@ fn is_dropped(name: &[u8], named: &[&[u8]]) -> bool {
 /// and some frameworks do), would still not be a framing, hop-by-hop or
 /// forwarded header: `Transfer_Encoding` never reaches a backend, even with
 /// `underscores_in_headers` on.
-fn underscore_is_safe(name: &[u8]) -> bool {
+fn underscore_is_safe(name: &[u8], extra: &[u8]) -> bool {
     let mut dashed = [0u8; 32];
     let Some(dashed) = dashed.get_mut(..name.len()) else {
         return true; // longer than any such header
@@ -64,7 +64,10 @@ fn underscore_is_safe(name: &[u8]) -> bool {
     for (d, &b) in dashed.iter_mut().zip(name) {
         *d = if b == b'_' { b'-' } else { b };
     }
-    !(is_protected(dashed) || is_hop_by_hop(dashed) || is_replaced_request_header(dashed))
+    !(is_protected(dashed)
+        || is_hop_by_hop(dashed)
+        || is_replaced_request_header(dashed)
+        || named_in(extra, dashed))
 }
 
 fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -126,7 +129,9 @@ pub fn upstream_request(
         if !how.extra.is_empty() && named_in(how.extra, name) {
             continue;
         }
-        if name.contains(&b'_') && !(how.underscores_in_headers && underscore_is_safe(name)) {
+        if name.contains(&b'_')
+            && !(how.underscores_in_headers && underscore_is_safe(name, how.extra))
+        {
             continue;
         }
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
@@ -300,6 +305,19 @@ mod tests {
         );
         assert!(out.contains("X-Request-Id: ours\r\n"), "{out}");
         assert!(!out.contains("client") && !out.contains("again"), "{out}");
+        // Nor as X_Request_Id, which CGI-style backends read as the same.
+        let out = rewrite_with(
+            "GET / HTTP/1.1\r\nHost: h\r\nX_Request_Id: forged\r\nX_Other: kept\r\n\r\n",
+            RequestRewrite {
+                extra: b"X-Request-Id: ours\r\n",
+                underscores_in_headers: true,
+                ..REWRITE
+            },
+        );
+        assert!(
+            !out.contains("forged") && out.contains("X_Other: kept"),
+            "{out}"
+        );
         let head = b"HTTP/1.1 200 OK\r\nX-Request-Id: backend\r\nContent-Length: 0\r\n\r\n";
         let resp = parse_response(head, &Limits::default(), false)
             .unwrap()

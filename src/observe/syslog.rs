@@ -86,35 +86,36 @@ impl std::fmt::Display for SyslogAddr {
     }
 }
 
-/// The facilities by name, as syslog.conf writes them.
+/// The facilities by name, as `<syslog.h>` and syslog.conf name them
+/// (`security` is syslog.conf's old name for `auth`).
 pub fn facility(name: &str) -> Option<u8> {
-    const NAMES: [&str; 24] = [
-        "kern",
-        "user",
-        "mail",
-        "daemon",
-        "auth",
-        "syslog",
-        "lpr",
-        "news",
-        "uucp",
-        "cron",
-        "authpriv",
-        "ftp",
-        "ntp",
-        "security",
-        "console",
-        "solaris-cron",
-        "local0",
-        "local1",
-        "local2",
-        "local3",
-        "local4",
-        "local5",
-        "local6",
-        "local7",
+    const NAMES: [(&str, u8); 21] = [
+        ("kern", 0),
+        ("user", 1),
+        ("mail", 2),
+        ("daemon", 3),
+        ("auth", 4),
+        ("security", 4),
+        ("syslog", 5),
+        ("lpr", 6),
+        ("news", 7),
+        ("uucp", 8),
+        ("cron", 9),
+        ("authpriv", 10),
+        ("ftp", 11),
+        ("local0", 16),
+        ("local1", 17),
+        ("local2", 18),
+        ("local3", 19),
+        ("local4", 20),
+        ("local5", 21),
+        ("local6", 22),
+        ("local7", 23),
     ];
-    NAMES.iter().position(|&n| n == name).map(|i| i as u8)
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, code)| code)
 }
 
 /// A tag RFC 5424 allows as APP-NAME.
@@ -282,6 +283,9 @@ mod tests {
         assert_eq!(facility("local0"), Some(16));
         assert_eq!(facility("daemon"), Some(3));
         assert_eq!(facility("local8"), None);
+        assert_eq!(facility("security"), Some(4));
+        assert_eq!(facility("local7"), Some(23));
+        assert_eq!(facility("solaris-cron"), None);
         assert!(valid_tag("lopache") && !valid_tag("a b") && !valid_tag(""));
     }
 

@@ -37,7 +37,9 @@ impl ClientInfo {
     /// the port it connected to at the balancer.
     pub fn relayed(&mut self, relayed: Option<crate::net::proxy_protocol::Relayed>) {
         if let Some(r) = relayed {
-            self.peer = r.source;
+            // `::ffff:192.0.2.1` (a v1 TCP6 line, a v2 IPv6 block) is the
+            // IPv4 client it names, as for a dual-stack listener's peers.
+            self.peer = SocketAddr::new(r.source.ip().to_canonical(), r.source.port());
             self.local_port = r.destination.port();
         }
     }

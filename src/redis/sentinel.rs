@@ -32,16 +32,17 @@ const ALL_FAILED_PAUSE: Duration = Duration::from_millis(500);
 /// The server lopache should talk to, as last found.
 #[derive(Default)]
 pub struct Watch {
-    addr: Mutex<Option<SocketAddr>>,
-    /// Bumped on every change of `addr`.
+    /// The address and its generation, read and written together.
+    addr: Mutex<(Option<SocketAddr>, u64)>,
+    /// The generation again, for the lock-free check before each batch.
     generation: AtomicU64,
 }
 
 impl Watch {
     /// The address and its generation, if one is known.
     pub fn current(&self) -> Option<(SocketAddr, u64)> {
-        let addr = *self.addr.lock().unwrap_or_else(|e| e.into_inner());
-        addr.map(|a| (a, self.generation.load(Ordering::Acquire)))
+        let (addr, generation) = *self.addr.lock().unwrap_or_else(|e| e.into_inner());
+        addr.map(|a| (a, generation))
     }
 
     pub fn generation(&self) -> u64 {
@@ -50,11 +51,11 @@ impl Watch {
 
     fn set(&self, addr: Option<SocketAddr>) -> bool {
         let mut current = self.addr.lock().unwrap_or_else(|e| e.into_inner());
-        if *current == addr {
+        if current.0 == addr {
             return false;
         }
-        *current = addr;
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        *current = (addr, current.1 + 1);
+        self.generation.store(current.1, Ordering::Release);
         true
     }
 
@@ -150,7 +151,12 @@ fn follow_one(
     let mut conn = Conn::open(sentinel, auth)?;
     resolve(&mut conn, set, auth, watch)?;
     let mut events = Conn::open(sentinel, auth)?;
-    events.send(&[b"SUBSCRIBE", b"+switch-master"])?;
+    match events.command(&[b"SUBSCRIBE", b"+switch-master"])? {
+        Reply::Array(_) => {}
+        other => {
+            return Err(io::Error::other(format!("SUBSCRIBE answered {other:?}")));
+        }
+    }
     let mut asked = Instant::now();
     loop {
         match events.read() {
@@ -183,9 +189,10 @@ fn is_switch_of(parts: &[Reply], master: &str) -> bool {
 }
 
 /// Asks `conn`'s sentinel where to go and publishes it on `watch`. An
-/// answer that cannot be confirmed (the master named is down, not a
-/// master) leaves no address: clients fail at once rather than write to a
-/// server that is no longer the master.
+/// answer that cannot be confirmed (no master named, or one that is down or
+/// not a master: a sentinel cut off from the others) leaves no address,
+/// so clients do not write to a server that is no longer the master, and
+/// fails, so that the next sentinel is asked.
 fn resolve(conn: &mut Conn, set: &SentinelSet, auth: &Auth, watch: &Watch) -> io::Result<()> {
     let name = set.master.as_bytes();
     let master = match conn.command(&[b"SENTINEL", b"get-master-addr-by-name", name])? {
@@ -197,14 +204,20 @@ fn resolve(conn: &mut Conn, set: &SentinelSet, auth: &Auth, watch: &Watch) -> io
         (true, _) => pick_replica(conn, name, auth).or(master),
         (false, m) => m,
     };
+    let role = if set.replica { "read server" } else { "master" };
     if watch.set(chosen) {
-        let role = if set.replica { "read server" } else { "master" };
         match chosen {
             Some(addr) => log_info!("sentinel: {} {role} is {addr}", set.master),
-            None => log_warn!("sentinel: {} has no {role} now", set.master),
+            None => log_warn!("sentinel: {} has no confirmed {role} now", set.master),
         }
     }
-    Ok(())
+    match chosen {
+        Some(_) => Ok(()),
+        None => Err(io::Error::other(format!(
+            "names no confirmed {role} of {}",
+            set.master
+        ))),
+    }
 }
 
 /// A replica the sentinel thinks healthy and that says it is one; on a
@@ -246,13 +259,18 @@ fn pick_replica(conn: &mut Conn, name: &[u8], auth: &Auth) -> Option<SocketAddr>
         .find(|&addr| role_of(addr, auth).as_deref() == Some("slave"))
 }
 
-fn address(ip: Option<&Reply>, port: Option<&Reply>) -> Option<SocketAddr> {
-    let (Some(Reply::BulkString(ip)), Some(Reply::BulkString(port))) = (ip, port) else {
+/// An address as sentinels announce it: an IP, or a host name (with
+/// `announce-hostnames yes`), resolved here, on the sentinel thread.
+fn address(host: Option<&Reply>, port: Option<&Reply>) -> Option<SocketAddr> {
+    let (Some(Reply::BulkString(host)), Some(Reply::BulkString(port))) = (host, port) else {
         return None;
     };
-    let ip = std::str::from_utf8(ip).ok()?.parse().ok()?;
-    let port = std::str::from_utf8(port).ok()?.parse().ok()?;
-    Some(SocketAddr::new(ip, port))
+    let host = std::str::from_utf8(host).ok()?;
+    let port: u16 = std::str::from_utf8(port).ok()?.parse().ok()?;
+    match host.parse() {
+        Ok(ip) => Some(SocketAddr::new(ip, port)),
+        Err(_) => (host, port).to_socket_addrs().ok()?.next(),
+    }
 }
 
 /// What `ROLE` says the server at `addr` is (`master`, `slave`), if it answers.
@@ -402,7 +420,15 @@ mod tests {
             address(Some(&bulk("10.0.0.1")), Some(&bulk("6380"))),
             Some("10.0.0.1:6380".parse().unwrap())
         );
-        assert_eq!(address(Some(&bulk("x")), Some(&bulk("1"))), None);
+        assert_eq!(
+            address(Some(&bulk("localhost")), Some(&bulk("6380"))).map(|a| a.port()),
+            Some(6380)
+        );
+        assert_eq!(
+            address(Some(&bulk("no such host.invalid")), Some(&bulk("1"))),
+            None
+        );
+        assert_eq!(address(Some(&bulk("10.0.0.1")), Some(&bulk("x"))), None);
         assert_eq!(address(Some(&Reply::Null), None), None);
     }
 }
