@@ -745,6 +745,54 @@ mod tests {
         assert_eq!(reads.recv().unwrap(), 50);
     }
 
+    /// A server that answers every command with `+<name>`.
+    fn named_server(name: &'static str) -> std::net::SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n) = conn.read(&mut chunk) {
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Ok(Some((_, used))) = decode_reply(&buf) {
+                            buf.drain(..used);
+                            let _ = conn.write_all(format!("+{name}\r\n").as_bytes());
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// A connection to a server the sentinels no longer name is dropped
+    /// before the next batch, even while that server still answers (a
+    /// demoted master keeps its clients until Sentinel kills them).
+    #[test]
+    fn a_sentinel_url_follows_the_server_the_sentinels_name() {
+        let (a, b) = (named_server("A"), named_server("B"));
+        // Sentinels that never answer: the test names the server itself.
+        let url = RedisUrl::parse("redis-sentinel://127.0.0.1:1/client-test-master").unwrap();
+        let watch = sentinel::for_url(&url).unwrap();
+        watch.set(Some(a));
+        let answers = block_on(async move {
+            let client = RedisClient::new(url, Duration::from_secs(5), Arc::default());
+            let first = client.command(&[b"PING"]).await;
+            let again = client.command(&[b"PING"]).await;
+            watch.set(Some(b));
+            let moved = client.command(&[b"PING"]).await;
+            (first, again, moved)
+        });
+        let simple = |s: &str| Ok(Reply::SimpleString(s.as_bytes().to_vec()));
+        assert_eq!(answers, (simple("A"), simple("A"), simple("B")));
+    }
+
     fn block_on<F: std::future::Future>(future: F) -> F::Output {
         monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
             .enable_timer()

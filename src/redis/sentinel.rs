@@ -49,7 +49,9 @@ impl Watch {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn set(&self, addr: Option<SocketAddr>) -> bool {
+    /// Names `addr` (crate-visible for the client's tests, which play the
+    /// sentinels' part).
+    pub(crate) fn set(&self, addr: Option<SocketAddr>) -> bool {
         let mut current = self.addr.lock().unwrap_or_else(|e| e.into_inner());
         if current.0 == addr {
             return false;
