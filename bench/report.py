@@ -14,7 +14,7 @@ results_csv, idle_csv, stamp, command, out_dir = sys.argv[1:6]
 rows = list(csv.DictReader(open(results_csv)))
 idle = {r["peer"]: float(r["kb_per_conn"]) for r in csv.DictReader(open(idle_csv))}
 # "cached" is lopache with server.route_cache_ms (bench/run.sh --route-cache).
-PEERS = [p for p in ["direct", "lopache", "cached", "nginx", "haproxy"] if any(r["peer"] == p for r in rows)]
+PEERS = [p for p in ["direct", "lopache", "cached", "nginx", "haproxy", "pingora", "monolake"] if any(r["peer"] == p for r in rows)]
 
 by = defaultdict(dict)  # (mode, conns, rep) -> peer -> row
 for r in rows:
@@ -48,7 +48,7 @@ lines = [
     "# lopache benchmark results",
     "",
     f"Measured {stamp}.",
-    f"Command: `{command}` (wrk -t1; 5-byte nginx backend with keep-alive; `lopache` looks every request up in Redis{'; `cached` is lopache with the opt-in route cache' if 'cached' in PEERS else ''}).",
+    f"Command: `{command}` (wrk -t1; 5-byte nginx backend with keep-alive; `lopache` looks every request up in Redis{'; `cached` is lopache with the opt-in route cache' if 'cached' in PEERS else ''}; nginx, HAProxy{', pingora (its quick-start load balancer) and monolake' if {'pingora', 'monolake'} & set(PEERS) else ''} route statically).",
     "",
     "| mode | conns | peer | req/s | × direct | × nginx | × haproxy | p50 ms | p99 ms | p99 × nginx | p99 × haproxy | proxy µs/req | Redis µs/req | PSS MB | errors |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -10,6 +10,7 @@
 #
 # Usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only]
 #                     [--route-cache MS] [--hosts N] [--own-sessions]
+#                     [--peers pingora,monolake]
 #        (defaults 3, 5, 2000; --idle-only measures idle-connection memory only;
 #        --route-cache adds a peer "cached": lopache with server.route_cache_ms;
 #        --hosts N spreads requests round-robin over N frontends instead of
@@ -17,10 +18,14 @@
 #        bench/results/hosts-N/ and leave latest.* alone; --own-sessions
 #        starts every server and wrk in its own session, as a service manager
 #        would, so the kernel's autogroup scheduling shares the CPU between
-#        them as between services; its results go to a sessions/ subfolder)
+#        them as between services; its results go to a sessions/ subfolder;
+#        --peers adds Rust proxies with a static route: pingora's quick-start
+#        load balancer (bench/peers/pingora, built here) and monolake
+#        (cloudwego's monoio proxy, built by bench/peers/monolake/build.sh
+#        with the nightly toolchain; skipped without one))
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0 HOSTS=1 SPAWN=""
+REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0 HOSTS=1 SPAWN="" EXTRA_PEERS=""
 while [ $# -gt 0 ]; do
   case $1 in
     --reps) REPS=$2; shift 2 ;;
@@ -31,13 +36,30 @@ while [ $# -gt 0 ]; do
     --hosts) HOSTS=$2; shift 2 ;;
     # setsid execs in place (a background job is no group leader), so $! stays the server's pid.
     --own-sessions) SPAWN="setsid"; shift ;;
-    *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only] [--route-cache MS] [--hosts N] [--own-sessions]" >&2; exit 2 ;;
+    --peers) EXTRA_PEERS=${2//,/ }; shift 2 ;;
+    *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only] [--route-cache MS] [--hosts N] [--own-sessions] [--peers pingora,monolake]" >&2; exit 2 ;;
   esac
 done
 
 source bench/common.sh
 install_missing wrk:wrk nginx:nginx-light haproxy:haproxy redis-server:redis-server gnuplot:gnuplot-nox python3:python3 taskset:util-linux
 cargo build --release --quiet
+PINGORA_BIN=bench/peers/pingora/target/release/pingora-peer
+MONOLAKE_BIN=bench/peers/monolake/install/bin/monolake
+for peer in $EXTRA_PEERS; do
+  case $peer in
+    pingora)
+      install_missing cmake:cmake  # zlib-ng, under pingora's compression
+      (cd bench/peers/pingora && cargo build --release --quiet) ;;
+    monolake)
+      if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+        bench/peers/monolake/build.sh
+      else
+        echo "== monolake needs a nightly toolchain: skipped"; EXTRA_PEERS=${EXTRA_PEERS/monolake/}
+      fi ;;
+    *) echo "unknown peer $peer (pingora, monolake)" >&2; exit 2 ;;
+  esac
+done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d /tmp/lopache-bench.XXXXXX)
@@ -49,6 +71,7 @@ mkdir -p "$OUT"
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 
 BACKEND=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port) NGINX=$(free_port) HAPROXY=$(free_port) CACHED=$(free_port)
+PINGORA=$(free_port) MONOLAKE=$(free_port) PINGORA_PID="" MONOLAKE_PID=""
 echo "== backend nginx :$BACKEND, redis :$REDIS, lopache :$LOPACHE, nginx :$NGINX, haproxy :$HAPROXY"
 
 # Backend: nginx answering 5 bytes with keep-alive.
@@ -124,14 +147,39 @@ backend b
   server s1 127.0.0.1:$BACKEND maxconn 10000
 CONF
   $SPAWN taskset -c "$cpus" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & PIDS+=($!); HAPROXY_PID=$!
+  for peer in $EXTRA_PEERS; do
+    case $peer in
+      pingora)
+        $SPAWN taskset -c "$cpus" "$PINGORA_BIN" "127.0.0.1:$PINGORA" "127.0.0.1:$BACKEND" "$n" >"$WORK/pingora.log" 2>&1 & PIDS+=($!); PINGORA_PID=$!
+        wait_port "$PINGORA" ;;
+      monolake)
+        cat > "$WORK/monolake.toml" <<CONF
+[runtime]
+worker_threads = $n
+entries = 8192
+
+[servers.bench]
+name = "bench.local"
+listener = { type = "socket", value = "127.0.0.1:$MONOLAKE" }
+
+[[servers.bench.routes]]
+path = '/'
+upstreams = [{ endpoint = { type = "uri", value = "http://127.0.0.1:$BACKEND" } }]
+CONF
+        $SPAWN taskset -c "$cpus" "$MONOLAKE_BIN" --config "$WORK/monolake.toml" >"$WORK/monolake.log" 2>&1 & PIDS+=($!); MONOLAKE_PID=$!
+        wait_port "$MONOLAKE" ;;
+    esac
+  done
   wait_port "$LOPACHE"; wait_port "$NGINX"; wait_port "$HAPROXY"
   [ -z "$CACHED_PID" ] || wait_port "$CACHED"
   sleep 0.3
 }
 
 stop_proxies() {
-  kill $LOPACHE_PID $CACHED_PID "$NGINX_PID" "$HAPROXY_PID" 2>/dev/null || true
-  wait $LOPACHE_PID $CACHED_PID "$NGINX_PID" "$HAPROXY_PID" 2>/dev/null || true
+  kill $LOPACHE_PID $CACHED_PID "$NGINX_PID" "$HAPROXY_PID" $MONOLAKE_PID 2>/dev/null || true
+  # pingora drains for a minute on SIGTERM and SIGINT alike: a bench peer need not.
+  [ -z "$PINGORA_PID" ] || kill -KILL "$PINGORA_PID" 2>/dev/null || true
+  wait $LOPACHE_PID $CACHED_PID "$NGINX_PID" "$HAPROXY_PID" $PINGORA_PID $MONOLAKE_PID 2>/dev/null || true
 }
 
 # Processes whose CPU and memory count as "the proxy".
@@ -142,9 +190,11 @@ proxy_pids() {
     cached) echo "$CACHED_PID $(children "$CACHED_PID")" ;;
     nginx) echo "$NGINX_PID $(children "$NGINX_PID")" ;;
     haproxy) echo "$HAPROXY_PID" ;;
+    pingora) echo "$PINGORA_PID" ;;
+    monolake) echo "$MONOLAKE_PID" ;;
   esac
 }
-port_of() { case $1 in direct) echo "$BACKEND" ;; lopache) echo "$LOPACHE" ;; cached) echo "$CACHED" ;; nginx) echo "$NGINX" ;; haproxy) echo "$HAPROXY" ;; esac; }
+port_of() { case $1 in direct) echo "$BACKEND" ;; lopache) echo "$LOPACHE" ;; cached) echo "$CACHED" ;; nginx) echo "$NGINX" ;; haproxy) echo "$HAPROXY" ;; pingora) echo "$PINGORA" ;; monolake) echo "$MONOLAKE" ;; esac; }
 
 run_one() { # mode conns rep peer wrk_cpus
   local mode=$1 conns=$2 rep=$3 peer=$4 wcpus=$5
@@ -171,6 +221,7 @@ run_one() { # mode conns rep peer wrk_cpus
 }
 
 PEERS=(direct lopache nginx haproxy); [ "$CACHE_MS" -gt 0 ] && PEERS+=(cached)
+for peer in $EXTRA_PEERS; do PEERS+=("$peer"); done
 MODES=(free pinned); [ "$IDLE_ONLY" = 1 ] && MODES=()
 for mode in "${MODES[@]}"; do
   if [ "$mode" = free ]; then
@@ -245,6 +296,7 @@ COMMAND="bench/run.sh --reps $REPS --seconds $SECS --idle $IDLE"
 [ "$CACHE_MS" -gt 0 ] && COMMAND="$COMMAND --route-cache $CACHE_MS"
 [ "$HOSTS" -gt 1 ] && COMMAND="$COMMAND --hosts $HOSTS"
 [ -n "$SPAWN" ] && COMMAND="$COMMAND --own-sessions"
+[ -n "${EXTRA_PEERS// /}" ] && COMMAND="$COMMAND --peers $(echo $EXTRA_PEERS | tr ' ' ',')"
 python3 bench/report.py "$RESULTS" "$IDLE_CSV" "$STAMP" "$COMMAND" "$OUT"
 cp "$RESULTS" "$OUT/latest.csv"
 gnuplot "$OUT/chart.gp"
