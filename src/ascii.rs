@@ -1,8 +1,16 @@
-//! Numbers and addresses written as ASCII straight into a byte buffer. The
-//! per-request paths (Redis commands, forwarded headers, status lines) used
-//! `core::fmt`, whose machinery costs more than the few bytes it writes.
+//! Numbers and addresses written as ASCII straight into a byte buffer (the
+//! per-request paths, Redis commands, forwarded headers, status lines, used
+//! `core::fmt`, whose machinery costs more than the few bytes it writes),
+//! and the one test of "visible ASCII" that values lopache passes on as
+//! they are (request IDs, syslog tags, paths of its own) must meet.
 
 use std::net::IpAddr;
+
+/// 1 to `max` visible ASCII characters: no space, no control byte, nothing
+/// above 0x7e, so the value can be logged or sent on without quoting.
+pub fn is_visible(bytes: &[u8], max: usize) -> bool {
+    !bytes.is_empty() && bytes.len() <= max && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+}
 
 /// Appends `n` in decimal.
 pub fn push_decimal(out: &mut Vec<u8>, n: u64) {

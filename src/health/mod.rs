@@ -25,6 +25,7 @@ use monoio_rustls::TlsConnector;
 use crate::config::routes::Destination;
 use crate::config::{Config, Healthcheck};
 use crate::observe::metrics::{self, ShardMetrics};
+use crate::redis::codec::{string_bytes, strings};
 use crate::redis::{RedisClient, Reply};
 use crate::routing::dead::{mark_alive, mark_checked_dead, DeadMark, MarkTarget};
 use crate::{log_debug, log_info, log_warn};
@@ -213,22 +214,24 @@ impl Checker {
                 ])
                 .await
                 .map_err(|e| e.to_string())?;
-            let Reply::Array(mut parts) = reply else {
+            // [next cursor, [keys]]
+            let shape = match crate::redis::codec::array_items(&reply) {
+                Some([next, found]) => string_bytes(next).zip(strings(found)),
+                _ => None,
+            };
+            let Some((next, found)) = shape else {
                 return Err(format!("SCAN answered {reply:?}"));
             };
-            let (Some(Reply::Array(found)), Some(Reply::BulkString(next))) =
-                (parts.pop(), parts.pop())
-            else {
-                return Err("SCAN answered an unexpected shape".into());
-            };
-            keys.extend(found.into_iter().filter_map(|k| match k {
-                Reply::BulkString(k) => String::from_utf8(k).ok(),
-                _ => None,
-            }));
+            // Keys that are not UTF-8 name no host lopache could be asked for.
+            keys.extend(
+                found
+                    .into_iter()
+                    .filter_map(|k| String::from_utf8(k.to_vec()).ok()),
+            );
             if next == b"0" || keys.len() >= MAX_FRONTENDS {
                 break;
             }
-            cursor = next;
+            cursor = next.to_vec();
         }
         for key in keys {
             let host = &key[pattern.len() - 1..];
@@ -271,24 +274,15 @@ impl Checker {
                 return Ok(None);
             }
         };
-        let strings = |r: Reply| -> Vec<String> {
-            match r {
-                Reply::Array(items) => items
-                    .into_iter()
-                    .filter_map(|i| match i {
-                        Reply::BulkString(b) => String::from_utf8(b).ok(),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            }
-        };
-        let backends: Vec<String> = strings(list)
+        // Lossy, not filtered: a backend's index is its place in the list.
+        let backends: Vec<String> = strings(&list)
+            .unwrap_or_default()
             .into_iter()
             .skip(1)
             .take(MAX_BACKENDS)
+            .map(|url| String::from_utf8_lossy(url).into_owned())
             .collect();
-        let dead = strings(dead);
+        let dead = crate::routing::lookup::dead_indexes(&dead).unwrap_or_default();
         let count = backends.len();
         Ok(Some(
             backends
@@ -297,7 +291,7 @@ impl Checker {
                 .map(|(index, url)| Target {
                     destination: d,
                     check: check.clone(),
-                    listed_dead: dead.iter().any(|i| *i == index.to_string()),
+                    listed_dead: dead.contains(&index),
                     url,
                     index,
                     count,

@@ -72,16 +72,10 @@ impl Prober {
     /// (connection, TLS, answer) within `timeout` again.
     pub async fn probe(&self, url: &str, check: &Check) -> Result<(), Failed> {
         let backend = BackendUrl::parse(url).map_err(|e| Failed::Unchecked(e.to_string()))?;
-        let resolved = monoio::time::timeout(
-            self.timeout,
-            self.resolver.resolve(backend.host, backend.port),
-        )
-        .await;
-        let addr = match resolved {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(e)) => return Err(Failed::Unchecked(format!("resolve: {e}"))),
-            Err(_) => return Err(Failed::Unchecked("resolve: timed out".into())),
-        };
+        let addr = (self.resolver)
+            .resolve_within(backend.host, backend.port, self.timeout)
+            .await
+            .map_err(|e| Failed::Unchecked(format!("resolve: {e}")))?;
         match monoio::time::timeout(self.timeout, self.exchange(addr, &backend, check)).await {
             Ok(outcome) => outcome.map_err(Failed::Backend),
             Err(_) => Err(Failed::Backend("timed out".into())),

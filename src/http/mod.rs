@@ -133,9 +133,5 @@ impl HeaderSpan {
 /// A path lopache may send as a request target of its own (a health
 /// check's): origin-form, visible ASCII without a fragment, at most 1 KiB.
 pub fn is_origin_path(path: &str) -> bool {
-    path.starts_with('/')
-        && path.len() <= 1024
-        && path
-            .bytes()
-            .all(|b| (0x21..=0x7e).contains(&b) && b != b'#')
+    path.starts_with('/') && crate::ascii::is_visible(path.as_bytes(), 1024) && !path.contains('#')
 }

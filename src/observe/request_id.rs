@@ -16,7 +16,7 @@ const POOL_BYTES: usize = 4096;
 /// A value worth keeping: 1 to [`MAX_LEN`] visible ASCII characters (no
 /// space, no control byte), so it can be logged and passed on unquoted.
 pub fn is_valid(value: &[u8]) -> bool {
-    !value.is_empty() && value.len() <= MAX_LEN && value.iter().all(|b| (0x21..=0x7e).contains(b))
+    crate::ascii::is_visible(value, MAX_LEN)
 }
 
 /// One shard's source of generated IDs.

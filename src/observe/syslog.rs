@@ -120,7 +120,7 @@ pub fn facility(name: &str) -> Option<u8> {
 
 /// A tag RFC 5424 allows as APP-NAME.
 pub fn valid_tag(tag: &str) -> bool {
-    !tag.is_empty() && tag.len() <= 48 && tag.bytes().all(|b| (0x21..=0x7e).contains(&b))
+    crate::ascii::is_visible(tag.as_bytes(), 48)
 }
 
 enum Socket {

@@ -153,23 +153,17 @@ async fn open_upstream(shard: &Shard, target: &Target<'_>) -> Result<Upstream, F
     // A name that does not resolve says nothing about the backend's health
     // (the resolver, or lopache's own descriptors, may be what failed): no
     // dead mark, no retry, and no longer than `connect_timeout`.
-    let resolved = monoio::time::timeout(
-        cfg.connect_timeout,
-        shard.dns.resolve(backend.host, backend.port),
-    )
-    .await;
+    let resolved = (shard.dns)
+        .resolve_within(backend.host, backend.port, cfg.connect_timeout)
+        .await;
     let addr = match resolved {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) if crate::net::is_local_shortage(&e) => {
+        Ok(a) => a,
+        Err(e) if crate::net::is_local_shortage(&e) => {
             shard.note_local_shortage(&backend.host, &e);
             return Err(Failure::NotTheBackend(ProxyError::LocalResources));
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             log_debug!("resolving {} failed: {e}", backend.host);
-            return Err(Failure::NotTheBackend(ProxyError::DnsFailed));
-        }
-        Err(_) => {
-            log_debug!("resolving {} timed out", backend.host);
             return Err(Failure::NotTheBackend(ProxyError::DnsFailed));
         }
     };

@@ -69,13 +69,17 @@ pub(super) struct RequestId {
 impl RequestId {
     /// The client's `value` if one valid value came (one field of the
     /// header, see [`request_id::is_valid`]), else a fresh one from `ids`.
-    pub fn new(name: &str, sent: &[&[u8]], ids: &request_id::RandomIds) -> RequestId {
+    pub fn new<'a>(
+        name: &str,
+        mut sent: impl Iterator<Item = &'a [u8]>,
+        ids: &request_id::RandomIds,
+    ) -> RequestId {
         let mut line = Vec::with_capacity(name.len() + 2 + 32 + 2);
         line.extend_from_slice(name.as_bytes());
         line.extend_from_slice(b": ");
         let value_at = line.len();
-        match sent {
-            [value] if request_id::is_valid(value) => line.extend_from_slice(value),
+        match (sent.next(), sent.next()) {
+            (Some(value), None) if request_id::is_valid(value) => line.extend_from_slice(value),
             _ => ids.push_new(&mut line),
         }
         line.extend_from_slice(b"\r\n");
@@ -190,7 +194,7 @@ mod tests {
     #[test]
     fn a_request_id_is_kept_only_when_one_valid_value_came() {
         let ids = request_id::RandomIds::default();
-        let id = RequestId::new("X-Request-Id", &[b"abc-1"], &ids);
+        let id = RequestId::new("X-Request-Id", [&b"abc-1"[..]].into_iter(), &ids);
         assert_eq!(id.line(), b"X-Request-Id: abc-1\r\n");
         assert_eq!(id.value(), b"abc-1");
         for sent in [
@@ -199,7 +203,7 @@ mod tests {
             &[&b"one"[..], &b"two"[..]],
             &[&[b'x'; 129][..]],
         ] {
-            let id = RequestId::new("X-Request-Id", sent, &ids);
+            let id = RequestId::new("X-Request-Id", sent.iter().copied(), &ids);
             assert_eq!(id.value().len(), 32, "{sent:?}");
             assert!(id.value().iter().all(u8::is_ascii_hexdigit));
         }

@@ -113,13 +113,12 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
     let mut exchange = Exchange::new(&head, Instant::now(), shard.config.debug_headers);
     if let Some(name) = &shard.config.request_id_header {
         let head_bytes = client.head_bytes();
-        let sent: Vec<&[u8]> = head
+        let sent = head
             .headers
             .iter()
             .filter(|h| h.name(head_bytes).eq_ignore_ascii_case(name.as_bytes()))
-            .map(|h| h.value(head_bytes))
-            .collect();
-        exchange.request_id = Some(RequestId::new(name, &sent, &shard.request_ids));
+            .map(|h| h.value(head_bytes));
+        exchange.request_id = Some(RequestId::new(name, sent, &shard.request_ids));
     }
     let host = match head.host(client.head_bytes()) {
         None => Err(ProxyError::MissingHost),

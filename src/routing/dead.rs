@@ -162,17 +162,50 @@ pub async fn mark_checked_dead(
 
 /// Takes a backend's index out of its dead set (a health check passed).
 pub async fn mark_alive(to: MarkTarget<'_>, mark: &DeadMark) -> Result<i64, String> {
+    eval(to, ALIVE_SCRIPT, mark, &[]).await
+}
+
+async fn run_mark(
+    to: MarkTarget<'_>,
+    mark: &DeadMark,
+    ttl: Duration,
+    checker_running: bool,
+    announce: bool,
+) -> Result<i64, String> {
+    let ttl_secs = ttl.as_secs().max(1).to_string();
+    let checker = if checker_running { "1" } else { "0" };
+    let count = mark.count.to_string();
+    let announce = if announce { "1" } else { "0" };
+    let more: [&[u8]; 5] = [
+        ttl_secs.as_bytes(),
+        mark.host.as_bytes(),
+        checker.as_bytes(),
+        count.as_bytes(),
+        announce.as_bytes(),
+    ];
+    eval(to, MARK_SCRIPT, mark, &more).await
+}
+
+/// Runs one of the scripts above: KEYS the list and the dead set, ARGV the
+/// URL, the index, then `more`.
+async fn eval(
+    to: MarkTarget<'_>,
+    script: &str,
+    mark: &DeadMark,
+    more: &[&[u8]],
+) -> Result<i64, String> {
     let dead_key = format!("{}dead:{}", to.prefix, mark.host);
     let index = mark.index.to_string();
-    let args: [&[u8]; 7] = [
+    let mut args: Vec<&[u8]> = vec![
         b"EVAL",
-        ALIVE_SCRIPT.as_bytes(),
+        script.as_bytes(),
         b"2",
         mark.list_key.as_bytes(),
         dead_key.as_bytes(),
         mark.url.as_bytes(),
         index.as_bytes(),
     ];
+    args.extend_from_slice(more);
     integer_reply(to.write.command(&args).await)
 }
 
@@ -183,36 +216,6 @@ fn integer_reply(reply: Result<Reply, crate::redis::RedisError>) -> Result<i64, 
         Ok(other) => Err(format!("unexpected {other:?}")),
         Err(e) => Err(e.to_string()),
     }
-}
-
-async fn run_mark(
-    to: MarkTarget<'_>,
-    mark: &DeadMark,
-    ttl: Duration,
-    checker_running: bool,
-    announce: bool,
-) -> Result<i64, String> {
-    let dead_key = format!("{}dead:{}", to.prefix, mark.host);
-    let index = mark.index.to_string();
-    let ttl_secs = ttl.as_secs().max(1).to_string();
-    let checker = if checker_running { "1" } else { "0" };
-    let count = mark.count.to_string();
-    let announce = if announce { "1" } else { "0" };
-    let args: [&[u8]; 12] = [
-        b"EVAL",
-        MARK_SCRIPT.as_bytes(),
-        b"2",
-        mark.list_key.as_bytes(),
-        dead_key.as_bytes(),
-        mark.url.as_bytes(),
-        index.as_bytes(),
-        ttl_secs.as_bytes(),
-        mark.host.as_bytes(),
-        checker.as_bytes(),
-        count.as_bytes(),
-        announce.as_bytes(),
-    ];
-    integer_reply(to.write.command(&args).await)
 }
 
 /// Sends the mark to the write connection. Runs as its own task so the

@@ -113,6 +113,17 @@ pub fn encode_lookup(
 }
 
 /// Interprets the replies: `Ok(None)` when no candidate has a list.
+/// The backend indexes of a `SMEMBERS dead:<host>` reply (members that are
+/// not numbers are skipped); `None` if it is not a set of strings.
+pub fn dead_indexes(reply: &Reply) -> Option<Vec<usize>> {
+    Some(
+        strings(reply)?
+            .into_iter()
+            .filter_map(|m| std::str::from_utf8(m).ok()?.trim().parse().ok())
+            .collect(),
+    )
+}
+
 pub fn decode_lookup(
     replies: &SharedReplies,
     candidates: &Candidates,
@@ -129,11 +140,8 @@ pub fn decode_lookup(
     if let Reply::Error(e) = dead_reply {
         return Err(LookupError::BadReply(e.clone()));
     }
-    let dead = strings(dead_reply)
-        .ok_or_else(|| LookupError::BadReply("dead set is not a set".into()))?
-        .into_iter()
-        .filter_map(|m| std::str::from_utf8(m).ok()?.trim().parse().ok())
-        .collect();
+    let dead = dead_indexes(dead_reply)
+        .ok_or_else(|| LookupError::BadReply("dead set is not a set".into()))?;
     for (i, reply) in lists.iter().enumerate() {
         if is_too_large(reply) {
             return Err(LookupError::TooLarge(format!(

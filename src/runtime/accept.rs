@@ -10,7 +10,7 @@ use local_sync::semaphore::{OwnedSemaphorePermit, Semaphore};
 use monoio::io::Canceller;
 use monoio::net::{TcpListener, TcpStream};
 
-use crate::net::proxy_protocol::{self, Relayed};
+use crate::net::proxy_protocol;
 use crate::observe::metrics;
 use crate::proxy::session::{serve_client, ClientInfo, ClientProto};
 use crate::shard::Shard;
@@ -113,45 +113,39 @@ async fn serve_connection(
     how: Arrival,
     permit: OwnedSemaphorePermit,
 ) {
-    if how.proxy_protocol && shard.config.proxy_protocol.expected_from(info.peer.ip()) {
-        // Boxed: the header's read is rare and must not grow every task.
-        match Box::pin(proxy_header(&shard, &stream)).await {
-            Some(relayed) => info.relayed(relayed),
-            None => {
-                metrics::sub(&shard.metrics.connections, 1);
-                return;
-            }
+    let header_expected =
+        how.proxy_protocol && shard.config.proxy_protocol.expected_from(info.peer.ip());
+    // Boxed: the header's read is rare and must not grow every task.
+    let admitted = !header_expected || Box::pin(proxy_header(&shard, &stream, &mut info)).await;
+    if admitted {
+        match how.tls {
+            None => serve_client(shard.clone(), stream, info).await,
+            // Boxed: the handshake's state is several KiB, and inline it would
+            // make every plain connection's task (what an idle keep-alive
+            // connection costs) as large as a TLS one's.
+            Some(tls) => Box::pin(serve_tls(&shard, stream, &tls, info)).await,
         }
-    }
-    match how.tls {
-        None => serve_client(shard.clone(), stream, info).await,
-        // Boxed: the handshake's state is several KiB, and inline it would
-        // make every plain connection's task (what an idle keep-alive
-        // connection costs) as large as a TLS one's.
-        Some(tls) => Box::pin(serve_tls(&shard, stream, &tls, info)).await,
     }
     metrics::sub(&shard.metrics.connections, 1);
     drop(permit);
 }
 
-/// Reads the connection's PROXY header within `client_header_timeout`:
-/// `Some` with the addresses it carries (`None` inside for UNKNOWN and
-/// LOCAL), or `None` when the connection must be closed.
-async fn proxy_header(shard: &Shard, stream: &TcpStream) -> Option<Option<Relayed>> {
+/// Reads the connection's PROXY header within `client_header_timeout` and
+/// makes the client it names (if any: not for UNKNOWN and LOCAL) the
+/// connection's. False: no valid header in time; the connection is closed.
+async fn proxy_header(shard: &Shard, stream: &TcpStream, info: &mut ClientInfo) -> bool {
     let read = proxy_protocol::read(stream);
     let failure = match monoio::time::timeout(shard.config.client_header_timeout, read).await {
-        Ok(Ok(relayed)) => return Some(relayed),
+        Ok(Ok(relayed)) => {
+            info.relayed(relayed);
+            return true;
+        }
         Ok(Err(e)) => e.to_string(),
         Err(_) => "timed out".to_string(),
     };
     metrics::add(&shard.metrics.proxy_protocol_refused, 1);
-    log_debug!(
-        "PROXY header from {}: {failure}",
-        stream
-            .peer_addr()
-            .map_or_else(|_| "?".into(), |a| a.to_string())
-    );
-    None
+    log_debug!("PROXY header from {}: {failure}", info.peer);
+    false
 }
 
 /// Completes the TLS handshake and serves the connection. A failed or slow

@@ -188,6 +188,25 @@ impl Resolver {
             .map_err(|(kind, text)| io::Error::new(kind, text))
     }
 
+    /// [`resolve`](Self::resolve), given up after `limit` (a `TimedOut`
+    /// error): a request waits no longer than its `connect_timeout`, a
+    /// health check no longer than its own.
+    pub async fn resolve_within(
+        &self,
+        host: &str,
+        port: u16,
+        limit: Duration,
+    ) -> io::Result<SocketAddr> {
+        monoio::time::timeout(limit, self.resolve(host, port))
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{host}: timed out"),
+                ))
+            })
+    }
+
     /// Forgets expired names (run by the shard once a second, so names of
     /// backends long gone do not stay); returns how many are kept.
     pub fn sweep(&self) -> usize {
