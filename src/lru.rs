@@ -37,6 +37,11 @@ impl<K: Clone + Eq + Hash, V> Lru<K, V> {
         self.entries.is_empty()
     }
 
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.uses.clear();
+    }
+
     /// The entry for `key`, now the most recently used.
     pub fn get<Q>(&mut self, key: &Q) -> Option<&V>
     where

@@ -141,7 +141,7 @@ fn metrics_count_the_traffic_and_healthz_answers() {
         sum(&text, "lopache_retries_total", "shard="),
         sum(&text, "lopache_dead_marks_total", "shard=")
     );
-    assert_eq!(check_exposition(&text), 25, "{text}");
+    assert_eq!(check_exposition(&text), 30, "{text}");
     // Every answered request had its backend timed; lookups went to Redis.
     assert_eq!(sum(&text, "lopache_backend_seconds_count", "shard="), 10);
     assert!(sum(&text, "lopache_redis_roundtrip_seconds_count", "shard=") >= 1);

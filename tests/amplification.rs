@@ -217,7 +217,10 @@ fn an_unusable_backend_url_is_neither_retried_nor_logged_in_full() {
     let redis = Redis::start();
     let long = format!("http://[{}", "x".repeat(10_000));
     redis.frontend("", "app.example", "app", &[long]);
-    let proxy = Lopache::start(&redis.url(), "workers = 1\ndebug_headers = true");
+    let proxy = Lopache::start(
+        &redis.url(),
+        "workers = 1\ndebug_headers = true\nroute_cache = \"off\"",
+    );
     redis.cmd(&["CONFIG", "RESETSTAT"]);
     for _ in 0..20 {
         let r = request(

@@ -16,9 +16,10 @@ fn two_keyspaces(redis: &Redis) -> (Backend, Backend) {
     (old, new)
 }
 
+/// Without the route cache: these tests count what each request costs Redis.
 fn proxy_with_routes(redis: &Redis, routes: &str) -> Lopache {
     let cfg = format!(
-        "driver = {:?}\n[server]\nworkers = 2\n[http]\nport = 0\nbind = [\"127.0.0.1\"]\n{routes}",
+        "driver = {:?}\n[server]\nworkers = 2\nroute_cache = \"off\"\n[http]\nport = 0\nbind = [\"127.0.0.1\"]\n{routes}",
         redis.url()
     );
     Lopache::start_config(&cfg, &[])

@@ -1,7 +1,7 @@
-//! The opt-in route cache (`server.route_cache_ms`): a host's lookup is
+//! The TTL route cache (`server.route_cache_ms`): a host's lookup is
 //! reused (Redis sees one lookup per shard), a `dead` announcement from any
-//! proxy forgets it, retries still work; off by default, where every request
-//! reads Redis.
+//! proxy forgets it, retries still work; with `route_cache = "off"` every
+//! request reads Redis. (The default, tracking: tests/route_tracking.rs.)
 
 mod harness;
 
@@ -9,13 +9,7 @@ use harness::{get, wait_for, Backend, Lopache, Redis};
 
 /// Subscribers on the `dead` channel.
 fn dead_subscribers(redis: &Redis) -> i64 {
-    match redis.cmd(&["PUBSUB", "NUMSUB", "dead"]) {
-        lopache::redis::Reply::Array(parts) => match parts.get(1) {
-            Some(lopache::redis::Reply::Integer(n)) => *n,
-            _ => 0,
-        },
-        _ => 0,
-    }
+    redis.subscribers("dead")
 }
 
 #[test]
@@ -75,11 +69,11 @@ fn unknown_hosts_are_cached_too_and_retries_still_work() {
 }
 
 #[test]
-fn off_by_default_every_request_reads_redis() {
+fn off_every_request_reads_redis() {
     let redis = Redis::start();
     let (a, b) = (Backend::named("a"), Backend::named("b"));
     redis.frontend("", "app.example", "app", &[a.url()]);
-    let proxy = Lopache::start(&redis.url(), "");
+    let proxy = Lopache::start(&redis.url(), "route_cache = \"off\"");
     redis.cmd(&["CONFIG", "RESETSTAT"]);
     for _ in 0..5 {
         assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");

@@ -259,7 +259,8 @@ fn a_sentinel_url_as_the_only_driver_and_replica_reads() {
         sentinel_url(&sentinels, "?role=replica"),
         sentinel_url(&sentinels, "")
     );
-    let proxy = Lopache::start_config(&harness::proxy::config(&driver, ""), &[]);
+    let server = "route_cache = \"off\"";
+    let proxy = Lopache::start_config(&harness::proxy::config(&driver, server), &[]);
     for _ in 0..5 {
         assert_eq!(get(proxy.addr, "app.example", "/").text(), "good");
     }

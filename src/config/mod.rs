@@ -16,6 +16,17 @@ use crate::net::sockets::{Kind, SocketKey};
 use crate::redis::url::RedisUrl;
 pub use raw::RawConfig;
 
+/// `server.route_cache` (README, "Route cache"; `routing::cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Every request asks Redis (Hipache).
+    Off,
+    /// A lookup is reused this long (`route_cache_ms`).
+    Ttl(Duration),
+    /// A lookup is reused until Redis reports a change to a key it read.
+    Tracking,
+}
+
 /// A config problem, always naming the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -176,8 +187,8 @@ pub struct Config {
     pub limits: Limits,
     /// `user`/`group` resolved to ids: the worker drops to them after binding.
     pub run_as: Option<crate::privileges::RunAs>,
-    /// `server.route_cache_ms`; `None` = every request asks Redis.
-    pub route_cache: Option<Duration>,
+    /// `server.route_cache` (and `route_cache_ms`).
+    pub route_cache: CacheMode,
     /// `server.memory_limit_mb` in bytes; `None` = no memory guard.
     pub memory_limit: Option<u64>,
     /// Keys of the drop-in JSON config that are not implemented, one warning each.

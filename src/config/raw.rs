@@ -81,7 +81,11 @@ pub struct RawServer {
     pub drain_timeout: u64,
     /// Worker RSS in MiB above which a fresh worker takes over; 0 = off.
     pub memory_limit_mb: u64,
-    /// Milliseconds a shard reuses a host's lookup; 0 = ask Redis every time.
+    /// How a shard reuses lookups: "tracking" (kept until Redis reports a
+    /// change), "ttl" (kept `route_cache_ms`), or "off" (Redis every time).
+    pub route_cache: String,
+    /// Milliseconds a shard reuses a host's lookup in the "ttl" mode; a
+    /// value above 0 selects that mode.
     pub route_cache_ms: u64,
     /// Honour a client's `X-Debug` header with `x-debug-*` response headers
     /// (backend URLs and timings). Hipache/Lopache JSON configs turn it on.
@@ -138,6 +142,7 @@ impl Default for RawServer {
             backend_ca: String::new(),
             drain_timeout: 30,
             memory_limit_mb: 0,
+            route_cache: "tracking".into(),
             route_cache_ms: 0,
             debug_headers: false,
             underscores_in_headers: false,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::raw::{BindSpec, RawCondition, RawConfig, RawServer};
 use super::routes::RouteTable;
 use super::HttpsListener;
-use super::{Config, ConfigError, Driver, ProxyProtocol};
+use super::{CacheMode, Config, ConfigError, Driver, ProxyProtocol};
 use crate::files::Files;
 use crate::http::error_page::ErrorPages;
 use crate::http::{Limits, HARD_MAX_HEADERS, HARD_MAX_RESPONSE_HEADERS};
@@ -120,7 +120,7 @@ pub(super) fn validate(
         backend_tls,
         limits,
         run_as,
-        route_cache: (s.route_cache_ms > 0).then(|| Duration::from_millis(s.route_cache_ms)),
+        route_cache: route_cache_mode(s)?,
         memory_limit: (s.memory_limit_mb > 0).then(|| s.memory_limit_mb.saturating_mul(1 << 20)),
         warnings: memory_limit_warning(s.memory_limit_mb)
             .into_iter()
@@ -435,6 +435,29 @@ fn healthcheck(
 
 /// `server.access_log`: syslog (with its facility and tag), or a path,
 /// `stdout` or `none`.
+/// `server.route_cache`, with `route_cache_ms` above 0 selecting the TTL
+/// mode (as it did before there were modes).
+fn route_cache_mode(s: &RawServer) -> Result<CacheMode, ConfigError> {
+    let ttl = Duration::from_millis(s.route_cache_ms);
+    match (s.route_cache.as_str(), s.route_cache_ms) {
+        ("tracking" | "ttl", 1..) => Ok(CacheMode::Ttl(ttl)),
+        ("tracking", 0) => Ok(CacheMode::Tracking),
+        ("off", 0) => Ok(CacheMode::Off),
+        ("ttl", 0) => Err(ConfigError::new(
+            "server.route_cache_ms",
+            "the \"ttl\" route cache needs a time above 0",
+        )),
+        ("off", _) => Err(ConfigError::new(
+            "server.route_cache_ms",
+            "is the \"ttl\" route cache's time, but server.route_cache is \"off\"",
+        )),
+        (other, _) => Err(ConfigError::new(
+            "server.route_cache",
+            format!("{other:?}: expected \"tracking\", \"ttl\" or \"off\""),
+        )),
+    }
+}
+
 fn access_log_target(s: &RawServer) -> Result<AccessLogTarget, ConfigError> {
     use crate::observe::syslog::{self, SyslogAddr, SyslogTarget};
     let Some(addr) = SyslogAddr::parse(&s.access_log) else {
@@ -723,6 +746,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.request_id_header.as_deref(), Some("X-Request-Id"));
+    }
+
+    #[test]
+    fn route_cache_modes() {
+        use crate::config::CacheMode;
+        use std::time::Duration;
+        let mode = |lines: &str| {
+            from_toml(&format!("[server]\n{lines}"), Path::new("."))
+                .map(|c| c.route_cache)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(mode(""), Ok(CacheMode::Tracking));
+        assert_eq!(mode("route_cache = \"off\""), Ok(CacheMode::Off));
+        let ttl = Ok(CacheMode::Ttl(Duration::from_millis(500)));
+        assert_eq!(mode("route_cache_ms = 500"), ttl);
+        assert_eq!(mode("route_cache = \"ttl\"\nroute_cache_ms = 500"), ttl);
+        for (lines, key) in [
+            ("route_cache = \"ttl\"", "server.route_cache_ms: "),
+            (
+                "route_cache = \"off\"\nroute_cache_ms = 5",
+                "server.route_cache_ms: ",
+            ),
+            ("route_cache = \"lru\"", "server.route_cache: "),
+        ] {
+            let e = mode(lines).unwrap_err();
+            assert!(e.starts_with(key), "{lines}: {e}");
+        }
     }
 
     #[test]

@@ -65,6 +65,15 @@ pub struct ShardMetrics {
     pub redis_errors: AtomicU64,
     /// Reads that joined identical commands already queued for Redis.
     pub redis_shared: AtomicU64,
+    /// Route cache: requests served a cached lookup, and first lookups
+    /// that went to Redis while the cache was on.
+    pub route_cache_hits: AtomicU64,
+    pub route_cache_misses: AtomicU64,
+    /// Tracking: keys Redis reported changed, reports that cleared
+    /// everything from a server, and tracking sessions re-established.
+    pub route_cache_invalidations: AtomicU64,
+    pub route_cache_flushes: AtomicU64,
+    pub route_cache_reconnects: AtomicU64,
     pub tls_handshakes: AtomicU64,
     pub tls_failures: AtomicU64,
     /// Connections on a `proxy_protocol` listener closed for a missing,
@@ -185,6 +194,36 @@ const SERIES: &[Series] = &[
         kind: "counter",
         help: "Route lookups answered by an identical lookup already queued for the same pipeline write.",
         value: |m| &m.redis_shared,
+    },
+    Series {
+        name: "lopache_route_cache_hits_total",
+        kind: "counter",
+        help: "Requests served a cached route lookup.",
+        value: |m| &m.route_cache_hits,
+    },
+    Series {
+        name: "lopache_route_cache_misses_total",
+        kind: "counter",
+        help: "Requests whose route was looked up in Redis while the route cache was on.",
+        value: |m| &m.route_cache_misses,
+    },
+    Series {
+        name: "lopache_route_cache_invalidations_total",
+        kind: "counter",
+        help: "Route keys Redis reported changed (client tracking).",
+        value: |m| &m.route_cache_invalidations,
+    },
+    Series {
+        name: "lopache_route_cache_flushes_total",
+        kind: "counter",
+        help: "Times the route cache of a Redis server was emptied: a flush reported by Redis, or tracking lost.",
+        value: |m| &m.route_cache_flushes,
+    },
+    Series {
+        name: "lopache_route_cache_tracking_reconnects_total",
+        kind: "counter",
+        help: "Client tracking sessions re-established after one was lost.",
+        value: |m| &m.route_cache_reconnects,
     },
     Series {
         name: "lopache_tls_handshakes_total",

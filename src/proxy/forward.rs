@@ -28,6 +28,9 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
     facts: RequestFacts,
 ) -> Next {
     let cfg = &shard.config;
+    // Before anything is queued for Redis: a lookup the route's conditions
+    // prefetch is kept only if no change was reported meanwhile.
+    let first_ticket = shard.route_cache.ticket();
     let (destination, mut prefetched) = match choose_destination(
         &cfg.routing,
         &shard.redis,
@@ -49,22 +52,31 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         // except the first when the route's conditions already fetched it.
         // With the route cache on, the first attempt may reuse a recent
         // lookup; a retry always reads Redis (and refreshes the cache).
+        let cache = &shard.route_cache;
         let cached = match failures {
-            0 => shard.route_cache.get(slot, &host),
+            0 => cache.get(slot, &host),
             _ => None,
         };
+        if failures == 0 && cache.enabled() {
+            let counter = match cached {
+                Some(_) => &shard.metrics.route_cache_hits,
+                None => &shard.metrics.route_cache_misses,
+            };
+            metrics::add(counter, 1);
+        }
         let looked_up = match (prefetched.take(), cached) {
             (Some(found), _) => {
-                shard.route_cache.put(slot, &host, &found);
+                cache.put(slot, &host, &found, first_ticket);
                 Ok(found)
             }
             (None, Some(found)) => Ok(found),
             (None, None) => {
+                let ticket = cache.ticket();
                 let read = &shard.redis[destination.read];
                 let found = find_frontend(read, &destination.prefix, &host).await;
                 let found = found.map(Lookup::from);
                 if let Ok(f) = &found {
-                    shard.route_cache.put(slot, &host, f);
+                    cache.put(slot, &host, f, ticket);
                 }
                 found
             }

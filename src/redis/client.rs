@@ -290,6 +290,15 @@ impl Conn {
         res.map(|_| ())
     }
 
+    /// Resolves once the socket has bytes to read (or was closed). Unlike a
+    /// read, it may be abandoned (by a timeout) without losing any byte.
+    async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.readable(false).await,
+            Conn::Unix(s) => s.readable(false).await,
+        }
+    }
+
     async fn read(
         &mut self,
         buf: SliceMut<BytesMut>,
@@ -389,8 +398,22 @@ impl Session {
         Ok(replies)
     }
 
+    /// Whether a reply starts arriving within `wait`: bytes are buffered
+    /// or the socket becomes readable. Safe to time out, unlike
+    /// [`read_replies`](Self::read_replies), which drops the connection's
+    /// state when abandoned.
+    pub(super) async fn arrives_within(&self, wait: Duration) -> Result<bool, ConnError> {
+        if !self.buf.is_empty() {
+            return Ok(true);
+        }
+        match monoio::time::timeout(wait, self.conn.readable()).await {
+            Ok(ready) => ready.map(|()| true).map_err(ConnError::Io),
+            Err(_) => Ok(false),
+        }
+    }
+
     /// The sentinels have named another server since this connected.
-    fn moved(&self) -> bool {
+    pub(super) fn moved(&self) -> bool {
         self.sentinel
             .as_ref()
             .is_some_and(|(watch, generation)| watch.generation() != *generation)

@@ -13,7 +13,7 @@ use monoio::net::TcpListener;
 
 use super::accept::{self, accept_loop};
 use super::signals::Stop;
-use crate::config::{Config, HttpsListener};
+use crate::config::{CacheMode, Config, HttpsListener};
 use crate::observe::access_log::{self, AccessLog};
 use crate::observe::log;
 use crate::observe::metrics::{self, ShardMetrics};
@@ -69,24 +69,108 @@ async fn housekeeping(shard: Rc<Shard>) {
     }
 }
 
-/// With the route cache on: subscribe to the `dead` channel on every Redis
-/// routes are read from, and forget cached lookups whenever a proxy
-/// announces a dead backend (or the subscription was down and may have
-/// missed one).
-fn listen_for_dead_marks(shard: &Rc<Shard>) {
+/// The distinct Redis servers routes are read from.
+fn read_servers(shard: &Shard) -> Vec<usize> {
     let table = &shard.config.routing;
     let mut servers: Vec<usize> = std::iter::once(table.default.read)
         .chain(table.routes.iter().map(|r| r.destination.read))
         .collect();
     servers.sort_unstable();
     servers.dedup();
-    for server in servers {
+    servers
+}
+
+/// With the route cache on: subscribe to the `dead` channel on every Redis
+/// routes are read from, and forget a host's cached lookup whenever a proxy
+/// announces one of its backends dead (everything when the message names
+/// no host, or the subscription was down and may have missed one).
+fn listen_for_dead_marks(shard: &Rc<Shard>) {
+    use crate::redis::subscriber::Event;
+    for server in read_servers(shard) {
+        let url = shard.config.routing.servers[server].clone();
+        let shard = shard.clone();
+        let timeout = shard.config.redis_timeout;
+        monoio::spawn(async move {
+            crate::redis::subscriber::subscribe(url, b"dead", timeout, |event| {
+                // Hipache's message: `<host>;<backend url>;<index>;<count>`.
+                let host = match &event {
+                    Event::Message(m) => {
+                        m.split(|&b| b == b';').next().filter(|_| m.contains(&b';'))
+                    }
+                    _ => None,
+                };
+                match host.and_then(|h| std::str::from_utf8(h).ok()) {
+                    Some(host) => shard.route_cache.forget(host),
+                    None => shard.route_cache.clear(),
+                }
+            })
+            .await
+        });
+    }
+}
+
+/// With `route_cache = "tracking"`: one tracking session per server routes
+/// are read from, for the keys lookups read there (and the certificates on
+/// the default server), whose reports drop what they invalidate.
+fn track_route_keys(shard: &Rc<Shard>) {
+    use crate::redis::tracking::{self, Event};
+    let table = &shard.config.routing;
+    let certificates_on = shard.config.redis_certificates.is_some();
+    for server in read_servers(shard) {
+        let destinations =
+            std::iter::once(&table.default).chain(table.routes.iter().map(|r| &r.destination));
+        let mut prefixes: Vec<String> = destinations
+            .filter(|d| d.read == server)
+            .flat_map(|d| {
+                [
+                    format!("{}frontend:", d.prefix),
+                    format!("{}dead:", d.prefix),
+                ]
+            })
+            .collect();
+        let certificates = certificates_on && server == table.default.read;
+        if certificates {
+            prefixes.push(crate::tls::redis_certs::KEY_PREFIX.into());
+        }
+        let prefixes = tracking::bcast_prefixes(prefixes);
         let url = table.servers[server].clone();
         let shard = shard.clone();
         let timeout = shard.config.redis_timeout;
         monoio::spawn(async move {
-            crate::redis::subscriber::subscribe(url, b"dead", timeout, |_event| {
-                shard.route_cache.clear();
+            let mut sessions = 0u64;
+            tracking::track(url, prefixes, timeout, |event| {
+                let (cache, m) = (&shard.route_cache, &shard.metrics);
+                match event {
+                    Event::Live => {
+                        cache.set_live(server, true);
+                        if sessions > 0 {
+                            metrics::add(&m.route_cache_reconnects, 1);
+                        }
+                        sessions += 1;
+                    }
+                    Event::Changed(keys) => {
+                        metrics::add(&m.route_cache_invalidations, keys.len() as u64);
+                        for key in &keys {
+                            cache.changed(server, key);
+                            if certificates
+                                && key.starts_with(crate::tls::redis_certs::KEY_PREFIX.as_bytes())
+                            {
+                                shard.tls_certs.clear();
+                            }
+                        }
+                    }
+                    Event::All | Event::Lost => {
+                        metrics::add(&m.route_cache_flushes, 1);
+                        if event == Event::All {
+                            cache.flush(server);
+                        } else {
+                            cache.set_live(server, false);
+                        }
+                        if certificates {
+                            shard.tls_certs.clear();
+                        }
+                    }
+                }
             })
             .await
         });
@@ -237,6 +321,9 @@ pub(super) fn run_shard(setup: ShardSetup) {
         monoio::spawn(async move { sweeper.idle.sweep().await });
         if shard.route_cache.enabled() {
             listen_for_dead_marks(&shard);
+        }
+        if shard.route_cache.mode() == CacheMode::Tracking {
+            track_route_keys(&shard);
         }
         if shard.access_log.is_some() {
             monoio::spawn(flush_access_log(shard.clone()));

@@ -68,7 +68,7 @@ pub struct Shard {
     pub backend_tls: monoio_rustls::TlsConnector,
     /// Certificates found in Redis, by SNI name.
     pub tls_certs: RedisCertCache,
-    /// Lookups reused for `server.route_cache_ms` (off by default).
+    /// Lookups reused per `server.route_cache`.
     pub route_cache: RouteCache,
     /// Fires once, when the shard starts draining.
     pub drain: Drain,
@@ -111,7 +111,7 @@ impl Shard {
                 config.redis_certificates.unwrap_or_default(),
                 config.redis_certificates_cache,
             ),
-            route_cache: RouteCache::new(config.route_cache, 1 + config.routing.routes.len()),
+            route_cache: RouteCache::new(config.route_cache, &config.routing),
             drain: Drain::default(),
             idle: IdleTimers::default(),
             access_log,

@@ -24,14 +24,17 @@ use crate::redis::codec::{encode_command, strings, Reply};
 use crate::redis::RedisClient;
 use crate::{log_debug, log_warn};
 
+/// What every certificate key starts with (there is no keyspace prefix).
+pub const KEY_PREFIX: &str = "tls:";
+
 /// The Redis keys that may hold the certificate for `name`, in the order
 /// they are tried: `tls:<name>`, then `tls:*.<parent>` when `name` has one.
 pub fn cert_keys(name: &str) -> (String, Option<String>) {
     let wildcard = name
         .split_once('.')
         .filter(|(_, parent)| !parent.is_empty())
-        .map(|(_, parent)| format!("tls:*.{parent}"));
-    (format!("tls:{name}"), wildcard)
+        .map(|(_, parent)| format!("{KEY_PREFIX}*.{parent}"));
+    (format!("{KEY_PREFIX}{name}"), wildcard)
 }
 
 /// A cached value and when it was fetched.
@@ -164,6 +167,13 @@ impl RedisCertCache {
         }
         self.remember(name, NameAnswer::NoKey);
         None
+    }
+
+    /// Forgets everything: a `tls:` key changed (reported by client
+    /// tracking, see `redis::tracking`).
+    pub fn clear(&self) {
+        self.configs.borrow_mut().clear();
+        self.names.borrow_mut().clear();
     }
 
     /// Certificates kept now (the LRU bounds them).

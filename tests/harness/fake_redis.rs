@@ -11,7 +11,11 @@ use std::sync::Arc;
 
 use lopache::redis::codec::{decode_reply, Reply};
 
-type Handler = dyn Fn(usize, &[Vec<u8>]) -> Vec<u8> + Send + Sync;
+/// Writes bytes to connection `id` out of turn (a push, as Redis's
+/// invalidation messages are).
+pub type Push<'a> = &'a dyn Fn(usize, &[u8]);
+type Handler = dyn Fn(usize, &[Vec<u8>], Push) -> Vec<u8> + Send + Sync;
+type Streams = Arc<std::sync::Mutex<Vec<(usize, TcpStream)>>>;
 
 pub struct FakeRedis {
     pub port: u16,
@@ -23,16 +27,29 @@ impl FakeRedis {
     pub fn start(
         handler: impl Fn(usize, &[Vec<u8>]) -> Vec<u8> + Send + Sync + 'static,
     ) -> FakeRedis {
+        FakeRedis::start_with_push(move |id, args, _push| handler(id, args))
+    }
+
+    /// Like [`start`](Self::start); the handler may also write to any
+    /// connection out of turn.
+    #[allow(dead_code)]
+    pub fn start_with_push(
+        handler: impl Fn(usize, &[Vec<u8>], Push) -> Vec<u8> + Send + Sync + 'static,
+    ) -> FakeRedis {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(AtomicUsize::new(0));
         let handler: Arc<Handler> = Arc::new(handler);
+        let streams: Streams = Arc::default();
         let counter = connections.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let id = counter.fetch_add(1, Ordering::SeqCst);
-                let handler = handler.clone();
-                std::thread::spawn(move || serve(conn, id, handler));
+                if let Ok(clone) = conn.try_clone() {
+                    streams.lock().unwrap().push((id, clone));
+                }
+                let (handler, streams) = (handler.clone(), streams.clone());
+                std::thread::spawn(move || serve(conn, id, handler, streams));
             }
         });
         FakeRedis { port, connections }
@@ -63,7 +80,13 @@ impl FakeRedis {
     }
 }
 
-fn serve(mut conn: TcpStream, id: usize, handler: Arc<Handler>) {
+fn serve(mut conn: TcpStream, id: usize, handler: Arc<Handler>, streams: Streams) {
+    let push = |to: usize, bytes: &[u8]| {
+        let mut streams = streams.lock().unwrap();
+        if let Some((_, s)) = streams.iter_mut().find(|(i, _)| *i == to) {
+            let _ = s.write_all(bytes);
+        }
+    };
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     loop {
@@ -82,7 +105,7 @@ fn serve(mut conn: TcpStream, id: usize, handler: Arc<Handler>) {
                     _ => Vec::new(),
                 })
                 .collect();
-            out.extend_from_slice(&handler(id, &args));
+            out.extend_from_slice(&handler(id, &args, &push));
         }
         if conn.write_all(&out).is_err() {
             return;

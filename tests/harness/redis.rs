@@ -124,6 +124,18 @@ impl Redis {
         self.conn().cmd(args)
     }
 
+    /// Connections subscribed to `channel`.
+    #[allow(dead_code)]
+    pub fn subscribers(&self, channel: &str) -> i64 {
+        match self.cmd(&["PUBSUB", "NUMSUB", channel]) {
+            Reply::Array(parts) => match parts.get(1) {
+                Some(Reply::Integer(n)) => *n,
+                _ => 0,
+            },
+            _ => 0,
+        }
+    }
+
     /// Calls of one command (e.g. "lrange") since the last CONFIG RESETSTAT.
     pub fn calls(&self, command: &str) -> u64 {
         let info = text(&self.cmd(&["INFO", "commandstats"]));

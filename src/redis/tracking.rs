@@ -1,0 +1,284 @@
+//! Redis's client-side caching, as much of it as lopache needs: one
+//! connection per server asks Redis (6 or later) to report every change to
+//! keys under some prefixes (`CLIENT TRACKING on BCAST PREFIX ...`), and
+//! hears the reports on that same connection. It names itself as the
+//! `REDIRECT` target and subscribes to `__redis__:invalidate`, so the
+//! reports arrive as ordinary RESP2 pub/sub messages: no RESP3 anywhere.
+//! A PING every second proves the connection alive; one not answered within
+//! the Redis timeout ends the session (as a lost connection does), and the
+//! caller must then stop trusting what it cached.
+
+use std::time::{Duration, Instant};
+
+use super::client::{connect, ConnError, Session};
+use super::codec::{encode_command, string_bytes, Reply};
+use super::url::RedisUrl;
+use crate::{log_debug, log_info, log_warn};
+
+/// What a tracking session reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Tracking is on and subscribed: every change from now on is reported.
+    Live,
+    /// These keys changed (written, deleted, expired or evicted).
+    Changed(Vec<Vec<u8>>),
+    /// Anything may have changed: FLUSHALL/FLUSHDB, or a replica's full
+    /// resynchronisation.
+    All,
+    /// The session ended: changes go unreported until the next `Live`.
+    Lost,
+}
+
+/// How often the connection is pinged.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// A server that refused tracking is asked again this rarely (it may have
+/// been upgraded or reconfigured since).
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
+
+/// The prefixes to ask for, without duplicates and without any that another
+/// one covers: Redis refuses overlapping BCAST prefixes.
+pub fn bcast_prefixes(mut prefixes: Vec<String>) -> Vec<String> {
+    prefixes.sort();
+    prefixes.dedup();
+    let mut kept: Vec<String> = Vec::with_capacity(prefixes.len());
+    for p in prefixes {
+        // Sorted: a prefix of `p` sorts before it.
+        if !kept.iter().any(|k| p.starts_with(k.as_str())) {
+            kept.push(p);
+        }
+    }
+    kept
+}
+
+/// Why a session ended.
+enum End {
+    /// Connection trouble: try again soon.
+    Lost(ConnError),
+    /// The server will not track (Redis < 6, `CLIENT` renamed away, ...).
+    Refused(String),
+}
+
+impl From<ConnError> for End {
+    fn from(e: ConnError) -> End {
+        End::Lost(e)
+    }
+}
+
+/// Tracks `prefixes` on `url` for ever, reconnecting with back-off. The
+/// first refusal is logged as a warning, and so is the first success after
+/// one.
+pub async fn track(
+    url: RedisUrl,
+    prefixes: Vec<String>,
+    timeout: Duration,
+    mut on_event: impl FnMut(Event),
+) {
+    let mut pause = RETRY_MIN;
+    let mut refused = false;
+    loop {
+        let mut live = false;
+        let end = session(&url, &prefixes, timeout, &mut |event| {
+            if event == Event::Live {
+                live = true;
+            }
+            on_event(event);
+        })
+        .await;
+        if live {
+            on_event(Event::Lost);
+            pause = RETRY_MIN;
+            if std::mem::take(&mut refused) {
+                log_info!("redis {} now tracks route keys", url.masked());
+            }
+        }
+        let wait = match end {
+            End::Lost(why) => {
+                log_debug!("tracking on {} lost: {why}; retrying", url.masked());
+                pause
+            }
+            End::Refused(why) => {
+                if !std::mem::replace(&mut refused, true) {
+                    log_warn!(
+                        "redis {} refuses client tracking ({why}): no route cache, every request looks its route up",
+                        url.masked()
+                    );
+                }
+                REFUSED_RETRY
+            }
+        };
+        monoio::time::sleep(wait).await;
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+}
+
+/// One session: connect, turn tracking on, subscribe, then report changes
+/// until the connection fails or stops answering PINGs.
+async fn session(
+    url: &RedisUrl,
+    prefixes: &[String],
+    timeout: Duration,
+    on_event: &mut impl FnMut(Event),
+) -> End {
+    let mut session = match monoio::time::timeout(timeout, connect(url, timeout)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return End::Lost(e),
+        Err(_) => return End::Lost(ConnError::ConnectTimeout),
+    };
+    if let Err(end) = enable(&mut session, prefixes, timeout).await {
+        return end;
+    }
+    on_event(Event::Live);
+    match report(&mut session, timeout, on_event).await {
+        Ok(never) => match never {},
+        Err(e) => End::Lost(e),
+    }
+}
+
+/// `CLIENT ID`, `CLIENT TRACKING on REDIRECT <id> BCAST PREFIX ...`, then
+/// `SUBSCRIBE __redis__:invalidate`. In RESP2 Redis delivers invalidations
+/// only to a subscribed connection, so nothing is reported before the last
+/// step, and `Live` comes after it.
+async fn enable(session: &mut Session, prefixes: &[String], timeout: Duration) -> Result<(), End> {
+    let mut command = Vec::new();
+    encode_command(&mut command, &[b"CLIENT", b"ID"]);
+    let id = match session.exchange(command, 1, timeout).await?.pop() {
+        Some(Reply::Integer(id)) => id.to_string(),
+        Some(Reply::Error(e)) => return Err(End::Refused(e)),
+        other => return Err(End::Refused(format!("CLIENT ID answered {other:?}"))),
+    };
+    let mut args: Vec<&[u8]> = vec![b"CLIENT", b"TRACKING", b"on", b"REDIRECT", id.as_bytes()];
+    args.push(b"BCAST");
+    for p in prefixes {
+        args.extend([b"PREFIX".as_slice(), p.as_bytes()]);
+    }
+    let mut command = Vec::new();
+    encode_command(&mut command, &args);
+    match session.exchange(command, 1, timeout).await?.pop() {
+        Some(Reply::SimpleString(ok)) if ok == b"OK" => {}
+        Some(Reply::Error(e)) => return Err(End::Refused(e)),
+        other => return Err(End::Refused(format!("CLIENT TRACKING answered {other:?}"))),
+    }
+    let mut command = Vec::new();
+    encode_command(&mut command, &[b"SUBSCRIBE", b"__redis__:invalidate"]);
+    // Messages may follow the confirmation at once: not `exchange`, which
+    // refuses bytes beyond the replies it asked for.
+    session.send(command, timeout).await?;
+    match session.read_replies(1, timeout).await?.pop() {
+        Some(Reply::Array(parts)) if parts.first().and_then(string_bytes) == Some(b"subscribe") => {
+            Ok(())
+        }
+        other => Err(End::Refused(format!("SUBSCRIBE answered {other:?}"))),
+    }
+}
+
+/// Reads invalidation messages and PING replies until something fails.
+async fn report(
+    session: &mut Session,
+    timeout: Duration,
+    on_event: &mut impl FnMut(Event),
+) -> Result<std::convert::Infallible, ConnError> {
+    // When the unanswered PING was sent, if one is.
+    let mut pinged: Option<Instant> = None;
+    loop {
+        if session.moved() {
+            return Err(ConnError::Protocol("the sentinels moved the server".into()));
+        }
+        let wait = match pinged {
+            Some(at) => timeout.saturating_sub(at.elapsed()),
+            None => PING_INTERVAL,
+        };
+        if !session.arrives_within(wait).await? {
+            if pinged.is_some() {
+                return Err(ConnError::Timeout("PING"));
+            }
+            let mut ping = Vec::new();
+            encode_command(&mut ping, &[b"PING"]);
+            session.send(ping, timeout).await?;
+            pinged = Some(Instant::now());
+            continue;
+        }
+        let Some(reply) = session.read_replies(1, timeout).await?.pop() else {
+            continue;
+        };
+        match message(reply) {
+            Message::Pong => pinged = None,
+            Message::Event(event) => on_event(event),
+            Message::Other => {}
+        }
+    }
+}
+
+enum Message {
+    Pong,
+    Event(Event),
+    Other,
+}
+
+/// Reads `["message", "__redis__:invalidate", keys | null]` and a
+/// subscribed connection's `["pong", ""]`.
+fn message(reply: Reply) -> Message {
+    let Reply::Array(mut parts) = reply else {
+        return Message::Other;
+    };
+    match parts.first().and_then(string_bytes) {
+        Some(b"pong") => return Message::Pong,
+        Some(b"message") if parts.len() == 3 => {}
+        _ => return Message::Other,
+    }
+    match parts.pop() {
+        Some(Reply::Null) => Message::Event(Event::All),
+        Some(Reply::Array(keys)) => Message::Event(Event::Changed(
+            keys.into_iter()
+                .filter_map(|k| match k {
+                    Reply::BulkString(k) | Reply::SimpleString(k) => Some(k),
+                    _ => None,
+                })
+                .collect(),
+        )),
+        // A message lopache cannot read: assume the worst.
+        _ => Message::Event(Event::All),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_prefixes_are_folded_into_the_shorter() {
+        let p = |v: &[&str]| bcast_prefixes(v.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            p(&["frontend:", "dead:", "a:frontend:", "frontend:"]),
+            ["a:frontend:", "dead:", "frontend:"]
+        );
+        assert_eq!(p(&["dead:", "dead:frontend:", "tls:"]), ["dead:", "tls:"]);
+    }
+
+    #[test]
+    fn messages_are_read_as_events() {
+        let bulk = |s: &str| Reply::BulkString(s.as_bytes().to_vec());
+        let msg = |payload: Reply| {
+            Reply::Array(vec![bulk("message"), bulk("__redis__:invalidate"), payload])
+        };
+        let keys = Reply::Array(vec![bulk("frontend:a"), bulk("dead:a")]);
+        assert!(matches!(
+            message(msg(keys)),
+            Message::Event(Event::Changed(k)) if k == [b"frontend:a".to_vec(), b"dead:a".to_vec()]
+        ));
+        assert!(matches!(
+            message(msg(Reply::Null)),
+            Message::Event(Event::All)
+        ));
+        assert!(matches!(
+            message(msg(Reply::Integer(3))),
+            Message::Event(Event::All)
+        ));
+        assert!(matches!(
+            message(Reply::Array(vec![bulk("pong"), bulk("")])),
+            Message::Pong
+        ));
+        assert!(matches!(message(bulk("x")), Message::Other));
+    }
+}
