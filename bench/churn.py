@@ -17,7 +17,11 @@ go to the master), as on an edge box.
 
 It reports, per mode: versions written, probes, probes answered with a
 version older than the newest whose write had returned before the probe was
-sent ("stale after the write"; replication lag counts here), and the time
+sent ("stale after the write"; replication lag counts here), probes answered
+with a version older than the newest whose change report (CLIENT TRACKING,
+heard by an observer connection like lopache's) had arrived before the probe
+was sent ("stale after the report": what tracking promises to keep at 0),
+and the time
 from a write returning to the first probe answered with that version or a
 newer one (p50, p99, max), plus wrk's req/s. Results go to
 bench/results/churn/latest.md (replica.md with --replica).
@@ -128,7 +132,11 @@ http {{ access_log off; keepalive_requests 1000000;
 def start_lopache(work, read_port, write_port, mode):
     port = free_port()
     conf = os.path.join(work, f"lopache-{mode}.toml")
-    cache = {"lookup": "", "cached": "route_cache_ms = 1000\n"}[mode]
+    cache = {
+        "lookup": 'route_cache = "off"\n',
+        "tracking": "",  # the default
+        "cached": "route_cache_ms = 1000\n",
+    }[mode]
     with open(conf, "w") as f:
         f.write(f"""driver = ["redis://127.0.0.1:{read_port}", "redis://127.0.0.1:{write_port}"]
 [server]
@@ -169,6 +177,30 @@ class Writer(threading.Thread):
             pause = next_at - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
+
+
+class Observer(threading.Thread):
+    """Hears Redis's change reports for the churned key as lopache's
+    tracking connection does (CLIENT TRACKING ... BCAST on the read side),
+    and notes when each arrived. One write (MULTI ... EXEC) is one report,
+    in order, so report k is version k's."""
+
+    def __init__(self, read_port):
+        super().__init__(daemon=True)
+        self.redis = Redis(read_port)
+        client_id = self.redis.call("CLIENT", "ID").decode()
+        self.redis.call("CLIENT", "TRACKING", "on", "REDIRECT", client_id, "BCAST", "PREFIX", f"frontend:{HOST}")
+        self.redis.call("SUBSCRIBE", "__redis__:invalidate")
+        self.reports = []  # monotonic arrival times
+
+    def run(self):
+        while True:
+            try:
+                message = self.redis.reply()
+            except (OSError, ValueError):
+                return
+            if isinstance(message, list) and message and message[0] == b"message":
+                self.reports.append(time.monotonic())
 
 
 class Prober(threading.Thread):
@@ -218,6 +250,12 @@ def measure(args, work, mode, master_port, read_port, backend_port):
         master.call("RPUSH", "frontend:stable.example", "stable", f"http://127.0.0.1:{backend_port}")
         stop = threading.Event()
         writer = Writer(master_port, f"http://127.0.0.1:{backend_port}", args.every_ms / 1000, stop)
+        master.call("DEL", f"frontend:{HOST}")
+        replica = Redis(read_port)
+        while replica.call("EXISTS", f"frontend:{HOST}").endswith(b"1"):
+            time.sleep(0.01)  # the delete has reached the read side: it is no report
+        observer = Observer(read_port)
+        observer.start()
         writer.write(0)
         replica = Redis(read_port)
         while not replica.call("EXISTS", f"frontend:{HOST}").endswith(b"1"):
@@ -248,6 +286,18 @@ def measure(args, work, mode, master_port, read_port, backend_port):
             i += 1
         if version < newest:
             stale += 1
+    # Stale after the report: older than the newest version whose change
+    # report had reached a tracking connection when the probe was sent.
+    reports = observer.reports
+    if len(reports) < len(done) - 1:
+        print(f"warning: {len(reports)} reports for {len(done)} writes", file=sys.stderr)
+    stale_reported, i, newest = 0, 0, -1
+    for sent, _, version in seen:
+        while i < len(reports) and reports[i] <= sent:
+            newest = i
+            i += 1
+        if version < newest:
+            stale_reported += 1
     # Write returned -> first probe answered with that version or newer.
     lags, j = [], 0
     by_receipt = sorted(seen, key=lambda s: s[1])
@@ -262,6 +312,7 @@ def measure(args, work, mode, master_port, read_port, backend_port):
         "probes": len(seen),
         "errors": sum(p.errors for p in probers),
         "stale": stale,
+        "stale_reported": stale_reported,
         "p50": percentile(lags, 50),
         "p99": percentile(lags, 99),
         "max": max(lags) if lags else float("nan"),
@@ -275,7 +326,7 @@ def main():
     parser.add_argument("--every-ms", type=float, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--probers", type=int, default=2)
-    parser.add_argument("--modes", default="lookup,cached")
+    parser.add_argument("--modes", default="lookup,tracking,cached")
     parser.add_argument("--replica", action="store_true")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench/results/churn"))
     args = parser.parse_args()
@@ -305,11 +356,11 @@ def main():
         f"{' (lopache reads a replica)' if args.replica else ''}; {args.probers} probers ask for it one request at a"
         f" time while wrk keeps {args.connections} connections busy on another host.",
         "",
-        "| mode | versions written | probes | stale after the write | write → served p50 ms | p99 ms | max ms | wrk req/s | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mode | versions written | probes | stale after the write | stale after the report | write → served p50 ms | p99 ms | max ms | wrk req/s | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['versions']} | {r['probes']} | {r['stale']} | {r['p50']:.2f} | "
+        lines.append(f"| {r['mode']} | {r['versions']} | {r['probes']} | {r['stale']} | {r['stale_reported']} | {r['p50']:.2f} | "
                      f"{r['p99']:.2f} | {r['max']:.2f} | {r['rps']:,.0f} | {r['errors']} |")
     text = "\n".join(lines) + "\n"
     name = "replica.md" if args.replica else "latest.md"

@@ -3,7 +3,7 @@
 # is rewritten every 10 ms on the Redis master? Stale answers and the time
 # from a write to the first request served it, per route cache mode, while
 # wrk loads another host (see bench/churn.py for the method).
-# Usage: bench/churn.sh [--seconds S] [--every-ms MS] [--modes lookup,cached]
+# Usage: bench/churn.sh [--seconds S] [--every-ms MS] [--modes lookup,tracking,cached]
 #                       [--replica] [--probers N] [--connections N]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -13,8 +13,9 @@ from collections import defaultdict
 results_csv, idle_csv, stamp, command, out_dir = sys.argv[1:6]
 rows = list(csv.DictReader(open(results_csv)))
 idle = {r["peer"]: float(r["kb_per_conn"]) for r in csv.DictReader(open(idle_csv))}
+# "lopache" runs its default route cache (tracking), "lookup" has it off,
 # "cached" is lopache with server.route_cache_ms (bench/run.sh --route-cache).
-PEERS = [p for p in ["direct", "lopache", "cached", "nginx", "haproxy", "pingora", "monolake"] if any(r["peer"] == p for r in rows)]
+PEERS = [p for p in ["direct", "lopache", "lookup", "cached", "nginx", "haproxy", "pingora", "monolake"] if any(r["peer"] == p for r in rows)]
 
 by = defaultdict(dict)  # (mode, conns, rep) -> peer -> row
 for r in rows:
@@ -48,7 +49,7 @@ lines = [
     "# lopache benchmark results",
     "",
     f"Measured {stamp}.",
-    f"Command: `{command}` (wrk -t1; 5-byte nginx backend with keep-alive; `lopache` looks every request up in Redis{'; `cached` is lopache with the opt-in route cache' if 'cached' in PEERS else ''}; nginx, HAProxy{', pingora (its quick-start load balancer) and monolake' if {'pingora', 'monolake'} & set(PEERS) else ''} route statically).",
+    f"Command: `{command}` (wrk -t1; 5-byte nginx backend with keep-alive; `lopache` keeps lookups until Redis reports a change (route_cache = "tracking", the default){'; `lookup` looks every request up in Redis (route_cache = "off")' if 'lookup' in PEERS else ''}{'; `cached` is lopache with a TTL route cache (route_cache_ms)' if 'cached' in PEERS else ''}; nginx, HAProxy{', pingora (its quick-start load balancer) and monolake' if {'pingora', 'monolake'} & set(PEERS) else ''} route statically).",
     "",
     "| mode | conns | peer | req/s | × direct | × nginx | × haproxy | p50 ms | p99 ms | p99 × nginx | p99 × haproxy | proxy µs/req | Redis µs/req | PSS MB | errors |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -70,7 +71,7 @@ for mode in ["free", "pinned"]:
                     ratio(mode, conns, peer, "nginx", "p99_ms"),
                     ratio(mode, conns, peer, "haproxy", "p99_ms"),
                     "-" if peer == "direct" else "{:.1f}".format(stat(mode, conns, peer, "proxy_us")),
-                    "{:.2f}".format(stat(mode, conns, peer, "redis_us")) if peer in ("lopache", "cached") else "-",
+                    "{:.2f}".format(stat(mode, conns, peer, "redis_us")) if peer in ("lopache", "lookup", "cached") else "-",
                     "-" if peer == "direct" else "{:.1f}".format(stat(mode, conns, peer, "pss_kb") / 1024),
                     errors(mode, conns, peer),
                 )
@@ -121,7 +122,24 @@ def targets(peer, title, memory_and_redis):
 
 lines += targets("lopache", "Targets (free mode unless noted):", True)
 if "cached" in PEERS:
-    lines += targets("cached", "The same targets with the opt-in route cache (`cached`):", False)
+    lines += targets("cached", "The same targets with the TTL route cache (`cached`):", False)
+if "lookup" in PEERS:
+    # The route cache's targets: Redis nearly idle with tracking, at least
+    # as fast as the TTL cache, and well ahead of nginx with many hosts.
+    rows = ["", "Route cache targets (free mode; `lopache` tracks, `lookup` does not):", "",
+            "| target | measured | |", "|---|---|---|"]
+    for conns in [64, 256]:
+        redis = stat("free", conns, "lopache", "redis_us")
+        rows.append(check(f"Redis ≤ 0.2 µs per request with tracking ({conns})", f"{redis:.2f} µs", redis <= 0.2))
+        gain = ratio("free", conns, "lopache", "lookup", "rps")
+        rows.append(check(f"tracking ≥ lookup per request ({conns})", f"{gain:.2f} ×", gain >= 1))
+        if "cached" in PEERS:
+            vs_ttl = ratio("free", conns, "lopache", "cached", "rps")
+            rows.append(check(f"tracking ≥ the TTL cache ({conns})", f"{vs_ttl:.2f} ×", vs_ttl >= 1))
+    if "--hosts 1000" in command:
+        r = ratio("free", 256, "lopache", "nginx", "rps")
+        rows.append(check("1,000 hosts: ≥ 1.05 × nginx at 256", f"{r:.2f} ×", r >= 1.05))
+    lines += rows
 open(f"{out_dir}/latest.md", "w").write("\n".join(lines) + "\n")
 
 with open(f"{out_dir}/chart.dat", "w") as f:

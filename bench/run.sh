@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # lopache benchmark: wrk against the backend directly, lopache, nginx and
 # HAProxy in the same run, in alternating order, with repetitions, at 64 and
-# 256 connections, in two modes:
+# 256 connections. lopache runs as two peers: "lopache" with its default
+# route cache (tracking: lookups kept until Redis reports a change) and
+# "lookup" with route_cache = "off" (a Redis lookup per request, Hipache's
+# way). Two modes:
 #   free   - everything shares both cores; every proxy runs 2 workers/shards
 #   pinned - proxy and Redis on core 0, wrk and the backend on core 1; 1 worker
 # Reports req/s, ratios (median of per-repetition ratios), p50/p99, CPU time
@@ -10,7 +13,7 @@
 #
 # Usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only]
 #                     [--route-cache MS] [--hosts N] [--own-sessions]
-#                     [--peers pingora,monolake]
+#                     [--peers pingora,monolake] [--free-only]
 #        (defaults 3, 5, 2000; --idle-only measures idle-connection memory only;
 #        --route-cache adds a peer "cached": lopache with server.route_cache_ms;
 #        --hosts N spreads requests round-robin over N frontends instead of
@@ -22,10 +25,11 @@
 #        --peers adds Rust proxies with a static route: pingora's quick-start
 #        load balancer (bench/peers/pingora, built here) and monolake
 #        (cloudwego's monoio proxy, built by bench/peers/monolake/build.sh
-#        with the nightly toolchain; skipped without one))
+#        with the nightly toolchain; skipped without one); --free-only skips
+#        the pinned mode)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0 HOSTS=1 SPAWN="" EXTRA_PEERS=""
+REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0 HOSTS=1 SPAWN="" EXTRA_PEERS="" FREE_ONLY=0
 while [ $# -gt 0 ]; do
   case $1 in
     --reps) REPS=$2; shift 2 ;;
@@ -37,7 +41,8 @@ while [ $# -gt 0 ]; do
     # setsid execs in place (a background job is no group leader), so $! stays the server's pid.
     --own-sessions) SPAWN="setsid"; shift ;;
     --peers) EXTRA_PEERS=${2//,/ }; shift 2 ;;
-    *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only] [--route-cache MS] [--hosts N] [--own-sessions] [--peers pingora,monolake]" >&2; exit 2 ;;
+    --free-only) FREE_ONLY=1; shift ;;
+    *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only] [--route-cache MS] [--hosts N] [--own-sessions] [--peers pingora,monolake] [--free-only]" >&2; exit 2 ;;
   esac
 done
 
@@ -70,7 +75,7 @@ mkdir -p "$OUT"
 
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 
-BACKEND=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port) NGINX=$(free_port) HAPROXY=$(free_port) CACHED=$(free_port)
+BACKEND=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port) NGINX=$(free_port) HAPROXY=$(free_port) CACHED=$(free_port) LOOKUP=$(free_port)
 PINGORA=$(free_port) MONOLAKE=$(free_port) PINGORA_PID="" MONOLAKE_PID=""
 echo "== backend nginx :$BACKEND, redis :$REDIS, lopache :$LOPACHE, nginx :$NGINX, haproxy :$HAPROXY"
 
@@ -113,6 +118,9 @@ port = $LOPACHE
 bind = ["127.0.0.1"]
 CONF
   $SPAWN taskset -c "$cpus" ./target/release/lopache --config "$WORK/lopache.toml" 2>"$WORK/lopache.log" & PIDS+=($!); LOPACHE_PID=$!
+  sed -e "s/^port = $LOPACHE/port = $LOOKUP/" -e "s/^\[server\]/[server]\nroute_cache = \"off\"/" \
+    "$WORK/lopache.toml" > "$WORK/lookup.toml"
+  $SPAWN taskset -c "$cpus" ./target/release/lopache --config "$WORK/lookup.toml" 2>"$WORK/lookup.log" & PIDS+=($!); LOOKUP_PID=$!
   CACHED_PID=""
   if [ "$CACHE_MS" -gt 0 ]; then
     sed -e "s/^port = $LOPACHE/port = $CACHED/" -e "s/^\[server\]/[server]\nroute_cache_ms = $CACHE_MS/" \
@@ -170,16 +178,16 @@ CONF
         wait_port "$MONOLAKE" ;;
     esac
   done
-  wait_port "$LOPACHE"; wait_port "$NGINX"; wait_port "$HAPROXY"
+  wait_port "$LOPACHE"; wait_port "$LOOKUP"; wait_port "$NGINX"; wait_port "$HAPROXY"
   [ -z "$CACHED_PID" ] || wait_port "$CACHED"
   sleep 0.3
 }
 
 stop_proxies() {
-  kill $LOPACHE_PID $CACHED_PID "$NGINX_PID" "$HAPROXY_PID" $MONOLAKE_PID 2>/dev/null || true
+  kill $LOPACHE_PID $LOOKUP_PID $CACHED_PID "$NGINX_PID" "$HAPROXY_PID" $MONOLAKE_PID 2>/dev/null || true
   # pingora drains for a minute on SIGTERM and SIGINT alike: a bench peer need not.
   [ -z "$PINGORA_PID" ] || kill -KILL "$PINGORA_PID" 2>/dev/null || true
-  wait $LOPACHE_PID $CACHED_PID "$NGINX_PID" "$HAPROXY_PID" $PINGORA_PID $MONOLAKE_PID 2>/dev/null || true
+  wait $LOPACHE_PID $LOOKUP_PID $CACHED_PID "$NGINX_PID" "$HAPROXY_PID" $PINGORA_PID $MONOLAKE_PID 2>/dev/null || true
 }
 
 # Processes whose CPU and memory count as "the proxy".
@@ -187,6 +195,7 @@ proxy_pids() {
   case $1 in
     direct) echo "" ;;
     lopache) echo "$LOPACHE_PID $(children "$LOPACHE_PID")" ;;
+    lookup) echo "$LOOKUP_PID $(children "$LOOKUP_PID")" ;;
     cached) echo "$CACHED_PID $(children "$CACHED_PID")" ;;
     nginx) echo "$NGINX_PID $(children "$NGINX_PID")" ;;
     haproxy) echo "$HAPROXY_PID" ;;
@@ -194,7 +203,7 @@ proxy_pids() {
     monolake) echo "$MONOLAKE_PID" ;;
   esac
 }
-port_of() { case $1 in direct) echo "$BACKEND" ;; lopache) echo "$LOPACHE" ;; cached) echo "$CACHED" ;; nginx) echo "$NGINX" ;; haproxy) echo "$HAPROXY" ;; pingora) echo "$PINGORA" ;; monolake) echo "$MONOLAKE" ;; esac; }
+port_of() { case $1 in direct) echo "$BACKEND" ;; lopache) echo "$LOPACHE" ;; lookup) echo "$LOOKUP" ;; cached) echo "$CACHED" ;; nginx) echo "$NGINX" ;; haproxy) echo "$HAPROXY" ;; pingora) echo "$PINGORA" ;; monolake) echo "$MONOLAKE" ;; esac; }
 
 run_one() { # mode conns rep peer wrk_cpus
   local mode=$1 conns=$2 rep=$3 peer=$4 wcpus=$5
@@ -214,15 +223,15 @@ run_one() { # mode conns rep peer wrk_cpus
   local proxy_us redis_us
   proxy_us=$(awk -v t=$((p1 - p0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
   redis_us=$(awk -v t=$((r1 - r0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
-  [ "$peer" = lopache ] || [ "$peer" = cached ] || redis_us=0
+  case $peer in lopache|lookup|cached) ;; *) redis_us=0 ;; esac
   echo "$mode,$conns,$rep,$peer,$rps,$p50,$p99,$proxy_us,$redis_us,$errs,$pss" >> "$RESULTS"
   printf '  %-7s %4s conns rep %s: %9s req/s  p99 %6s ms  proxy %6s us/req  redis %5s us/req  errors %s\n' \
     "$peer" "$conns" "$rep" "$rps" "$p99" "$proxy_us" "$redis_us" "$errs"
 }
 
-PEERS=(direct lopache nginx haproxy); [ "$CACHE_MS" -gt 0 ] && PEERS+=(cached)
+PEERS=(direct lopache lookup nginx haproxy); [ "$CACHE_MS" -gt 0 ] && PEERS+=(cached)
 for peer in $EXTRA_PEERS; do PEERS+=("$peer"); done
-MODES=(free pinned); [ "$IDLE_ONLY" = 1 ] && MODES=()
+MODES=(free pinned); [ "$FREE_ONLY" = 1 ] && MODES=(free); [ "$IDLE_ONLY" = 1 ] && MODES=()
 for mode in "${MODES[@]}"; do
   if [ "$mode" = free ]; then
     workers=2; pcpus=0,1; wcpus=0,1
@@ -296,6 +305,7 @@ COMMAND="bench/run.sh --reps $REPS --seconds $SECS --idle $IDLE"
 [ "$CACHE_MS" -gt 0 ] && COMMAND="$COMMAND --route-cache $CACHE_MS"
 [ "$HOSTS" -gt 1 ] && COMMAND="$COMMAND --hosts $HOSTS"
 [ -n "$SPAWN" ] && COMMAND="$COMMAND --own-sessions"
+[ "$FREE_ONLY" = 1 ] && COMMAND="$COMMAND --free-only"
 [ -n "${EXTRA_PEERS// /}" ] && COMMAND="$COMMAND --peers $(echo $EXTRA_PEERS | tr ' ' ',')"
 python3 bench/report.py "$RESULTS" "$IDLE_CSV" "$STAMP" "$COMMAND" "$OUT"
 cp "$RESULTS" "$OUT/latest.csv"

@@ -412,6 +412,15 @@ impl Session {
         }
     }
 
+    pub(super) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.conn.raw_fd()
+    }
+
+    /// For a sentinel URL: the watch and the generation connected to.
+    pub(super) fn followed(&self) -> Option<(Arc<sentinel::Watch>, u64)> {
+        self.sentinel.clone()
+    }
+
     /// The sentinels have named another server since this connected.
     pub(super) fn moved(&self) -> bool {
         self.sentinel

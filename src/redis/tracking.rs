@@ -7,11 +7,20 @@
 //! A PING every second proves the connection alive; one not answered within
 //! the Redis timeout ends the session (as a lost connection does), and the
 //! caller must then stop trusting what it cached.
+//!
+//! [`Unread`] lets the cache ask, before it serves a result, whether a
+//! report has reached the connection and not been applied yet (bytes in the
+//! socket, or a read in progress): a report that arrived before a request is
+//! honoured for that request, whatever order the shard's tasks run in.
 
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::{connect, ConnError, Session};
 use super::codec::{encode_command, string_bytes, Reply};
+use super::sentinel::Watch;
 use super::url::RedisUrl;
 use crate::{log_debug, log_info, log_warn};
 
@@ -27,6 +36,45 @@ pub enum Event {
     All,
     /// The session ended: changes go unreported until the next `Live`.
     Lost,
+}
+
+/// Whether a session has received bytes it has not applied yet. Shared by
+/// the session (which updates it) and the cache (which asks).
+#[derive(Default)]
+pub struct Unread {
+    /// The live session's socket.
+    fd: Cell<Option<RawFd>>,
+    /// The session is reading or applying a message.
+    busy: Cell<bool>,
+    /// For a sentinel URL: the watch and the generation the session is on.
+    /// Once the sentinels name another server, lookups go there at once
+    /// while this session still hears the old one.
+    followed: RefCell<Option<(Arc<Watch>, u64)>>,
+}
+
+impl Unread {
+    /// Watches `fd` as if a session on it were live (for the cache's tests).
+    #[cfg(test)]
+    pub fn watch_for_test(&self, fd: RawFd) {
+        self.fd.set(Some(fd));
+    }
+
+    /// True while a message is being read or applied, or bytes wait in the
+    /// socket (or there is no live session: then nothing may be trusted).
+    /// One `recv(MSG_PEEK)` when the session is idle.
+    pub fn any(&self) -> bool {
+        let moved = || {
+            self.followed
+                .borrow()
+                .as_ref()
+                .is_some_and(|(watch, generation)| watch.generation() != *generation)
+        };
+        match self.fd.get() {
+            None => true,
+            Some(_) if self.busy.get() || moved() => true,
+            Some(fd) => !crate::net::is_quiet(fd),
+        }
+    }
 }
 
 /// How often the connection is pinged.
@@ -73,19 +121,22 @@ pub async fn track(
     url: RedisUrl,
     prefixes: Vec<String>,
     timeout: Duration,
+    unread: &Unread,
     mut on_event: impl FnMut(Event),
 ) {
     let mut pause = RETRY_MIN;
     let mut refused = false;
     loop {
         let mut live = false;
-        let end = session(&url, &prefixes, timeout, &mut |event| {
+        let end = session(&url, &prefixes, timeout, unread, &mut |event| {
             if event == Event::Live {
                 live = true;
             }
             on_event(event);
         })
         .await;
+        // (No await since the session's socket closed: nothing read `fd`.)
+        unread.fd.set(None);
         if live {
             on_event(Event::Lost);
             pause = RETRY_MIN;
@@ -119,6 +170,7 @@ async fn session(
     url: &RedisUrl,
     prefixes: &[String],
     timeout: Duration,
+    unread: &Unread,
     on_event: &mut impl FnMut(Event),
 ) -> End {
     let mut session = match monoio::time::timeout(timeout, connect(url, timeout)).await {
@@ -129,8 +181,13 @@ async fn session(
     if let Err(end) = enable(&mut session, prefixes, timeout).await {
         return end;
     }
+    unread.busy.set(false);
+    unread.followed.replace(session.followed());
+    unread.fd.set(Some(session.raw_fd()));
     on_event(Event::Live);
-    match report(&mut session, timeout, on_event).await {
+    let result = report(&mut session, timeout, unread, on_event).await;
+    unread.fd.set(None);
+    match result {
         Ok(never) => match never {},
         Err(e) => End::Lost(e),
     }
@@ -177,6 +234,7 @@ async fn enable(session: &mut Session, prefixes: &[String], timeout: Duration) -
 async fn report(
     session: &mut Session,
     timeout: Duration,
+    unread: &Unread,
     on_event: &mut impl FnMut(Event),
 ) -> Result<std::convert::Infallible, ConnError> {
     // When the unanswered PING was sent, if one is.
@@ -199,14 +257,16 @@ async fn report(
             pinged = Some(Instant::now());
             continue;
         }
-        let Some(reply) = session.read_replies(1, timeout).await?.pop() else {
-            continue;
-        };
-        match message(reply) {
-            Message::Pong => pinged = None,
-            Message::Event(event) => on_event(event),
-            Message::Other => {}
+        // From the first byte to the report applied, the cache must not
+        // trust what it holds.
+        unread.busy.set(true);
+        let reply = session.read_replies(1, timeout).await?.pop();
+        match reply.map(message) {
+            Some(Message::Pong) => pinged = None,
+            Some(Message::Event(event)) => on_event(event),
+            Some(Message::Other) | None => {}
         }
+        unread.busy.set(false);
     }
 }
 

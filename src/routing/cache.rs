@@ -18,11 +18,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::Lookup;
 use crate::config::routes::{Destination, RouteTable};
 pub use crate::config::CacheMode;
+use crate::redis::tracking::Unread;
 
 /// Hosts kept per shard; past this, expired entries are swept, and if that
 /// is not enough the cache starts over.
@@ -63,6 +65,8 @@ pub struct RouteCache {
     sources: Vec<Source>,
     /// Per Redis server: its change reports are being received.
     live: RefCell<Vec<bool>>,
+    /// Per Redis server: whether its session holds a report not applied yet.
+    unread: Vec<Rc<Unread>>,
     /// Bumped by every change report and every start or end of tracking.
     epoch: Cell<u64>,
 }
@@ -82,6 +86,7 @@ impl RouteCache {
             maps: RefCell::new(sources.iter().map(|_| HashMap::new()).collect()),
             sources,
             live: RefCell::new(vec![false; table.servers.len()]),
+            unread: table.servers.iter().map(|_| Rc::default()).collect(),
             epoch: Cell::new(0),
         }
     }
@@ -116,11 +121,28 @@ impl RouteCache {
             .is_some_and(|s| self.live.borrow().get(s.server) == Some(&true))
     }
 
+    /// What the tracking session of `server` shares with the cache.
+    pub fn unread(&self, server: usize) -> Rc<Unread> {
+        self.unread.get(server).cloned().unwrap_or_default()
+    }
+
+    /// With tracking: the slot's session is live and holds no report that
+    /// has arrived but not been applied (a report that reached the shard
+    /// before a request is honoured for it, whichever task runs first).
+    fn may_serve(&self, slot: usize) -> bool {
+        self.slot_is_live(slot)
+            && self
+                .sources
+                .get(slot)
+                .and_then(|s| self.unread.get(s.server))
+                .is_some_and(|unread| !unread.any())
+    }
+
     /// A cached lookup of `host` that may be served, if there is one.
     pub fn get(&self, slot: usize, host: &str) -> Option<Lookup> {
         match self.mode {
             CacheMode::Off => return None,
-            CacheMode::Tracking if !self.slot_is_live(slot) => return None,
+            CacheMode::Tracking if !self.may_serve(slot) => return None,
             _ => {}
         }
         let maps = self.maps.borrow();
@@ -251,6 +273,7 @@ mod tests {
     use crate::config::routes::{Condition, Route};
     use crate::redis::url::RedisUrl;
     use crate::routing::Frontend;
+    use std::os::unix::net::UnixStream;
 
     fn frontend(name: &str) -> Lookup {
         Lookup::Frontend(Frontend::new(name, &["http://b"], vec![]))
@@ -280,6 +303,21 @@ mod tests {
 
     fn cache(mode: CacheMode) -> RouteCache {
         RouteCache::new(mode, &table())
+    }
+
+    type Pair = (UnixStream, UnixStream);
+
+    /// A stand-in for each server's tracking socket (the first of each
+    /// pair): quiet until the test writes to the second.
+    fn sockets(c: &RouteCache) -> Vec<Pair> {
+        use std::os::fd::AsRawFd;
+        (0..2)
+            .map(|server| {
+                let pair = UnixStream::pair().unwrap();
+                c.unread(server).watch_for_test(pair.0.as_raw_fd());
+                pair
+            })
+            .collect()
     }
 
     #[test]
@@ -321,6 +359,7 @@ mod tests {
     #[test]
     fn tracking_keeps_results_only_while_live() {
         let c = cache(CacheMode::Tracking);
+        let _sockets = sockets(&c);
         c.put(0, "a", &frontend("a"), c.ticket());
         assert_eq!(c.get(0, "a"), None, "not live yet");
         c.set_live(0, true);
@@ -337,6 +376,7 @@ mod tests {
     #[test]
     fn a_report_during_a_lookup_voids_its_ticket() {
         let c = cache(CacheMode::Tracking);
+        let _sockets = sockets(&c);
         c.set_live(0, true);
         let ticket = c.ticket();
         c.changed(0, b"frontend:unrelated");
@@ -345,6 +385,18 @@ mod tests {
         let ticket = c.ticket();
         c.put(0, "a", &frontend("a"), ticket);
         assert_eq!(c.get(0, "a"), Some(frontend("a")));
+    }
+
+    #[test]
+    fn a_report_waiting_in_the_socket_stops_the_cache_serving() {
+        use std::io::Write;
+        let c = cache(CacheMode::Tracking);
+        let mut sockets = sockets(&c);
+        c.set_live(0, true);
+        c.put(0, "a", &frontend("a"), c.ticket());
+        assert_eq!(c.get(0, "a"), Some(frontend("a")));
+        sockets[0].1.write_all(b">").unwrap();
+        assert_eq!(c.get(0, "a"), None, "a report is waiting to be read");
     }
 
     #[test]

@@ -136,9 +136,10 @@ fn track_route_keys(shard: &Rc<Shard>) {
         let url = table.servers[server].clone();
         let shard = shard.clone();
         let timeout = shard.config.redis_timeout;
+        let unread = shard.route_cache.unread(server);
         monoio::spawn(async move {
             let mut sessions = 0u64;
-            tracking::track(url, prefixes, timeout, |event| {
+            tracking::track(url, prefixes, timeout, &unread, |event| {
                 let (cache, m) = (&shard.route_cache, &shard.metrics);
                 match event {
                     Event::Live => {
