@@ -49,7 +49,7 @@ lines = [
     "# lopache benchmark results",
     "",
     f"Measured {stamp}.",
-    f"Command: `{command}` (wrk -t1; 5-byte nginx backend with keep-alive; `lopache` keeps lookups until Redis reports a change (route_cache = "tracking", the default){'; `lookup` looks every request up in Redis (route_cache = "off")' if 'lookup' in PEERS else ''}{'; `cached` is lopache with a TTL route cache (route_cache_ms)' if 'cached' in PEERS else ''}; nginx, HAProxy{', pingora (its quick-start load balancer) and monolake' if {'pingora', 'monolake'} & set(PEERS) else ''} route statically).",
+    f"Command: `{command}` (wrk -t1; 5-byte nginx backend with keep-alive; `lopache` keeps lookups until Redis reports a change (route_cache = tracking, the default){'; `lookup` looks every request up in Redis (route_cache = off)' if 'lookup' in PEERS else ''}{'; `cached` is lopache with a TTL route cache (route_cache_ms)' if 'cached' in PEERS else ''}; nginx, HAProxy{', pingora (its quick-start load balancer) and monolake' if {'pingora', 'monolake'} & set(PEERS) else ''} route statically).",
     "",
     "| mode | conns | peer | req/s | × direct | × nginx | × haproxy | p50 ms | p99 ms | p99 × nginx | p99 × haproxy | proxy µs/req | Redis µs/req | PSS MB | errors |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",

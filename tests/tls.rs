@@ -523,6 +523,46 @@ fn certificates_from_redis_are_served_and_refreshed_within_the_ttl() {
     });
 }
 
+/// With the default route cache (tracking), a certificate changed in Redis
+/// is served at once, though the cache would keep it for an hour.
+#[test]
+fn a_certificate_changed_in_redis_is_served_after_its_report() {
+    let pki = Pki::new();
+    let redis = Redis::start();
+    let set = |leaf: &harness::tls::Leaf| {
+        redis.cmd(&[
+            "HSET",
+            "tls:redis.example",
+            "certificate",
+            &leaf.cert_pem,
+            "key",
+            &leaf.key_pem,
+        ]);
+    };
+    let first = pki.leaf(&["redis.example"]);
+    set(&first);
+    let proxy = start(
+        &redis,
+        "redis_certificates = true\nredis_certificates_ttl = 3600",
+    );
+    harness::wait_for("both shards to track", || {
+        (redis.subscribers("__redis__:invalidate") == 2).then_some(())
+    });
+    let addr = proxy.https_addr.unwrap();
+    let client = pki.client(&[TLS13, TLS12]);
+    for _ in 0..4 {
+        let conn = connect(addr, "redis.example", client.clone()).expect("certificate");
+        assert_eq!(peer_cert(&conn), first.der);
+    }
+    let second = pki.leaf(&["redis.example"]);
+    set(&second);
+    // Within the harness's wait, far below the hour the cache would keep it.
+    harness::wait_for("the new certificate", || {
+        let conn = connect(addr, "redis.example", client.clone()).ok()?;
+        (peer_cert(&conn) == second.der).then_some(())
+    });
+}
+
 #[test]
 fn certificate_files_are_read_again_on_reload() {
     let pki = Pki::new();

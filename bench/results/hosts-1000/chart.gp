@@ -1,6 +1,6 @@
 set terminal svg size 900,420 font "sans,12"
 set output "bench/results/hosts-1000/latest.svg"
-set title "Requests per second (median of repetitions), 2026-12-01 13:41 UTC"
+set title "Requests per second (median of repetitions), 2026-12-06 18:51 UTC"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
@@ -8,4 +8,4 @@ set key autotitle columnhead outside right top
 set ylabel "req/s"
 set grid ytics
 set yrange [0:*]
-plot for [i=2:5] "bench/results/hosts-1000/chart.dat" using i:xtic(1)
+plot for [i=2:7] "bench/results/hosts-1000/chart.dat" using i:xtic(1)
