@@ -249,6 +249,42 @@ fn a_tracking_connection_that_stops_answering_empties_the_cache() {
     wait_cached(&proxy, &redis, "app.example");
 }
 
+/// Redis reports an expired key only when it deletes it, which with its
+/// active expiry off (or busy elsewhere) waits until someone reads the key:
+/// a cached result lives no longer than the keys it was read from.
+#[test]
+fn expiring_routes_and_dead_marks_end_with_their_keys() {
+    let redis = Redis::start_with(&["--enable-debug-command", "yes"]);
+    redis.cmd(&["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
+    let (a, b) = (Backend::named("a"), Backend::named("b"));
+    redis.frontend("", "exp.example", "exp", &[a.url()]);
+    redis.frontend("", "pair.example", "pair", &[a.url(), b.url()]);
+    redis.cmd(&["SADD", "dead:pair.example", "0"]);
+    let (proxy, _admin) = start_tracking(&redis, "workers = 1", 1);
+    wait_cached(&proxy, &redis, "exp.example");
+    wait_cached(&proxy, &redis, "pair.example");
+    // (The times to live travel with the lookups.)
+    assert_eq!(redis.calls("pttl"), 0);
+    get(proxy.addr, "new.example", "/");
+    assert_eq!(
+        redis.calls("pttl"),
+        4,
+        "frontend:new.example, *.example, * and the dead set"
+    );
+    assert_served(&proxy, "pair.example", "b");
+    // Each PEXPIRE is itself a change, reported: the next lookups read the
+    // times to live. Then nothing reports the expiry.
+    redis.cmd(&["PEXPIRE", "frontend:exp.example", "300"]);
+    redis.cmd(&["PEXPIRE", "dead:pair.example", "300"]);
+    // Well within the harness's wait, far below the 60 s backstop.
+    wait_for("the expired route to be gone", || {
+        (get(proxy.addr, "exp.example", "/").status == 400).then_some(())
+    });
+    wait_for("the expired dead mark to be gone", || {
+        (get(proxy.addr, "pair.example", "/").text() == "a").then_some(())
+    });
+}
+
 #[test]
 fn a_redis_without_tracking_means_a_lookup_per_request() {
     let redis = Redis::start_with(&["--rename-command", "CLIENT", ""]);
@@ -277,6 +313,55 @@ fn route_cache_off_reads_redis_for_every_request() {
     assert_eq!(metric_total(admin, "lopache_route_cache_misses_total"), 0);
 }
 
+/// A scripted Redis for what a real one cannot be made to do on demand. It
+/// answers the tracking setup and PINGs as Redis does, and every `LRANGE`
+/// with `list(key, report)`, where `report(keys)` pushes a change report to
+/// the tracking connection at that moment.
+fn scripted_redis(
+    list: impl Fn(&str, &dyn Fn(&[&str])) -> Vec<u8> + Send + Sync + 'static,
+) -> FakeRedis {
+    let tracking = Arc::new(std::sync::Mutex::new(None::<usize>));
+    FakeRedis::start_with_push(move |conn, args, push| {
+        let arg =
+            |i: usize| String::from_utf8_lossy(args.get(i).map_or(&[][..], |a| a)).to_string();
+        let report = |keys: &[&str]| {
+            let to = tracking.lock().unwrap().expect("a tracking connection");
+            let mut bytes = b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n".to_vec();
+            bytes.extend_from_slice(&array(keys));
+            push(to, &bytes);
+        };
+        match arg(0).to_ascii_uppercase().as_str() {
+            "CLIENT" if arg(1).eq_ignore_ascii_case("ID") => {
+                *tracking.lock().unwrap() = Some(conn);
+                b":7\r\n".to_vec()
+            }
+            "CLIENT" => b"+OK\r\n".to_vec(),
+            "SUBSCRIBE" => {
+                let mut out = b"*3\r\n$9\r\nsubscribe\r\n$20\r\n__redis__:invalidate\r\n".to_vec();
+                out.extend_from_slice(b":1\r\n");
+                out
+            }
+            "PING" => array(&["pong", ""]),
+            "SMEMBERS" => b"*0\r\n".to_vec(),
+            "PTTL" => b":-1\r\n".to_vec(),
+            "LRANGE" => list(&arg(1), &report),
+            _ => b"-ERR unknown\r\n".to_vec(),
+        }
+    })
+}
+
+/// lopache on a scripted Redis, once its one shard serves from the cache.
+fn start_scripted(fake: &FakeRedis) -> (Lopache, SocketAddr) {
+    let (proxy, admin) = start(&fake.url(), "workers = 1");
+    // The session is live once its SUBSCRIBE is confirmed; a lookup taken
+    // before that is not cached, so wait for a hit on a host of no interest.
+    wait_for("the cache to serve a lookup", || {
+        get(proxy.addr, "warm.example", "/");
+        (metric_total(admin, "lopache_route_cache_hits_total") > 0).then_some(())
+    });
+    (proxy, admin)
+}
+
 /// The race a real Redis cannot be made to show on demand: the lookup's
 /// reply predates a change whose report reaches lopache first. The scripted
 /// server answers the first lookup of `race.example` with the old backend,
@@ -288,57 +373,74 @@ fn a_report_during_a_lookup_keeps_it_out_of_the_cache() {
     let (a, b) = (Backend::named("a"), Backend::named("b"));
     let (old, new) = (a.url(), b.url());
     let changed = Arc::new(AtomicBool::new(false));
-    let tracking = Arc::new(std::sync::Mutex::new(None::<usize>));
     let fake = {
-        let (changed, tracking) = (changed.clone(), tracking.clone());
-        FakeRedis::start_with_push(move |conn, args, push| {
-            let arg =
-                |i: usize| String::from_utf8_lossy(args.get(i).map_or(&[][..], |a| a)).to_string();
-            match arg(0).to_ascii_uppercase().as_str() {
-                "CLIENT" if arg(1).eq_ignore_ascii_case("ID") => {
-                    *tracking.lock().unwrap() = Some(conn);
-                    b":7\r\n".to_vec()
-                }
-                "CLIENT" => b"+OK\r\n".to_vec(),
-                "SUBSCRIBE" => {
-                    let mut out =
-                        b"*3\r\n$9\r\nsubscribe\r\n$20\r\n__redis__:invalidate\r\n".to_vec();
-                    out.extend_from_slice(b":1\r\n");
-                    out
-                }
-                "PING" => array(&["pong", ""]),
-                "SMEMBERS" => b"*0\r\n".to_vec(),
-                "LRANGE" if arg(1) == "frontend:race.example" => {
-                    if !changed.swap(true, Ordering::SeqCst) {
-                        // The change lands after this lookup ran: report it
-                        // first, give lopache time to read the report, then
-                        // answer with what the lookup saw.
-                        let to = tracking.lock().unwrap().expect("tracking connection");
-                        let mut report =
-                            b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n".to_vec();
-                        report.extend_from_slice(&array(&["frontend:race.example"]));
-                        push(to, &report);
-                        std::thread::sleep(Duration::from_millis(200));
-                        array(&["race", &old])
-                    } else {
-                        array(&["race", &new])
-                    }
-                }
-                "LRANGE" => b"*0\r\n".to_vec(),
-                _ => b"-ERR unknown\r\n".to_vec(),
+        let changed = changed.clone();
+        scripted_redis(move |key, report| match key {
+            "frontend:race.example" if !changed.swap(true, Ordering::SeqCst) => {
+                // The change lands after this lookup ran: report it first,
+                // give lopache time to read the report, then answer with
+                // what the lookup saw.
+                report(&["frontend:race.example"]);
+                std::thread::sleep(Duration::from_millis(200));
+                array(&["race", &old])
             }
+            "frontend:race.example" => array(&["race", &new]),
+            _ => b"*0\r\n".to_vec(),
         })
     };
-    let (proxy, admin) = start(&fake.url(), "workers = 1");
-    wait_for("tracking to start", || tracking.lock().unwrap().map(|_| ()));
-    // The session is live once its SUBSCRIBE is confirmed; a lookup taken
-    // before that is not cached anyway, so wait for a hit on another host.
-    wait_for("the cache to serve a lookup", || {
-        get(proxy.addr, "warm.example", "/");
-        (metric_total(admin, "lopache_route_cache_hits_total") > 0).then_some(())
-    });
+    let (proxy, _admin) = start_scripted(&fake);
     assert_eq!(get(proxy.addr, "race.example", "/").text(), "a");
     assert!(changed.load(Ordering::SeqCst));
     assert_eq!(get(proxy.addr, "race.example", "/").text(), "b");
     assert_served(&proxy, "race.example", "b");
+}
+
+/// A report too large to read (Redis sends one per event loop turn, listing
+/// every key a big transaction or script touched) empties the cache: it is
+/// never ignored, whatever keys it would have named.
+#[test]
+fn a_report_over_the_size_limit_empties_the_cache() {
+    let (a, b) = (Backend::named("a"), Backend::named("b"));
+    let (old, new) = (a.url(), b.url());
+    let changed = Arc::new(AtomicBool::new(false));
+    let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let push_big = Arc::new(AtomicBool::new(false));
+    let fake = {
+        let (changed, lookups, push_big) = (changed.clone(), lookups.clone(), push_big.clone());
+        scripted_redis(move |key, report| {
+            if push_big.swap(false, Ordering::SeqCst) {
+                // 5 MiB of other keys, over the client's 4 MiB reply limit.
+                let keys: Vec<String> = (0..100_000)
+                    .map(|i| format!("frontend:filler-{i:06}.customer.example.org"))
+                    .collect();
+                report(&keys.iter().map(String::as_str).collect::<Vec<_>>());
+            }
+            match key {
+                "frontend:big.example" => {
+                    lookups.fetch_add(1, Ordering::SeqCst);
+                    let url = if changed.load(Ordering::SeqCst) {
+                        &new
+                    } else {
+                        &old
+                    };
+                    array(&["big", url])
+                }
+                _ => b"*0\r\n".to_vec(),
+            }
+        })
+    };
+    let (proxy, admin) = start_scripted(&fake);
+    assert_eq!(get(proxy.addr, "big.example", "/").text(), "a");
+    changed.store(true, Ordering::SeqCst);
+    // Cached: the change is not seen without a report.
+    assert_eq!(get(proxy.addr, "big.example", "/").text(), "a");
+    assert_eq!(lookups.load(Ordering::SeqCst), 1);
+    // The big report goes out while another host is looked up.
+    let flushes = metric_total(admin, "lopache_route_cache_flushes_total");
+    push_big.store(true, Ordering::SeqCst);
+    get(proxy.addr, "other.example", "/");
+    wait_for("the unreadable report to empty the cache", || {
+        (metric_total(admin, "lopache_route_cache_flushes_total") > flushes).then_some(())
+    });
+    assert_served(&proxy, "big.example", "b");
 }

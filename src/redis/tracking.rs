@@ -4,9 +4,9 @@
 //! hears the reports on that same connection. It names itself as the
 //! `REDIRECT` target and subscribes to `__redis__:invalidate`, so the
 //! reports arrive as ordinary RESP2 pub/sub messages: no RESP3 anywhere.
-//! A PING every second proves the connection alive; one not answered within
-//! the Redis timeout ends the session (as a lost connection does), and the
-//! caller must then stop trusting what it cached.
+//! A PING after each second without a message proves the connection alive;
+//! one not answered within the Redis timeout ends the session (as a lost
+//! connection does), and the caller must then stop trusting what it cached.
 //!
 //! [`Unread`] lets the cache ask, before it serves a result, whether a
 //! report has reached the connection and not been applied yet (bytes in the
@@ -77,7 +77,7 @@ impl Unread {
     }
 }
 
-/// How often the connection is pinged.
+/// After how long without a message the connection is pinged.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -193,6 +193,26 @@ async fn session(
     }
 }
 
+/// An error reply to setting tracking up: a passing state of the server
+/// (loading its data, busy with a script, ...) is retried soon; anything
+/// else means it will not track (unknown command, no permission, ...).
+fn refusal(error: String) -> End {
+    const PASSING: [&str; 4] = ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"];
+    if PASSING.iter().any(|p| error.starts_with(p)) {
+        End::Lost(ConnError::Refused(error))
+    } else {
+        End::Refused(error)
+    }
+}
+
+/// A reply that is neither the one expected nor an error.
+fn unexpected(what: &str, reply: Option<Reply>) -> End {
+    End::Lost(ConnError::Protocol(format!(
+        "{what} answered {}",
+        crate::observe::log::truncated(&format!("{reply:?}"), 100)
+    )))
+}
+
 /// `CLIENT ID`, `CLIENT TRACKING on REDIRECT <id> BCAST PREFIX ...`, then
 /// `SUBSCRIBE __redis__:invalidate`. In RESP2 Redis delivers invalidations
 /// only to a subscribed connection, so nothing is reported before the last
@@ -202,8 +222,8 @@ async fn enable(session: &mut Session, prefixes: &[String], timeout: Duration) -
     encode_command(&mut command, &[b"CLIENT", b"ID"]);
     let id = match session.exchange(command, 1, timeout).await?.pop() {
         Some(Reply::Integer(id)) => id.to_string(),
-        Some(Reply::Error(e)) => return Err(End::Refused(e)),
-        other => return Err(End::Refused(format!("CLIENT ID answered {other:?}"))),
+        Some(Reply::Error(e)) => return Err(refusal(e)),
+        other => return Err(unexpected("CLIENT ID", other)),
     };
     let mut args: Vec<&[u8]> = vec![b"CLIENT", b"TRACKING", b"on", b"REDIRECT", id.as_bytes()];
     args.push(b"BCAST");
@@ -214,8 +234,8 @@ async fn enable(session: &mut Session, prefixes: &[String], timeout: Duration) -
     encode_command(&mut command, &args);
     match session.exchange(command, 1, timeout).await?.pop() {
         Some(Reply::SimpleString(ok)) if ok == b"OK" => {}
-        Some(Reply::Error(e)) => return Err(End::Refused(e)),
-        other => return Err(End::Refused(format!("CLIENT TRACKING answered {other:?}"))),
+        Some(Reply::Error(e)) => return Err(refusal(e)),
+        other => return Err(unexpected("CLIENT TRACKING", other)),
     }
     let mut command = Vec::new();
     encode_command(&mut command, &[b"SUBSCRIBE", b"__redis__:invalidate"]);
@@ -226,7 +246,8 @@ async fn enable(session: &mut Session, prefixes: &[String], timeout: Duration) -
         Some(Reply::Array(parts)) if parts.first().and_then(string_bytes) == Some(b"subscribe") => {
             Ok(())
         }
-        other => Err(End::Refused(format!("SUBSCRIBE answered {other:?}"))),
+        Some(Reply::Error(e)) => Err(refusal(e)),
+        other => Err(unexpected("SUBSCRIBE", other)),
     }
 }
 
@@ -277,27 +298,33 @@ enum Message {
 }
 
 /// Reads `["message", "__redis__:invalidate", keys | null]` and a
-/// subscribed connection's `["pong", ""]`.
+/// subscribed connection's `["pong", ""]`. Anything else that is not an
+/// array (an error, and a report over the reply size limit, which the
+/// client turns into one) or a report lopache cannot read in full stands for
+/// "anything may have changed": a report is never ignored.
 fn message(reply: Reply) -> Message {
     let Reply::Array(mut parts) = reply else {
-        return Message::Other;
+        return Message::Event(Event::All);
     };
     match parts.first().and_then(string_bytes) {
         Some(b"pong") => return Message::Pong,
         Some(b"message") if parts.len() == 3 => {}
+        Some(b"message") => return Message::Event(Event::All),
+        // (`subscribe` confirmations and the like.)
         _ => return Message::Other,
     }
     match parts.pop() {
-        Some(Reply::Null) => Message::Event(Event::All),
-        Some(Reply::Array(keys)) => Message::Event(Event::Changed(
-            keys.into_iter()
-                .filter_map(|k| match k {
+        Some(Reply::Array(keys)) => {
+            let keys: Option<Vec<Vec<u8>>> = keys
+                .into_iter()
+                .map(|k| match k {
                     Reply::BulkString(k) | Reply::SimpleString(k) => Some(k),
                     _ => None,
                 })
-                .collect(),
-        )),
-        // A message lopache cannot read: assume the worst.
+                .collect();
+            Message::Event(keys.map_or(Event::All, Event::Changed))
+        }
+        // Null is Redis's "everything"; anything else cannot be read.
         _ => Message::Event(Event::All),
     }
 }
@@ -339,6 +366,16 @@ mod tests {
             message(Reply::Array(vec![bulk("pong"), bulk("")])),
             Message::Pong
         ));
-        assert!(matches!(message(bulk("x")), Message::Other));
+        // What cannot be read in full means "anything may have changed".
+        for unreadable in [
+            bulk("x"),
+            crate::redis::codec::too_large(),
+            msg(Reply::Array(vec![Reply::Integer(1), bulk("frontend:a")])),
+            Reply::Array(vec![bulk("message"), bulk("__redis__:invalidate")]),
+        ] {
+            assert!(matches!(message(unreadable), Message::Event(Event::All)));
+        }
+        let confirmation = Reply::Array(vec![bulk("subscribe"), bulk("c"), Reply::Integer(1)]);
+        assert!(matches!(message(confirmation), Message::Other));
     }
 }

@@ -160,7 +160,13 @@ impl RouteCache {
                 if ticket != self.ticket() || !self.slot_is_live(slot) {
                     return;
                 }
-                TRACKING_BACKSTOP
+                // Expiry is reported only once Redis deletes the key.
+                match found {
+                    Lookup::Frontend(f) => f
+                        .expires_in
+                        .map_or(TRACKING_BACKSTOP, |e| e.min(TRACKING_BACKSTOP)),
+                    Lookup::NoFrontend => TRACKING_BACKSTOP,
+                }
             }
         };
         let now = Instant::now();
@@ -385,6 +391,32 @@ mod tests {
         let ticket = c.ticket();
         c.put(0, "a", &frontend("a"), ticket);
         assert_eq!(c.get(0, "a"), Some(frontend("a")));
+    }
+
+    #[test]
+    fn a_result_is_kept_no_longer_than_its_keys_live() {
+        let c = cache(CacheMode::Tracking);
+        let _sockets = sockets(&c);
+        c.set_live(0, true);
+        let expiring = |after: Duration| {
+            let Lookup::Frontend(mut f) = frontend("a") else {
+                unreachable!()
+            };
+            f.expires_in = Some(after);
+            Lookup::Frontend(f)
+        };
+        c.put(0, "gone", &expiring(Duration::ZERO), c.ticket());
+        assert_eq!(c.get(0, "gone"), None);
+        c.put(0, "later", &expiring(Duration::from_secs(30)), c.ticket());
+        assert!(c.get(0, "later").is_some());
+        let until = |host: &str| c.maps.borrow()[0][host].until;
+        let now = Instant::now();
+        assert!(until("later") <= now + Duration::from_secs(30));
+        c.put(0, "far", &expiring(Duration::from_secs(3600)), c.ticket());
+        assert!(
+            until("far") <= Instant::now() + TRACKING_BACKSTOP,
+            "capped by the backstop"
+        );
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! each candidate and `SMEMBERS P dead:<host>`, then the first non-empty list
 //! wins. A list's first [`MAX_BACKENDS`] backends are used; a list whose reply
 //! is over the Redis client's size limit fails its lookup alone (502).
+//! For the tracking route cache the pipeline also asks each key's `PTTL`:
+//! Redis reports an expired key only once it deletes it, which may be much
+//! later, so a cached result must not outlive the keys it was built from.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use super::candidates::Candidates;
 use crate::redis::codec::{
@@ -23,6 +27,9 @@ pub struct Frontend {
     candidate: usize,
     /// 0-based backend indexes in the `dead:<host>` set.
     pub dead: Vec<usize>,
+    /// When the first key it was built from expires, if it was asked and
+    /// any has a time to live.
+    pub expires_in: Option<Duration>,
 }
 
 impl Frontend {
@@ -37,6 +44,7 @@ impl Frontend {
             replies: std::rc::Rc::new(vec![Reply::Array(list)]),
             candidate: 0,
             dead,
+            expires_in: None,
         }
     }
 
@@ -91,25 +99,37 @@ pub enum LookupError {
     TooLarge(String),
 }
 
-/// Appends the lookup pipeline; returns how many replies to expect.
+/// Appends the lookup pipeline, with each key's `PTTL` after it when
+/// `with_ttls`; returns how many replies to expect.
 pub fn encode_lookup(
     prefix: &str,
     host: &str,
     candidates: &Candidates,
+    with_ttls: bool,
     out: &mut Vec<u8>,
 ) -> usize {
     const LRANGE: &[&[u8]] = &[b"LRANGE"];
+    const PTTL: &[&[u8]] = &[b"PTTL"];
     // The identifier and MAX_BACKENDS backends: elements 0 to MAX_BACKENDS.
     const ALL: [&[&[u8]]; 2] = [&[b"0"], &[b"1000"]];
     let prefix = prefix.as_bytes();
-    for i in 0..candidates.len() {
+    let list_key = |i: usize| {
         let [a, b] = candidates.parts(i).map(str::as_bytes);
-        let key: &[&[u8]] = &[prefix, b"frontend:", a, b];
-        encode_command_parts(out, &[LRANGE, key, ALL[0], ALL[1]]);
+        [prefix, b"frontend:", a, b]
+    };
+    for i in 0..candidates.len() {
+        encode_command_parts(out, &[LRANGE, &list_key(i), ALL[0], ALL[1]]);
     }
     let dead_key: &[&[u8]] = &[prefix, b"dead:", host.as_bytes()];
     encode_command_parts(out, &[&[b"SMEMBERS"], dead_key]);
-    candidates.len() + 1
+    if !with_ttls {
+        return candidates.len() + 1;
+    }
+    for i in 0..candidates.len() {
+        encode_command_parts(out, &[PTTL, &list_key(i)]);
+    }
+    encode_command_parts(out, &[PTTL, dead_key]);
+    2 * (candidates.len() + 1)
 }
 
 /// Interprets the replies: `Ok(None)` when no candidate has a list.
@@ -127,13 +147,15 @@ pub fn dead_indexes(reply: &Reply) -> Option<Vec<usize>> {
 pub fn decode_lookup(
     replies: &SharedReplies,
     candidates: &Candidates,
+    with_ttls: bool,
 ) -> Result<Option<Frontend>, LookupError> {
-    let [lists @ .., dead_reply] = replies.as_slice() else {
-        return Err(LookupError::BadReply("no replies".into()));
-    };
-    if lists.len() != candidates.len() {
+    let n = candidates.len();
+    let expected = if with_ttls { 2 * (n + 1) } else { n + 1 };
+    if replies.len() != expected {
         return Err(LookupError::BadReply(format!("{} replies", replies.len())));
     }
+    let (lists, rest) = replies.split_at(n);
+    let (dead_reply, ttls) = (&rest[0], &rest[1..]);
     if is_too_large(dead_reply) {
         return Err(LookupError::TooLarge("dead set".into()));
     }
@@ -164,10 +186,24 @@ pub fn decode_lookup(
         if !items.iter().all(|item| string_bytes(item).is_some()) {
             return Err(not_a_list());
         }
+        // The keys this result depends on: the matched list, the more
+        // specific candidates before it (absent, so without a time to live)
+        // and the dead set.
+        let expires_in = ttls
+            .get(..=i)
+            .into_iter()
+            .flatten()
+            .chain(ttls.last())
+            .filter_map(|t| match t {
+                Reply::Integer(ms) if *ms >= 0 => Some(Duration::from_millis(*ms as u64)),
+                _ => None,
+            })
+            .min();
         return Ok(Some(Frontend {
             replies: replies.clone(),
             candidate: i,
             dead,
+            expires_in,
         }));
     }
     Ok(None)
@@ -191,7 +227,7 @@ mod tests {
     fn encodes_one_lrange_per_candidate_then_smembers() {
         let cands = Candidates::new("x.a.b");
         let mut out = Vec::new();
-        let n = encode_lookup("p:", "x.a.b", &cands, &mut out);
+        let n = encode_lookup("p:", "x.a.b", &cands, false, &mut out);
         assert_eq!(n, 5);
         let mut expected = Vec::new();
         for key in [
@@ -221,7 +257,9 @@ mod tests {
             bulk(&["star", "http://z"]),
             bulk(&["1"]),
         ];
-        let f = decode_lookup(&Rc::new(replies), &cands).unwrap().unwrap();
+        let f = decode_lookup(&Rc::new(replies), &cands, false)
+            .unwrap()
+            .unwrap();
         assert_eq!(f.key("a.b"), "*.b");
         assert_eq!(f.identifier(), "wild");
         assert_eq!(f.backend_count(), 2);
@@ -233,9 +271,42 @@ mod tests {
     }
 
     #[test]
+    fn with_ttls_the_result_expires_with_the_first_key_it_read() {
+        let cands = Candidates::new("a.b");
+        let mut out = Vec::new();
+        assert_eq!(encode_lookup("", "a.b", &cands, true, &mut out), 8);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("PTTL\r\n$10\r\nfrontend:*\r\n*2\r\n$4\r\nPTTL\r\n$8\r\ndead:a.b\r\n")
+        );
+        let ms = |v: i64| Reply::Integer(v);
+        let decode = |ttls: [i64; 4]| {
+            let mut replies = vec![
+                bulk(&[]),
+                bulk(&["wild", "http://x"]),
+                bulk(&["star", "http://z"]),
+                bulk(&[]),
+            ];
+            replies.extend(ttls.map(ms));
+            decode_lookup(&Rc::new(replies), &cands, true)
+                .unwrap()
+                .unwrap()
+                .expires_in
+        };
+        // `*.b` matched: its own time to live and the dead set's count, `*`'s not.
+        assert_eq!(decode([-2, 5000, 10, -2]), Some(Duration::from_secs(5)));
+        assert_eq!(decode([-2, -1, 10, 700]), Some(Duration::from_millis(700)));
+        assert_eq!(decode([-2, -1, 10, -2]), None);
+        assert_eq!(decode([-2, 0, -1, -2]), Some(Duration::ZERO));
+        // Without the right number of replies, the lookup fails.
+        let short = vec![bulk(&[]), bulk(&[]), bulk(&[]), bulk(&[])];
+        assert!(decode_lookup(&Rc::new(short), &cands, true).is_err());
+    }
+
+    #[test]
     fn nothing_found_and_bad_replies() {
         let cands = Candidates::new("a");
-        let decode = |replies: Vec<Reply>| decode_lookup(&Rc::new(replies), &cands);
+        let decode = |replies: Vec<Reply>| decode_lookup(&Rc::new(replies), &cands, false);
         assert_eq!(decode(vec![bulk(&[]), bulk(&[]), bulk(&[])]).unwrap(), None);
         let wrongtype = Reply::Error("WRONGTYPE".into());
         assert!(decode(vec![wrongtype, bulk(&[]), bulk(&[])]).is_err());

@@ -43,18 +43,20 @@ impl From<Option<Frontend>> for Lookup {
     }
 }
 
-/// Looks the host up: `Ok(None)` when no frontend matches.
+/// Looks the host up: `Ok(None)` when no frontend matches. `with_ttls`
+/// also asks when the keys read expire (for the tracking route cache).
 pub async fn find_frontend(
     read: &RedisClient,
     prefix: &str,
     host: &str,
+    with_ttls: bool,
 ) -> Result<Option<Frontend>, RouteError> {
     let cands = candidates::Candidates::new(host);
     // Concurrent lookups of one host share a single lookup in the pipeline.
     let replies = read
-        .query_shared(|out| lookup::encode_lookup(prefix, host, &cands, out))
+        .query_shared(|out| lookup::encode_lookup(prefix, host, &cands, with_ttls, out))
         .await?;
-    Ok(lookup::decode_lookup(&replies, &cands)?)
+    Ok(lookup::decode_lookup(&replies, &cands, with_ttls)?)
 }
 
 /// The destination for a request: the first route whose condition holds, or
@@ -67,6 +69,7 @@ pub async fn choose_destination<'t>(
     facts: &RequestFacts,
     host: &str,
     max_segments: usize,
+    with_ttls: bool,
 ) -> Result<(&'t Destination, Option<Lookup>), RouteError> {
     for route in &table.routes {
         match pre_evaluate(&route.condition, facts) {
@@ -103,7 +106,7 @@ pub async fn choose_destination<'t>(
                         }
                     }
                     if let Some(cands) = &lookup {
-                        n += lookup::encode_lookup(&dest.prefix, host, cands, out);
+                        n += lookup::encode_lookup(&dest.prefix, host, cands, with_ttls, out);
                     }
                     n
                 })
@@ -116,7 +119,7 @@ pub async fn choose_destination<'t>(
             }
             if let Some(cands) = lookup {
                 let rest = std::rc::Rc::new(replies.collect());
-                prefetched = Some(lookup::decode_lookup(&rest, &cands)?.into());
+                prefetched = Some(lookup::decode_lookup(&rest, &cands, with_ttls)?.into());
             }
         }
         if evaluate(&route.condition, facts, &answers) {

@@ -64,6 +64,10 @@ pub struct RedisCertCache {
     configs: RefCell<Lru<Rc<str>, Fresh<KeyCert>>>,
     /// By SNI name: the key that answered for it.
     names: RefCell<Lru<String, Fresh<NameAnswer>>>,
+    /// Bumped by [`clear`](Self::clear): a lookup that was under way when a
+    /// `tls:` key changed keeps its answer for its own handshake but does not
+    /// store it (as the route cache's ticket, `routing::cache`).
+    epoch: std::cell::Cell<u64>,
 }
 
 impl RedisCertCache {
@@ -74,6 +78,7 @@ impl RedisCertCache {
             ttl,
             configs: RefCell::new(Lru::new(max_certificates)),
             names: RefCell::new(Lru::new(max_certificates.saturating_mul(10))),
+            epoch: std::cell::Cell::new(0),
         }
     }
 
@@ -106,6 +111,7 @@ impl RedisCertCache {
             },
             None => {}
         }
+        let ticket = self.epoch.get();
         let (exact, wildcard) = cert_keys(name);
         let wildcard: Option<Rc<str>> = wildcard.map(Into::into);
         // The wildcard's config is at hand: only the exact key's existence
@@ -114,7 +120,7 @@ impl RedisCertCache {
             if let Some(KeyCert::Config(config)) = self.config_for(w) {
                 match redis.command(&[b"EXISTS", exact.as_bytes()]).await {
                     Ok(Reply::Integer(0)) => {
-                        self.remember(name, NameAnswer::Key(w.clone()));
+                        self.remember(ticket, name, NameAnswer::Key(w.clone()));
                         return Some(config);
                     }
                     Ok(_) => {}
@@ -155,23 +161,26 @@ impl RedisCertCache {
                             .ok()
                     });
                     let cert = built.map_or(KeyCert::Unusable, KeyCert::Config);
-                    let entry = (cert.clone(), Instant::now());
-                    self.configs.borrow_mut().insert(key.clone(), entry);
+                    if self.epoch.get() == ticket {
+                        let entry = (cert.clone(), Instant::now());
+                        self.configs.borrow_mut().insert(key.clone(), entry);
+                    }
                     cert
                 }
             };
             if let KeyCert::Config(config) = cert {
-                self.remember(name, NameAnswer::Key(key));
+                self.remember(ticket, name, NameAnswer::Key(key));
                 return Some(config);
             }
         }
-        self.remember(name, NameAnswer::NoKey);
+        self.remember(ticket, name, NameAnswer::NoKey);
         None
     }
 
     /// Forgets everything: a `tls:` key changed (reported by client
     /// tracking, see `redis::tracking`).
     pub fn clear(&self) {
+        self.epoch.set(self.epoch.get().wrapping_add(1));
         self.configs.borrow_mut().clear();
         self.names.borrow_mut().clear();
     }
@@ -185,7 +194,12 @@ impl RedisCertCache {
         self.len() == 0
     }
 
-    fn remember(&self, name: &str, key: NameAnswer) {
+    /// Stores what answers for `name`, unless a `tls:` key changed since
+    /// the lookup took `ticket`.
+    fn remember(&self, ticket: u64, name: &str, key: NameAnswer) {
+        if self.epoch.get() != ticket {
+            return;
+        }
         self.names
             .borrow_mut()
             .insert(name.to_string(), (key, Instant::now()));
