@@ -4,8 +4,8 @@
 //! the master; the master is killed under load: every routed request is
 //! served throughout (the read Redis stayed up), and once the sentinels
 //! have promoted the replica the next dead mark lands on it. A sentinel URL
-//! also works as the only driver, and `?role=replica` reads from the
-//! replica.
+//! also works as the only driver, `?role=replica` reads from the replica,
+//! and the default route cache tracks the new master after a failover.
 
 mod harness;
 
@@ -295,5 +295,43 @@ fn sentinel_urls_in_the_config() {
         let (code, _, stderr) = harness::proxy::dry(&format!("driver = {driver:?}\n"));
         assert_eq!(code, Some(2), "{stderr}");
         assert!(stderr.contains(want), "{stderr}");
+    }
+}
+
+/// The default route cache reading through a sentinel URL: after a
+/// failover the shards track the new master, and a route changed there is
+/// served (nothing cached from the old master stays).
+#[test]
+fn the_tracking_cache_follows_a_failover() {
+    let (master, replica, sentinels) = cluster();
+    let (a, b) = (Backend::named("a"), Backend::named("b"));
+    master.frontend("", "app.example", "app", &[a.url()]);
+    wait_for("the route on the replica", || {
+        (text(&replica.cmd(&["EXISTS", "frontend:app.example"])) == "1").then_some(())
+    });
+    let proxy = Lopache::start(&sentinel_url(&sentinels, ""), "");
+    let tracking = |redis: &Redis| redis.subscribers("__redis__:invalidate");
+    wait_for("both shards to track the master", || {
+        (tracking(&master) == 2).then_some(())
+    });
+    for _ in 0..4 {
+        assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");
+    }
+    assert_eq!(
+        sentinels[0]
+            .ask(&["SENTINEL", "FAILOVER", MASTER_NAME])
+            .as_deref(),
+        Some("OK")
+    );
+    promoted(&sentinels, &replica, &proxy);
+    wait_for("both shards to track the new master", || {
+        (tracking(&replica) == 2).then_some(())
+    });
+    replica.frontend("", "app.example", "app", &[b.url()]);
+    wait_for("the route changed on the new master", || {
+        (get(proxy.addr, "app.example", "/").text() == "b").then_some(())
+    });
+    for _ in 0..10 {
+        assert_eq!(get(proxy.addr, "app.example", "/").text(), "b");
     }
 }
