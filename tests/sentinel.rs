@@ -183,6 +183,17 @@ fn promoted(sentinels: &[Sentinel], replica: &Redis, proxy: &Lopache) {
     );
 }
 
+/// `SENTINEL FAILOVER` with the master still up, then [`promoted`].
+fn fail_over(sentinels: &[Sentinel], replica: &Redis, proxy: &Lopache) {
+    assert_eq!(
+        sentinels[0]
+            .ask(&["SENTINEL", "FAILOVER", MASTER_NAME])
+            .as_deref(),
+        Some("OK")
+    );
+    promoted(sentinels, replica, proxy);
+}
+
 #[test]
 fn the_master_fails_over_under_load() {
     let (mut master, replica, sentinels) = cluster();
@@ -222,13 +233,7 @@ fn a_manual_failover_moves_writes_off_a_master_that_is_still_up() {
     // The old master stays up and becomes a replica (Sentinel also kills
     // its clients' connections; lopache drops a connection to a server the
     // sentinels no longer name even without that).
-    assert_eq!(
-        sentinels[0]
-            .ask(&["SENTINEL", "FAILOVER", MASTER_NAME])
-            .as_deref(),
-        Some("OK")
-    );
-    promoted(&sentinels, &replica, &proxy);
+    fail_over(&sentinels, &replica, &proxy);
     mark_via_requests(&proxy, &replica, "after.example");
 }
 
@@ -317,13 +322,7 @@ fn the_tracking_cache_follows_a_failover() {
     for _ in 0..4 {
         assert_eq!(get(proxy.addr, "app.example", "/").text(), "a");
     }
-    assert_eq!(
-        sentinels[0]
-            .ask(&["SENTINEL", "FAILOVER", MASTER_NAME])
-            .as_deref(),
-        Some("OK")
-    );
-    promoted(&sentinels, &replica, &proxy);
+    fail_over(&sentinels, &replica, &proxy);
     wait_for("both shards to track the new master", || {
         (tracking(&replica) == 2).then_some(())
     });

@@ -53,6 +53,20 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
+    /// Every destination: the default one first, then one per route, in
+    /// order (the route cache keeps one map per destination in this order).
+    pub fn destinations(&self) -> impl Iterator<Item = &Destination> {
+        std::iter::once(&self.default).chain(self.routes.iter().map(|r| &r.destination))
+    }
+
+    /// The distinct servers routes are read from, in index order.
+    pub fn read_servers(&self) -> Vec<usize> {
+        let mut servers: Vec<usize> = self.destinations().map(|d| d.read).collect();
+        servers.sort_unstable();
+        servers.dedup();
+        servers
+    }
+
     pub fn build(
         default: &Driver,
         raw: &[RawRoute],

@@ -73,9 +73,8 @@ pub struct RouteCache {
 
 impl RouteCache {
     pub fn new(mode: CacheMode, table: &RouteTable) -> RouteCache {
-        let destinations =
-            std::iter::once(&table.default).chain(table.routes.iter().map(|r| &r.destination));
-        let sources: Vec<Source> = destinations
+        let sources: Vec<Source> = table
+            .destinations()
             .map(|d| Source {
                 server: d.read,
                 prefix: d.prefix.clone(),

@@ -69,24 +69,13 @@ async fn housekeeping(shard: Rc<Shard>) {
     }
 }
 
-/// The distinct Redis servers routes are read from.
-fn read_servers(shard: &Shard) -> Vec<usize> {
-    let table = &shard.config.routing;
-    let mut servers: Vec<usize> = std::iter::once(table.default.read)
-        .chain(table.routes.iter().map(|r| r.destination.read))
-        .collect();
-    servers.sort_unstable();
-    servers.dedup();
-    servers
-}
-
 /// With the route cache on: subscribe to the `dead` channel on every Redis
 /// routes are read from, and forget a host's cached lookup whenever a proxy
 /// announces one of its backends dead (everything when the message names
 /// no host, or the subscription was down and may have missed one).
 fn listen_for_dead_marks(shard: &Rc<Shard>) {
     use crate::redis::subscriber::Event;
-    for server in read_servers(shard) {
+    for server in shard.config.routing.read_servers() {
         let url = shard.config.routing.servers[server].clone();
         let shard = shard.clone();
         let timeout = shard.config.redis_timeout;
@@ -94,9 +83,7 @@ fn listen_for_dead_marks(shard: &Rc<Shard>) {
             crate::redis::subscriber::subscribe(url, b"dead", timeout, |event| {
                 // Hipache's message: `<host>;<backend url>;<index>;<count>`.
                 let host = match &event {
-                    Event::Message(m) => {
-                        m.split(|&b| b == b';').next().filter(|_| m.contains(&b';'))
-                    }
+                    Event::Message(m) => m.iter().position(|&b| b == b';').map(|end| &m[..end]),
                     _ => None,
                 };
                 match host.and_then(|h| std::str::from_utf8(h).ok()) {
@@ -116,10 +103,9 @@ fn track_route_keys(shard: &Rc<Shard>) {
     use crate::redis::tracking::{self, Event};
     let table = &shard.config.routing;
     let certificates_on = shard.config.redis_certificates.is_some();
-    for server in read_servers(shard) {
-        let destinations =
-            std::iter::once(&table.default).chain(table.routes.iter().map(|r| &r.destination));
-        let mut prefixes: Vec<String> = destinations
+    for server in table.read_servers() {
+        let mut prefixes: Vec<String> = table
+            .destinations()
             .filter(|d| d.read == server)
             .flat_map(|d| {
                 [
