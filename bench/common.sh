@@ -24,6 +24,16 @@ install_missing() {
 # Total PSS (KB) of the given pids, and a pid's children.
 pss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup"))); done; echo $t; }
 children() { pgrep -P "$1" | tr '\n' ' '; }
+# CPU time (user + system, in clock ticks) the given pids used, threads
+# included. The fields are counted after the ")" that ends the command name,
+# which may hold spaces ("lopache: worker").
+cpu_ticks() {
+  local t=0 p
+  for p in "$@"; do
+    t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")))
+  done
+  echo $t
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done

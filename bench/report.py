@@ -17,9 +17,17 @@ idle = {r["peer"]: float(r["kb_per_conn"]) for r in csv.DictReader(open(idle_csv
 # "cached" is lopache with server.route_cache_ms (bench/run.sh --route-cache).
 PEERS = [p for p in ["direct", "lopache", "lookup", "cached", "nginx", "haproxy", "pingora", "monolake"] if any(r["peer"] == p for r in rows)]
 
-by = defaultdict(dict)  # (mode, conns, rep) -> peer -> row
+# Runs before --hosts took a list have no hosts column: one host.
 for r in rows:
-    by[(r["mode"], int(r["conns"]), int(r["rep"]))][r["peer"]] = r
+    r.setdefault("hosts", "1")
+HOSTS = sorted({int(r["hosts"]) for r in rows})
+# The general targets are judged at the smallest host count (one host in a
+# default run); the route cache's at every count measured.
+BASE = HOSTS[0]
+
+by = defaultdict(dict)  # (mode, hosts, conns, rep) -> peer -> row
+for r in rows:
+    by[(r["mode"], int(r["hosts"]), int(r["conns"]), int(r["rep"]))][r["peer"]] = r
 
 
 def med(values):
@@ -27,22 +35,22 @@ def med(values):
     return statistics.median(values) if values else float("nan")
 
 
-def ratio(mode, conns, peer, other, field, invert=False):
+def ratio(mode, conns, peer, other, field, invert=False, hosts=BASE):
     out = []
-    for (m, c, _), peers in by.items():
-        if m == mode and c == conns and peer in peers and other in peers:
+    for (m, h, c, _), peers in by.items():
+        if m == mode and h == hosts and c == conns and peer in peers and other in peers:
             a, b = float(peers[peer][field]), float(peers[other][field])
             if a > 0 and b > 0:
                 out.append(b / a if invert else a / b)
     return med(out)
 
 
-def stat(mode, conns, peer, field):
-    return med([float(p[peer][field]) for (m, c, _), p in by.items() if m == mode and c == conns and peer in p])
+def stat(mode, conns, peer, field, hosts=BASE):
+    return med([float(p[peer][field]) for (m, h, c, _), p in by.items() if m == mode and h == hosts and c == conns and peer in p])
 
 
-def errors(mode, conns, peer):
-    return sum(int(p[peer]["errors"]) for (m, c, _), p in by.items() if m == mode and c == conns and peer in p)
+def errors(mode, conns, peer, hosts=BASE):
+    return sum(int(p[peer]["errors"]) for (m, h, c, _), p in by.items() if m == mode and h == hosts and c == conns and peer in p)
 
 
 lines = [
@@ -51,32 +59,34 @@ lines = [
     f"Measured {stamp}.",
     f"Command: `{command}` (wrk -t1; 5-byte nginx backend with keep-alive; `lopache` keeps lookups until Redis reports a change (route_cache = tracking, the default){'; `lookup` looks every request up in Redis (route_cache = off)' if 'lookup' in PEERS else ''}{'; `cached` is lopache with a TTL route cache (route_cache_ms)' if 'cached' in PEERS else ''}; nginx, HAProxy{', pingora (its quick-start load balancer) and monolake' if {'pingora', 'monolake'} & set(PEERS) else ''} route statically).",
     "",
-    "| mode | conns | peer | req/s | × direct | × nginx | × haproxy | p50 ms | p99 ms | p99 × nginx | p99 × haproxy | proxy µs/req | Redis µs/req | PSS MB | errors |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| mode | hosts | conns | peer | req/s | × direct | × nginx | × haproxy | p50 ms | p99 ms | p99 × nginx | p99 × haproxy | proxy µs/req | Redis µs/req | PSS MB | errors |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 chart = []
 for mode in ["free", "pinned"]:
-    for conns in [64, 256]:
-        for peer in PEERS:
-            rps = stat(mode, conns, peer, "rps")
-            if rps != rps:  # nan: not measured
-                continue
-            lines.append(
-                "| {} | {} | {} | {:,.0f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {} | {} | {} | {} |".format(
-                    mode, conns, peer, rps,
-                    ratio(mode, conns, peer, "direct", "rps"),
-                    ratio(mode, conns, peer, "nginx", "rps"),
-                    ratio(mode, conns, peer, "haproxy", "rps"),
-                    stat(mode, conns, peer, "p50_ms"), stat(mode, conns, peer, "p99_ms"),
-                    ratio(mode, conns, peer, "nginx", "p99_ms"),
-                    ratio(mode, conns, peer, "haproxy", "p99_ms"),
-                    "-" if peer == "direct" else "{:.1f}".format(stat(mode, conns, peer, "proxy_us")),
-                    "{:.2f}".format(stat(mode, conns, peer, "redis_us")) if peer in ("lopache", "lookup", "cached") else "-",
-                    "-" if peer == "direct" else "{:.1f}".format(stat(mode, conns, peer, "pss_kb") / 1024),
-                    errors(mode, conns, peer),
+    for hosts in HOSTS:
+        for conns in [64, 256]:
+            for peer in PEERS:
+                rps = stat(mode, conns, peer, "rps", hosts)
+                if rps != rps:  # nan: not measured
+                    continue
+                lines.append(
+                    "| {} | {:,} | {} | {} | {:,.0f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {} | {} | {} | {} |".format(
+                        mode, hosts, conns, peer, rps,
+                        ratio(mode, conns, peer, "direct", "rps", hosts=hosts),
+                        ratio(mode, conns, peer, "nginx", "rps", hosts=hosts),
+                        ratio(mode, conns, peer, "haproxy", "rps", hosts=hosts),
+                        stat(mode, conns, peer, "p50_ms", hosts), stat(mode, conns, peer, "p99_ms", hosts),
+                        ratio(mode, conns, peer, "nginx", "p99_ms", hosts=hosts),
+                        ratio(mode, conns, peer, "haproxy", "p99_ms", hosts=hosts),
+                        "-" if peer == "direct" else "{:.1f}".format(stat(mode, conns, peer, "proxy_us", hosts)),
+                        "{:.2f}".format(stat(mode, conns, peer, "redis_us", hosts)) if peer in ("lopache", "lookup", "cached") else "-",
+                        "-" if peer == "direct" else "{:.1f}".format(stat(mode, conns, peer, "pss_kb", hosts) / 1024),
+                        errors(mode, conns, peer, hosts),
+                    )
                 )
-            )
-            chart.append((f"{mode}/{conns}", peer, rps))
+                group = f"{mode}/{conns}" if len(HOSTS) == 1 else f"{mode}/{hosts}h/{conns}"
+                chart.append((group, peer, rps))
 
 lines += ["", "Memory per idle keep-alive connection (PSS growth / connections):", ""]
 lines += ["| peer | KB per idle connection |", "|---|---|"]
@@ -94,7 +104,7 @@ def targets(peer, title, memory_and_redis):
     r64n, r64h = ratio("free", 64, peer, "nginx", "rps"), ratio("free", 64, peer, "haproxy", "rps")
     r256n, r256h = ratio("free", 256, peer, "nginx", "rps"), ratio("free", 256, peer, "haproxy", "rps")
     p99n, p99h = ratio("free", 64, peer, "nginx", "p99_ms"), ratio("free", 64, peer, "haproxy", "p99_ms")
-    errs = sum(errors(m, c, peer) for m in ["free", "pinned"] for c in [64, 256])
+    errs = sum(errors(m, c, peer, h) for m in ["free", "pinned"] for c in [64, 256] for h in HOSTS)
     rows = [
         "",
         title,
@@ -120,7 +130,8 @@ def targets(peer, title, memory_and_redis):
     return rows + [check("zero errors and non-2xx", str(errs), errs == 0)]
 
 
-lines += targets("lopache", "Targets (free mode unless noted):", True)
+at = "" if BASE == 1 else f", {BASE:,} hosts"
+lines += targets("lopache", f"Targets (free mode unless noted{at}):", True)
 if "cached" in PEERS:
     lines += targets("cached", "The same targets with the TTL route cache (`cached`):", False)
 if "lookup" in PEERS:
@@ -128,22 +139,25 @@ if "lookup" in PEERS:
     # as fast as the TTL cache, and well ahead of nginx with many hosts.
     rows = ["", "Route cache targets (free mode; `lopache` tracks, `lookup` does not):", "",
             "| target | measured | |", "|---|---|---|"]
-    for conns in [64, 256]:
-        redis = stat("free", conns, "lopache", "redis_us")
-        rows.append(check(f"Redis ≤ 0.2 µs per request with tracking ({conns})", f"{redis:.2f} µs", redis <= 0.2))
-        gain = ratio("free", conns, "lopache", "lookup", "rps")
-        rows.append(check(f"tracking ≥ lookup per request ({conns})", f"{gain:.2f} ×", gain >= 1))
-        if "cached" in PEERS:
-            vs_ttl = ratio("free", conns, "lopache", "cached", "rps")
-            rows.append(check(f"tracking ≥ the TTL cache ({conns})", f"{vs_ttl:.2f} ×", vs_ttl >= 1))
-    if "--hosts 1000" in command:
-        r = ratio("free", 256, "lopache", "nginx", "rps")
+    for hosts in HOSTS:
+        for conns in [64, 256]:
+            where = f"{hosts:,} host{'s' if hosts > 1 else ''}, {conns} conns"
+            redis = stat("free", conns, "lopache", "redis_us", hosts)
+            rows.append(check(f"Redis ≤ 0.2 µs per request with tracking ({where})", f"{redis:.2f} µs", redis <= 0.2))
+            gain = ratio("free", conns, "lopache", "lookup", "rps", hosts=hosts)
+            rows.append(check(f"tracking ≥ lookup per request ({where})", f"{gain:.2f} ×", gain >= 1))
+            if "cached" in PEERS:
+                vs_ttl = ratio("free", conns, "lopache", "cached", "rps", hosts=hosts)
+                rows.append(check(f"tracking ≥ the TTL cache ({where})", f"{vs_ttl:.2f} ×", vs_ttl >= 1))
+    if 1000 in HOSTS:
+        r = ratio("free", 256, "lopache", "nginx", "rps", hosts=1000)
         rows.append(check("1,000 hosts: ≥ 1.05 × nginx at 256", f"{r:.2f} ×", r >= 1.05))
     lines += rows
 open(f"{out_dir}/latest.md", "w").write("\n".join(lines) + "\n")
 
 with open(f"{out_dir}/chart.dat", "w") as f:
-    groups = sorted({g for g, _, _ in chart}, key=lambda g: (g.split("/")[0] != "free", int(g.split("/")[1])))
+    # Groups in the order the table lists them.
+    groups = list(dict.fromkeys(g for g, _, _ in chart))
     f.write("group " + " ".join(PEERS) + "\n")
     for g in groups:
         vals = {p: r for gg, p, r in chart if gg == g}

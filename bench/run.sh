@@ -17,8 +17,10 @@
 #        (defaults 3, 5, 2000; --idle-only measures idle-connection memory only;
 #        --route-cache adds a peer "cached": lopache with server.route_cache_ms;
 #        --hosts N spreads requests round-robin over N frontends instead of
-#        one, so concurrent lookups rarely share one; its results go to
-#        bench/results/hosts-N/ and leave latest.* alone; --own-sessions
+#        one, so concurrent lookups rarely share one; a list (--hosts 1,1000)
+#        measures each count in the same run, one after the other with the
+#        same proxies; a single N > 1 writes to bench/results/hosts-N/ and
+#        leaves latest.* alone; --own-sessions
 #        starts every server and wrk in its own session, as a service manager
 #        would, so the kernel's autogroup scheduling shares the CPU between
 #        them as between services; its results go to a sessions/ subfolder;
@@ -29,7 +31,7 @@
 #        the pinned mode)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0 HOSTS=1 SPAWN="" EXTRA_PEERS="" FREE_ONLY=0
+REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0 HOSTS_LIST=1 SPAWN="" EXTRA_PEERS="" FREE_ONLY=0
 while [ $# -gt 0 ]; do
   case $1 in
     --reps) REPS=$2; shift 2 ;;
@@ -37,14 +39,19 @@ while [ $# -gt 0 ]; do
     --idle) IDLE=$2; shift 2 ;;
     --idle-only) IDLE_ONLY=1; shift ;;
     --route-cache) CACHE_MS=$2; shift 2 ;;
-    --hosts) HOSTS=$2; shift 2 ;;
+    --hosts) HOSTS_LIST=$2; shift 2 ;;
     # setsid execs in place (a background job is no group leader), so $! stays the server's pid.
     --own-sessions) SPAWN="setsid"; shift ;;
     --peers) EXTRA_PEERS=${2//,/ }; shift 2 ;;
     --free-only) FREE_ONLY=1; shift ;;
-    *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only] [--route-cache MS] [--hosts N] [--own-sessions] [--peers pingora,monolake] [--free-only]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only] [--route-cache MS] [--hosts N[,N...]] [--own-sessions] [--peers pingora,monolake] [--free-only]" >&2; exit 2 ;;
   esac
 done
+HOST_COUNTS=(${HOSTS_LIST//,/ })
+for n in "${HOST_COUNTS[@]}"; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "--hosts takes positive counts, comma-separated: $HOSTS_LIST" >&2; exit 2; }
+done
+MAX_HOSTS=$(printf '%s\n' "${HOST_COUNTS[@]}" | sort -n | tail -1)
 
 source bench/common.sh
 install_missing wrk:wrk nginx:nginx-light haproxy:haproxy redis-server:redis-server gnuplot:gnuplot-nox python3:python3 taskset:util-linux
@@ -69,11 +76,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d /tmp/lopache-bench.XXXXXX)
 OUT=bench/results
-[ "$HOSTS" -gt 1 ] && OUT=bench/results/hosts-$HOSTS
+[ ${#HOST_COUNTS[@]} = 1 ] && [ "$MAX_HOSTS" -gt 1 ] && OUT=bench/results/hosts-$MAX_HOSTS
 [ -n "$SPAWN" ] && OUT=$OUT/sessions
 mkdir -p "$OUT"
-
-ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 
 BACKEND=$(free_port) REDIS=$(free_port) LOPACHE=$(free_port) NGINX=$(free_port) HAPROXY=$(free_port) CACHED=$(free_port) LOOKUP=$(free_port)
 PINGORA=$(free_port) MONOLAKE=$(free_port) PINGORA_PID="" MONOLAKE_PID=""
@@ -83,25 +88,28 @@ echo "== backend nginx :$BACKEND, redis :$REDIS, lopache :$LOPACHE, nginx :$NGIN
 start_backend "$BACKEND"
 start_redis "$REDIS" bench.local "127.0.0.1:$BACKEND"
 
-if [ "$HOSTS" -gt 1 ]; then
-  # bench1.local .. benchN.local: same shape as bench.local (3 LRANGE + SMEMBERS).
-  for i in $(seq "$HOSTS"); do
-    printf 'RPUSH frontend:bench%s.local bench%s http://127.0.0.1:%s\n' "$i" "$i" "$BACKEND"
-  done | redis-cli -p "$REDIS" >/dev/null
-  cat > "$WORK/host.lua" <<LUA
-local hosts, i = {}, 0
-for n = 1, $HOSTS do hosts[n] = "bench" .. n .. ".local" end
+# bench1.local .. benchN.local: same shape as bench.local (3 LRANGE + SMEMBERS).
+for i in $(seq 2 "$MAX_HOSTS"); do
+  printf 'RPUSH frontend:bench%s.local bench%s http://127.0.0.1:%s\n' "$i" "$i" "$BACKEND"
+done | redis-cli -p "$REDIS" >/dev/null
+# One wrk script per host count: "$WORK/hosts-N.lua".
+for n in "${HOST_COUNTS[@]}"; do
+  if [ "$n" -gt 1 ]; then
+    cat > "$WORK/hosts-$n.lua" <<LUA
+local hosts, i = {"bench.local"}, 0
+for n = 2, $n do hosts[n] = "bench" .. n .. ".local" end
 request = function()
-  i = i % $HOSTS + 1
+  i = i % $n + 1
   wrk.headers["Host"] = hosts[i]
   return wrk.format()
 end
 LUA
-else
-  printf 'wrk.headers["Host"] = "bench.local"\n' > "$WORK/host.lua"
-fi
+  else
+    printf 'wrk.headers["Host"] = "bench.local"\n' > "$WORK/hosts-1.lua"
+  fi
+done
 RESULTS="$WORK/results.csv"
-echo "mode,conns,rep,peer,rps,p50_ms,p99_ms,proxy_us,redis_us,errors,pss_kb" > "$RESULTS"
+echo "mode,hosts,conns,rep,peer,rps,p50_ms,p99_ms,proxy_us,redis_us,errors,pss_kb" > "$RESULTS"
 
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print v/1000; else if (v ~ /ms$/) print v+0; else if (v ~ /s$/) print v*1000; else print v }'; }
 
@@ -205,13 +213,13 @@ proxy_pids() {
 }
 port_of() { case $1 in direct) echo "$BACKEND" ;; lopache) echo "$LOPACHE" ;; lookup) echo "$LOOKUP" ;; cached) echo "$CACHED" ;; nginx) echo "$NGINX" ;; haproxy) echo "$HAPROXY" ;; pingora) echo "$PINGORA" ;; monolake) echo "$MONOLAKE" ;; esac; }
 
-run_one() { # mode conns rep peer wrk_cpus
-  local mode=$1 conns=$2 rep=$3 peer=$4 wcpus=$5
+run_one() { # mode hosts conns rep peer wrk_cpus
+  local mode=$1 hosts=$2 conns=$3 rep=$4 peer=$5 wcpus=$6
   local pids; pids=$(proxy_pids "$peer")
   local p0 r0 out
-  p0=$(ticks $pids); r0=$(ticks "$REDIS_PID")
-  out=$($SPAWN taskset -c "$wcpus" wrk -t1 -c"$conns" -d"${SECS}s" --latency -s "$WORK/host.lua" "http://127.0.0.1:$(port_of "$peer")/")
-  local p1 r1; p1=$(ticks $pids); r1=$(ticks "$REDIS_PID")
+  p0=$(cpu_ticks $pids); r0=$(cpu_ticks "$REDIS_PID")
+  out=$($SPAWN taskset -c "$wcpus" wrk -t1 -c"$conns" -d"${SECS}s" --latency -s "$WORK/hosts-$hosts.lua" "http://127.0.0.1:$(port_of "$peer")/")
+  local p1 r1; p1=$(cpu_ticks $pids); r1=$(cpu_ticks "$REDIS_PID")
   local reqs rps p50 p99 errs pss
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -224,9 +232,9 @@ run_one() { # mode conns rep peer wrk_cpus
   proxy_us=$(awk -v t=$((p1 - p0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
   redis_us=$(awk -v t=$((r1 - r0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
   case $peer in lopache|lookup|cached) ;; *) redis_us=0 ;; esac
-  echo "$mode,$conns,$rep,$peer,$rps,$p50,$p99,$proxy_us,$redis_us,$errs,$pss" >> "$RESULTS"
-  printf '  %-7s %4s conns rep %s: %9s req/s  p99 %6s ms  proxy %6s us/req  redis %5s us/req  errors %s\n' \
-    "$peer" "$conns" "$rep" "$rps" "$p99" "$proxy_us" "$redis_us" "$errs"
+  echo "$mode,$hosts,$conns,$rep,$peer,$rps,$p50,$p99,$proxy_us,$redis_us,$errs,$pss" >> "$RESULTS"
+  printf '  %-8s %4s hosts %4s conns rep %s: %9s req/s  p99 %6s ms  proxy %6s us/req  redis %5s us/req  errors %s\n' \
+    "$peer" "$hosts" "$conns" "$rep" "$rps" "$p99" "$proxy_us" "$redis_us" "$errs"
 }
 
 PEERS=(direct lopache lookup nginx haproxy); [ "$CACHE_MS" -gt 0 ] && PEERS+=(cached)
@@ -244,14 +252,16 @@ for mode in "${MODES[@]}"; do
   fi
   echo "== mode $mode ($workers worker(s))"
   start_proxies "$workers" "$pcpus"
-  # Warm up pools and Redis connections.
-  for peer in "${PEERS[@]}"; do $SPAWN taskset -c "$wcpus" wrk -t1 -c64 -d1s -s "$WORK/host.lua" "http://127.0.0.1:$(port_of "$peer")/" >/dev/null; done
-  for conns in 64 256; do
-    for rep in $(seq "$REPS"); do
-      # Rotate the order each repetition so no peer always runs first.
-      for i in "${!PEERS[@]}"; do
-        peer=${PEERS[$(( (i + rep) % ${#PEERS[@]} ))]}
-        run_one "$mode" "$conns" "$rep" "$peer" "$wcpus"
+  for hosts in "${HOST_COUNTS[@]}"; do
+    # Warm up pools, Redis connections and route caches.
+    for peer in "${PEERS[@]}"; do $SPAWN taskset -c "$wcpus" wrk -t1 -c64 -d1s -s "$WORK/hosts-$hosts.lua" "http://127.0.0.1:$(port_of "$peer")/" >/dev/null; done
+    for conns in 64 256; do
+      for rep in $(seq "$REPS"); do
+        # Rotate the order each repetition so no peer always runs first.
+        for i in "${!PEERS[@]}"; do
+          peer=${PEERS[$(( (i + rep) % ${#PEERS[@]} ))]}
+          run_one "$mode" "$hosts" "$conns" "$rep" "$peer" "$wcpus"
+        done
       done
     done
   done
@@ -303,7 +313,7 @@ stop_proxies
 STAMP="$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r), $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')"
 COMMAND="bench/run.sh --reps $REPS --seconds $SECS --idle $IDLE"
 [ "$CACHE_MS" -gt 0 ] && COMMAND="$COMMAND --route-cache $CACHE_MS"
-[ "$HOSTS" -gt 1 ] && COMMAND="$COMMAND --hosts $HOSTS"
+[ "$HOSTS_LIST" != 1 ] && COMMAND="$COMMAND --hosts $HOSTS_LIST"
 [ -n "$SPAWN" ] && COMMAND="$COMMAND --own-sessions"
 [ "$FREE_ONLY" = 1 ] && COMMAND="$COMMAND --free-only"
 [ -n "${EXTRA_PEERS// /}" ] && COMMAND="$COMMAND --peers $(echo $EXTRA_PEERS | tr ' ' ',')"
