@@ -97,7 +97,9 @@ fn long_paths_cannot_multiply_route_queries() {
     redis.frontend("", "app.example", "app", &[app.url()]);
     redis.cmd(&["SADD", "paths:app.example", "/api/*"]);
     let cfg = format!(
-        "driver = {:?}\n[server]\nworkers = 1\ndebug_headers = true\n[http]\nport = 0\n\
+        "driver = {:?}\n[server]\nworkers = 1\ndebug_headers = true\n\
+         # Counts the queries of each request: nothing kept between them.\n\
+         route_cache = \"off\"\n[http]\nport = 0\n\
          bind = [\"127.0.0.1\"]\n[[routes]]\ncondition = {{ path_matches = {{ prefix = \"paths:\" }} }}\n\
          destination = {{ random_backend_for_host = {{ driver = {:?} }} }}\n",
         redis.url(),

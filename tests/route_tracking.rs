@@ -20,8 +20,14 @@ use harness::{get, metric_total, wait_for, Backend, Lopache, Redis};
 
 /// lopache on `redis_url` with an admin endpoint and extra `[server]` lines.
 fn start(redis_url: &str, server: &str) -> (Lopache, SocketAddr) {
+    start_with(redis_url, server, "")
+}
+
+/// As [`start`], with `tail` (tables such as `[[routes]]`) at the end.
+fn start_with(redis_url: &str, server: &str, tail: &str) -> (Lopache, SocketAddr) {
     let cfg = harness::proxy::config(&format!("{redis_url:?}"), server)
-        + "[admin]\nbind = \"127.0.0.1:0\"\n";
+        + "[admin]\nbind = \"127.0.0.1:0\"\n"
+        + tail;
     let proxy = Lopache::start_config(&cfg, &[]);
     let admin = proxy.admin_addr.expect("admin address");
     (proxy, admin)
@@ -311,6 +317,144 @@ fn route_cache_off_reads_redis_for_every_request() {
     assert_eq!(redis.calls("smembers"), 10);
     assert_eq!(tracking_sessions(&redis), 0);
     assert_eq!(metric_total(admin, "lopache_route_cache_misses_total"), 0);
+}
+
+/// Every one of ten requests for `path` on app.example gets backend `expected`.
+fn assert_path_served(proxy: &Lopache, path: &str, expected: &str) {
+    for _ in 0..10 {
+        let r = get(proxy.addr, "app.example", path);
+        assert_eq!((r.status, r.text()), (200, expected.to_string()), "{path}");
+    }
+}
+
+/// The `path_matches` queries ten requests for each of `paths` cost Redis.
+fn path_queries_for(proxy: &Lopache, redis: &Redis, paths: &[&str]) -> u64 {
+    redis.cmd(&["CONFIG", "RESETSTAT"]);
+    for path in paths {
+        for _ in 0..10 {
+            get(proxy.addr, "app.example", path);
+        }
+    }
+    redis.calls("sismember")
+}
+
+/// lopache with app.example on backend "old" in `redis`, and on "new" in
+/// its keyspace `rollout:` for the paths the set `paths:app.example` on
+/// `paths` (the same server or another) holds a pattern of.
+fn start_path_route(
+    redis: &Redis,
+    paths: &Redis,
+    server: &str,
+) -> ([Backend; 2], Lopache, SocketAddr) {
+    let backends = [Backend::named("old"), Backend::named("new")];
+    redis.frontend("", "app.example", "app", &[backends[0].url()]);
+    redis.frontend("rollout:", "app.example", "app", &[backends[1].url()]);
+    let routes = format!(
+        "[[routes]]\ncondition = {{ path_matches = {{ prefix = \"paths:\", driver = {:?} }} }}\n\
+         destination = {{ random_backend_for_host = {{ driver = \"{}#rollout:\" }} }}\n",
+        paths.url(),
+        redis.url()
+    );
+    let (proxy, admin) = start_with(&redis.url(), server, &routes);
+    (backends, proxy, admin)
+}
+
+#[test]
+fn path_conditions_are_answered_from_kept_sets_until_they_change() {
+    let redis = Redis::start();
+    redis.cmd(&["SADD", "paths:app.example", "/api/*"]);
+    let (_backends, proxy, admin) = start_path_route(&redis, &redis, "workers = 2");
+    wait_for("every shard to track", || {
+        (tracking_sessions(&redis) == 2).then_some(())
+    });
+    // Kept on every shard once asked: then no path costs a query, even
+    // paths never asked before (the set is kept whole).
+    wait_for("the set to be kept on every shard", || {
+        (path_queries_for(&proxy, &redis, &["/api/x"]) == 0).then_some(())
+    });
+    assert_eq!(
+        path_queries_for(&proxy, &redis, &["/web/y", "/", "/api/z/1"]),
+        0
+    );
+    assert_path_served(&proxy, "/api/x", "new");
+    assert_path_served(&proxy, "/web/y", "old");
+
+    // A member added, one removed, the set deleted: each applies to the
+    // requests after its report.
+    write_and_wait_reports(admin, 2, 1, || {
+        redis.cmd(&["SADD", "paths:app.example", "/web/*"]);
+    });
+    assert_path_served(&proxy, "/web/y", "new");
+    write_and_wait_reports(admin, 2, 1, || {
+        redis.cmd(&["SREM", "paths:app.example", "/api/*"]);
+    });
+    assert_path_served(&proxy, "/api/x", "old");
+    assert_path_served(&proxy, "/web/y", "new");
+    write_and_wait_reports(admin, 2, 1, || {
+        redis.cmd(&["DEL", "paths:app.example"]);
+    });
+    assert_path_served(&proxy, "/web/y", "old");
+    // A set that did not exist is kept too, and its creation reported.
+    wait_for("the missing set to be kept on every shard", || {
+        (path_queries_for(&proxy, &redis, &["/web/y"]) == 0).then_some(())
+    });
+    write_and_wait_reports(admin, 2, 1, || {
+        redis.cmd(&["SADD", "paths:app.example", "/web/*"]);
+    });
+    assert_path_served(&proxy, "/web/y", "new");
+
+    // A set too large to keep is asked for every request, and still right.
+    let many: Vec<String> = (0..300).map(|i| format!("/page{i}")).collect();
+    write_and_wait_reports(admin, 2, 1, || {
+        let mut args = vec!["SADD", "paths:app.example"];
+        args.extend(many.iter().map(String::as_str));
+        redis.cmd(&args);
+    });
+    // "/web/y" has three patterns: `/*`, `/web/*`, `/web/y`.
+    assert_eq!(path_queries_for(&proxy, &redis, &["/web/y"]), 30);
+    assert_path_served(&proxy, "/web/y", "new");
+    assert_path_served(&proxy, "/page7", "new");
+    assert_path_served(&proxy, "/page7/x", "old");
+}
+
+#[test]
+fn a_path_set_on_another_redis_is_tracked_there() {
+    let (routes_redis, paths_redis) = (Redis::start(), Redis::start());
+    let (_backends, proxy, admin) = start_path_route(&routes_redis, &paths_redis, "workers = 2");
+    // A session per shard on each server: the paths server has only sets.
+    wait_for("every shard to track both servers", || {
+        (tracking_sessions(&routes_redis) == 2 && tracking_sessions(&paths_redis) == 2)
+            .then_some(())
+    });
+    wait_for("the set to be kept on every shard", || {
+        (path_queries_for(&proxy, &paths_redis, &["/api/x"]) == 0).then_some(())
+    });
+    assert_path_served(&proxy, "/api/x", "old");
+    write_and_wait_reports(admin, 2, 1, || {
+        paths_redis.cmd(&["SADD", "paths:app.example", "/api/*"]);
+    });
+    assert_path_served(&proxy, "/api/x", "new");
+    // Losing that server ends its session, and what was kept from it is
+    // no longer served: requests get the answer they get without a cache.
+    drop(paths_redis);
+    let status = wait_for("the kept set to stop answering", || {
+        let r = get(proxy.addr, "app.example", "/api/x");
+        (r.status != 200).then_some(r.status)
+    });
+    assert_eq!(status, 503);
+}
+
+#[test]
+fn path_sets_are_asked_for_every_request_with_the_cache_off() {
+    let redis = Redis::start();
+    redis.cmd(&["SADD", "paths:app.example", "/api/*"]);
+    let off = "workers = 1\nroute_cache = \"off\"";
+    let (_backends, proxy, _admin) = start_path_route(&redis, &redis, off);
+    // Two patterns for "/api": `/*` and `/api`; nothing fetched to keep.
+    assert_eq!(path_queries_for(&proxy, &redis, &["/api"]), 20);
+    assert_eq!(redis.calls("srandmember"), 0);
+    redis.cmd(&["SADD", "paths:app.example", "/api"]);
+    assert_path_served(&proxy, "/api", "new");
 }
 
 /// A scripted Redis for what a real one cannot be made to do on demand. It

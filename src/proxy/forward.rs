@@ -40,7 +40,8 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         &facts,
         &host,
         cfg.limits.path_segments,
-        with_ttls,
+        &shard.route_cache,
+        first_ticket,
     )
     .await
     {

@@ -14,20 +14,25 @@
 //! In every mode a result is forgotten when this shard marks one of the
 //! host's backends dead and when any proxy announces a dead backend on the
 //! `dead` channel; a retry always reads Redis. The number of hosts kept is
-//! bounded, so random Host headers cannot grow it.
+//! bounded, so random Host headers cannot grow it. The sets `path_matches`
+//! conditions read are kept the same way (`path_sets`), by the same rules.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::path_sets::PathSets;
+use super::rules::PathPatterns;
 use super::Lookup;
 use crate::config::routes::{Destination, RouteTable};
 pub use crate::config::CacheMode;
 use crate::redis::tracking::Unread;
 
-/// Hosts kept per shard; past this, expired entries are swept, and if that
-/// is not enough the cache starts over.
+/// Hosts kept per shard. When a new one would pass this, the entries not
+/// served since the last time the bound was reached go (expired ones too),
+/// so a flood of hosts asked once cannot push out the hosts in use; if
+/// every entry was served since, the cache starts over.
 const MAX_ENTRIES: usize = 10_000;
 
 /// With tracking, a result is kept at most this long all the same: a
@@ -37,6 +42,8 @@ pub const TRACKING_BACKSTOP: Duration = Duration::from_secs(60);
 struct Cached {
     found: Lookup,
     until: Instant,
+    /// Served since it was stored or since the bound was last reached.
+    served: Cell<bool>,
 }
 
 /// Where a destination's lookups come from: its read server and keyspace.
@@ -69,6 +76,8 @@ pub struct RouteCache {
     unread: Vec<Rc<Unread>>,
     /// Bumped by every change report and every start or end of tracking.
     epoch: Cell<u64>,
+    /// The `path_matches` sets kept whole.
+    paths: RefCell<PathSets>,
 }
 
 impl RouteCache {
@@ -87,6 +96,7 @@ impl RouteCache {
             live: RefCell::new(vec![false; table.servers.len()]),
             unread: table.servers.iter().map(|_| Rc::default()).collect(),
             epoch: Cell::new(0),
+            paths: RefCell::new(PathSets::new(table.servers.len())),
         }
     }
 
@@ -114,10 +124,12 @@ impl RouteCache {
         Ticket(self.epoch.get())
     }
 
-    fn slot_is_live(&self, slot: usize) -> bool {
-        self.sources
-            .get(slot)
-            .is_some_and(|s| self.live.borrow().get(s.server) == Some(&true))
+    fn server_of(&self, slot: usize) -> Option<usize> {
+        self.sources.get(slot).map(|s| s.server)
+    }
+
+    fn is_live(&self, server: usize) -> bool {
+        self.live.borrow().get(server) == Some(&true)
     }
 
     /// What the tracking session of `server` shares with the cache.
@@ -125,48 +137,72 @@ impl RouteCache {
         self.unread.get(server).cloned().unwrap_or_default()
     }
 
-    /// With tracking: the slot's session is live and holds no report that
-    /// has arrived but not been applied (a report that reached the shard
-    /// before a request is honoured for it, whichever task runs first).
-    fn may_serve(&self, slot: usize) -> bool {
-        self.slot_is_live(slot)
-            && self
-                .sources
-                .get(slot)
-                .and_then(|s| self.unread.get(s.server))
-                .is_some_and(|unread| !unread.any())
+    /// Whether what was kept from `server` may be served: always with a
+    /// TTL; with tracking, while its session is live and holds no report
+    /// that has arrived but not been applied (a report that reached the
+    /// shard before a request is honoured for it, whichever task runs
+    /// first).
+    fn may_serve(&self, server: usize) -> bool {
+        match self.mode {
+            CacheMode::Off => false,
+            CacheMode::Ttl(_) => true,
+            CacheMode::Tracking => {
+                self.is_live(server) && self.unread.get(server).is_some_and(|u| !u.any())
+            }
+        }
+    }
+
+    /// For how long a result read from `server` may be kept, if at all: a
+    /// TTL's length; with tracking, only if its lookup was queued after
+    /// `ticket` was taken and no report came since (a result that may
+    /// predate a change is not kept), and no longer than the first key it
+    /// read lives (`expires_in`: expiry is reported only once Redis deletes
+    /// the key) or the backstop.
+    fn keep_for(
+        &self,
+        server: usize,
+        ticket: Ticket,
+        expires_in: Option<Duration>,
+    ) -> Option<Duration> {
+        match self.mode {
+            CacheMode::Off => None,
+            CacheMode::Ttl(ttl) => Some(ttl),
+            CacheMode::Tracking if ticket != self.ticket() || !self.is_live(server) => None,
+            CacheMode::Tracking => {
+                Some(expires_in.map_or(TRACKING_BACKSTOP, |e| e.min(TRACKING_BACKSTOP)))
+            }
+        }
     }
 
     /// A cached lookup of `host` that may be served, if there is one.
     pub fn get(&self, slot: usize, host: &str) -> Option<Lookup> {
-        match self.mode {
-            CacheMode::Off => return None,
-            CacheMode::Tracking if !self.may_serve(slot) => return None,
-            _ => {}
+        if !self
+            .server_of(slot)
+            .is_some_and(|server| self.may_serve(server))
+        {
+            return None;
         }
         let maps = self.maps.borrow();
         let cached = maps.get(slot)?.get(host)?;
-        (Instant::now() < cached.until).then(|| cached.found.clone())
+        if Instant::now() >= cached.until {
+            return None;
+        }
+        cached.served.set(true);
+        Some(cached.found.clone())
     }
 
     /// Keeps a lookup's result, whose lookup was queued after `ticket` was
     /// taken (tracking ignores a result that may predate a change).
     pub fn put(&self, slot: usize, host: &str, found: &Lookup, ticket: Ticket) {
-        let keep = match self.mode {
-            CacheMode::Off => return,
-            CacheMode::Ttl(ttl) => ttl,
-            CacheMode::Tracking => {
-                if ticket != self.ticket() || !self.slot_is_live(slot) {
-                    return;
-                }
-                // Expiry is reported only once Redis deletes the key.
-                match found {
-                    Lookup::Frontend(f) => f
-                        .expires_in
-                        .map_or(TRACKING_BACKSTOP, |e| e.min(TRACKING_BACKSTOP)),
-                    Lookup::NoFrontend => TRACKING_BACKSTOP,
-                }
-            }
+        let expires_in = match found {
+            Lookup::Frontend(f) => f.expires_in,
+            Lookup::NoFrontend => None,
+        };
+        let Some(keep) = self
+            .server_of(slot)
+            .and_then(|server| self.keep_for(server, ticket, expires_in))
+        else {
+            return;
         };
         let now = Instant::now();
         let mut maps = self.maps.borrow_mut();
@@ -174,7 +210,7 @@ impl RouteCache {
             |maps: &[HashMap<String, Cached>]| maps.iter().map(HashMap::len).sum::<usize>();
         if entries(&maps) >= MAX_ENTRIES {
             for map in maps.iter_mut() {
-                map.retain(|_, c| c.until > now);
+                map.retain(|_, c| c.until > now && c.served.replace(false));
             }
             if entries(&maps) >= MAX_ENTRIES {
                 maps.iter_mut().for_each(HashMap::clear);
@@ -188,6 +224,7 @@ impl RouteCache {
             Cached {
                 found: found.clone(),
                 until: crate::clock::after(now, keep),
+                served: Cell::new(false),
             },
         );
     }
@@ -202,6 +239,37 @@ impl RouteCache {
     pub fn clear(&self) {
         self.bump();
         self.maps.borrow_mut().iter_mut().for_each(HashMap::clear);
+        self.paths.borrow_mut().clear();
+    }
+
+    /// Whether one of `patterns` is in the `path_matches` set `key` on
+    /// `server`, if that set is kept and may be served.
+    pub fn path_answer(&self, server: usize, key: &str, patterns: &PathPatterns) -> Option<bool> {
+        if !self.may_serve(server) {
+            return None;
+        }
+        self.paths
+            .borrow()
+            .answer(server, key, patterns, Instant::now())
+    }
+
+    /// Keeps the whole `path_matches` set `key` of `server`, fetched after
+    /// `ticket` was taken (as [`RouteCache::put`]).
+    pub fn put_path_set(
+        &self,
+        server: usize,
+        key: &str,
+        members: std::collections::HashSet<String>,
+        expires_in: Option<Duration>,
+        ticket: Ticket,
+    ) {
+        if let Some(keep) = self.keep_for(server, ticket, expires_in) {
+            let now = Instant::now();
+            let until = crate::clock::after(now, keep);
+            self.paths
+                .borrow_mut()
+                .put(server, key, members, until, now);
+        }
     }
 
     fn bump(&self) {
@@ -221,6 +289,7 @@ impl RouteCache {
     /// Drops everything cached from `server`.
     pub fn flush(&self, server: usize) {
         self.bump();
+        self.paths.borrow_mut().flush(server);
         let mut maps = self.maps.borrow_mut();
         for (source, map) in self.sources.iter().zip(maps.iter_mut()) {
             if source.server == server {
@@ -237,6 +306,8 @@ impl RouteCache {
         let Ok(key) = std::str::from_utf8(key) else {
             return; // no host of ours has such a name
         };
+        // Any key may be a `path_matches` set: their prefixes are free.
+        self.paths.borrow_mut().remove(server, key);
         let mut maps = self.maps.borrow_mut();
         for (source, map) in self.sources.iter().zip(maps.iter_mut()) {
             if source.server != server {
@@ -264,6 +335,7 @@ impl RouteCache {
     /// nobody asks for again do not stay); returns how many are kept.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
+        self.paths.borrow_mut().sweep(now);
         let mut maps = self.maps.borrow_mut();
         for map in maps.iter_mut() {
             map.retain(|_, c| c.until > now);
@@ -359,6 +431,31 @@ mod tests {
         assert!((1..=MAX_ENTRIES).contains(&kept), "{kept} entries");
         assert_eq!(short.sweep(), 0, "expired entries are swept");
         assert_eq!(cache.sweep(), kept);
+    }
+
+    #[test]
+    fn a_flood_of_new_hosts_keeps_the_hosts_in_use() {
+        let cache = cache(CacheMode::Ttl(Duration::from_secs(60)));
+        let put = |host: &str| cache.put(0, host, &frontend(host), cache.ticket());
+        put("real.example");
+        for round in 0..3 {
+            // The real host is asked between floods, as live traffic is.
+            assert!(cache.get(0, "real.example").is_some(), "round {round}");
+            for i in 0..MAX_ENTRIES {
+                put(&format!("flood{round}-{i}"));
+                assert!(cache.maps.borrow()[0].len() <= MAX_ENTRIES);
+            }
+        }
+        assert!(cache.get(0, "real.example").is_some());
+        // Asked before this flood reached the bound: kept through it.
+        for i in 0..MAX_ENTRIES {
+            put(&format!("again-{i}"));
+        }
+        // Not asked since: gone when the next flood reaches the bound.
+        for i in 0..MAX_ENTRIES {
+            put(&format!("more-{i}"));
+        }
+        assert_eq!(cache.get(0, "real.example"), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod candidates;
 pub mod dead;
 pub mod lookup;
+pub mod path_sets;
 pub mod rules;
 
 pub use lookup::Frontend;
@@ -14,6 +15,7 @@ pub use lookup::Frontend;
 use crate::config::routes::{Destination, RouteTable};
 use crate::redis::codec::{encode_command_parts, Reply};
 use crate::redis::{RedisClient, RedisError};
+use cache::{RouteCache, Ticket};
 use dead::DeadBackends;
 use rules::{evaluate, path_queries, pre_evaluate, PathPatterns, RequestFacts, Tri};
 
@@ -63,14 +65,20 @@ pub async fn find_frontend(
 /// the default. When a route's `path_matches` checks go to the same Redis as
 /// its destination, the destination's host lookup travels in the same
 /// pipeline, and is returned (as `Some(Lookup)`) when the route wins.
+/// `path_matches` sets the route cache keeps answer without Redis; with the
+/// cache on, a set asked is also fetched whole to be kept (`path_sets`),
+/// if nothing was reported since `ticket`.
 pub async fn choose_destination<'t>(
     table: &'t RouteTable,
     clients: &[RedisClient],
     facts: &RequestFacts,
     host: &str,
     max_segments: usize,
-    with_ttls: bool,
+    cache: &RouteCache,
+    ticket: Ticket,
 ) -> Result<(&'t Destination, Option<Lookup>), RouteError> {
+    let with_ttls = cache.mode() == cache::CacheMode::Tracking;
+    let keep_sets = cache.enabled();
     for route in &table.routes {
         match pre_evaluate(&route.condition, facts) {
             Tri::False => continue,
@@ -83,14 +91,24 @@ pub async fn choose_destination<'t>(
         for (prefix, _) in &queries {
             patterns.check_bytes(prefix.len() + host.len())?;
         }
-        let mut answers = vec![false; queries.len()];
+        let keys: Vec<String> = queries.iter().map(|(p, _)| format!("{p}{host}")).collect();
+        // What the kept sets answer; the rest is asked.
+        let mut answers: Vec<Option<bool>> = queries
+            .iter()
+            .zip(&keys)
+            .map(|((_, server), key)| cache.path_answer(*server, key, &patterns))
+            .collect();
         let mut prefetched = None;
-        let mut servers: Vec<usize> = queries.iter().map(|q| q.1).collect();
+        let asked = |i: &usize| answers[*i].is_none();
+        let mut servers: Vec<usize> = (0..queries.len())
+            .filter(asked)
+            .map(|i| queries[i].1)
+            .collect();
         servers.sort_unstable();
         servers.dedup();
         for server in servers {
             let on_server: Vec<usize> = (0..queries.len())
-                .filter(|&i| queries[i].1 == server)
+                .filter(|&i| queries[i].1 == server && answers[i].is_none())
                 .collect();
             let lookup = (server == dest.read && prefetched.is_none())
                 .then(|| candidates::Candidates::new(host));
@@ -98,11 +116,14 @@ pub async fn choose_destination<'t>(
                 .query(|out| {
                     let mut n = 0;
                     for &i in &on_server {
-                        let key: &[&[u8]] = &[queries[i].0.as_bytes(), host.as_bytes()];
+                        let key: &[&[u8]] = &[keys[i].as_bytes()];
                         for (a, b) in patterns.iter() {
                             let pattern: &[&[u8]] = &[a.as_bytes(), b.as_bytes()];
                             encode_command_parts(out, &[&[b"SISMEMBER"], key, pattern]);
                             n += 1;
+                        }
+                        if keep_sets {
+                            n += path_sets::encode_fetch(keys[i].as_bytes(), with_ttls, out);
                         }
                     }
                     if let Some(cands) = &lookup {
@@ -115,13 +136,22 @@ pub async fn choose_destination<'t>(
             for &i in &on_server {
                 // Take this query's replies in full, so the next ones stay aligned.
                 let mine: Vec<Reply> = replies.by_ref().take(patterns.len()).collect();
-                answers[i] = mine.contains(&Reply::Integer(1));
+                answers[i] = Some(mine.contains(&Reply::Integer(1)));
+                if keep_sets {
+                    let fetched: Vec<Reply> =
+                        replies.by_ref().take(1 + usize::from(with_ttls)).collect();
+                    if let Some((members, expires_in)) = path_sets::decode_fetch(&fetched) {
+                        cache.put_path_set(server, &keys[i], members, expires_in, ticket);
+                    }
+                }
             }
             if let Some(cands) = lookup {
                 let rest = std::rc::Rc::new(replies.collect());
                 prefetched = Some(lookup::decode_lookup(&rest, &cands, with_ttls)?.into());
             }
         }
+        // Every query is answered by now: kept, or asked.
+        let answers: Vec<bool> = answers.into_iter().map(|a| a == Some(true)).collect();
         if evaluate(&route.condition, facts, &answers) {
             return Ok((dest, prefetched));
         }

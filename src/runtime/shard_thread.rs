@@ -97,13 +97,24 @@ fn listen_for_dead_marks(shard: &Rc<Shard>) {
 }
 
 /// With `route_cache = "tracking"`: one tracking session per server routes
-/// are read from, for the keys lookups read there (and the certificates on
-/// the default server), whose reports drop what they invalidate.
+/// or `path_matches` sets are read from, for the keys lookups and path
+/// conditions read there (and the certificates on the default server),
+/// whose reports drop what they invalidate.
 fn track_route_keys(shard: &Rc<Shard>) {
     use crate::redis::tracking::{self, Event};
     let table = &shard.config.routing;
     let certificates_on = shard.config.redis_certificates.is_some();
-    for server in table.read_servers() {
+    // The `path_matches` sets the cache keeps: (key prefix, server).
+    let path_sets: Vec<(&str, usize)> = table
+        .routes
+        .iter()
+        .flat_map(|r| crate::routing::rules::path_queries(&r.condition))
+        .collect();
+    let mut servers = table.read_servers();
+    servers.extend(path_sets.iter().map(|&(_, server)| server));
+    servers.sort_unstable();
+    servers.dedup();
+    for server in servers {
         let mut prefixes: Vec<String> = table
             .destinations()
             .filter(|d| d.read == server)
@@ -113,6 +124,12 @@ fn track_route_keys(shard: &Rc<Shard>) {
                     format!("{}dead:", d.prefix),
                 ]
             })
+            .chain(
+                path_sets
+                    .iter()
+                    .filter(|&&(_, s)| s == server)
+                    .map(|&(prefix, _)| prefix.to_string()),
+            )
             .collect();
         let certificates = certificates_on && server == table.default.read;
         if certificates {
