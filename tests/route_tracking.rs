@@ -327,15 +327,16 @@ fn assert_path_served(proxy: &Lopache, path: &str, expected: &str) {
     }
 }
 
-/// The `path_matches` queries ten requests for each of `paths` cost Redis.
-fn path_queries_for(proxy: &Lopache, redis: &Redis, paths: &[&str]) -> u64 {
+/// What ten requests for each of `paths` cost Redis in `path_matches`
+/// queries: (SISMEMBERs asked, sets fetched to keep).
+fn path_queries_for(proxy: &Lopache, redis: &Redis, paths: &[&str]) -> (u64, u64) {
     redis.cmd(&["CONFIG", "RESETSTAT"]);
     for path in paths {
         for _ in 0..10 {
             get(proxy.addr, "app.example", path);
         }
     }
-    redis.calls("sismember")
+    (redis.calls("sismember"), redis.calls("srandmember"))
 }
 
 /// lopache with app.example on backend "old" in `redis`, and on "new" in
@@ -370,11 +371,11 @@ fn path_conditions_are_answered_from_kept_sets_until_they_change() {
     // Kept on every shard once asked: then no path costs a query, even
     // paths never asked before (the set is kept whole).
     wait_for("the set to be kept on every shard", || {
-        (path_queries_for(&proxy, &redis, &["/api/x"]) == 0).then_some(())
+        (path_queries_for(&proxy, &redis, &["/api/x"]) == (0, 0)).then_some(())
     });
     assert_eq!(
         path_queries_for(&proxy, &redis, &["/web/y", "/", "/api/z/1"]),
-        0
+        (0, 0)
     );
     assert_path_served(&proxy, "/api/x", "new");
     assert_path_served(&proxy, "/web/y", "old");
@@ -396,14 +397,15 @@ fn path_conditions_are_answered_from_kept_sets_until_they_change() {
     assert_path_served(&proxy, "/web/y", "old");
     // A set that did not exist is kept too, and its creation reported.
     wait_for("the missing set to be kept on every shard", || {
-        (path_queries_for(&proxy, &redis, &["/web/y"]) == 0).then_some(())
+        (path_queries_for(&proxy, &redis, &["/web/y"]) == (0, 0)).then_some(())
     });
     write_and_wait_reports(admin, 2, 1, || {
         redis.cmd(&["SADD", "paths:app.example", "/web/*"]);
     });
     assert_path_served(&proxy, "/web/y", "new");
 
-    // A set too large to keep is asked for every request, and still right.
+    // A set too large to keep is fetched once per shard, then asked for
+    // every request without being fetched again, and answers right.
     let many: Vec<String> = (0..300).map(|i| format!("/page{i}")).collect();
     write_and_wait_reports(admin, 2, 1, || {
         let mut args = vec!["SADD", "paths:app.example"];
@@ -411,7 +413,9 @@ fn path_conditions_are_answered_from_kept_sets_until_they_change() {
         redis.cmd(&args);
     });
     // "/web/y" has three patterns: `/*`, `/web/*`, `/web/y`.
-    assert_eq!(path_queries_for(&proxy, &redis, &["/web/y"]), 30);
+    wait_for("both shards to know the set is too large", || {
+        (path_queries_for(&proxy, &redis, &["/web/y"]) == (30, 0)).then_some(())
+    });
     assert_path_served(&proxy, "/web/y", "new");
     assert_path_served(&proxy, "/page7", "new");
     assert_path_served(&proxy, "/page7/x", "old");
@@ -427,7 +431,7 @@ fn a_path_set_on_another_redis_is_tracked_there() {
             .then_some(())
     });
     wait_for("the set to be kept on every shard", || {
-        (path_queries_for(&proxy, &paths_redis, &["/api/x"]) == 0).then_some(())
+        (path_queries_for(&proxy, &paths_redis, &["/api/x"]) == (0, 0)).then_some(())
     });
     assert_path_served(&proxy, "/api/x", "old");
     write_and_wait_reports(admin, 2, 1, || {
@@ -451,10 +455,25 @@ fn path_sets_are_asked_for_every_request_with_the_cache_off() {
     let off = "workers = 1\nroute_cache = \"off\"";
     let (_backends, proxy, _admin) = start_path_route(&redis, &redis, off);
     // Two patterns for "/api": `/*` and `/api`; nothing fetched to keep.
-    assert_eq!(path_queries_for(&proxy, &redis, &["/api"]), 20);
-    assert_eq!(redis.calls("srandmember"), 0);
+    assert_eq!(path_queries_for(&proxy, &redis, &["/api"]), (20, 0));
     redis.cmd(&["SADD", "paths:app.example", "/api"]);
     assert_path_served(&proxy, "/api", "new");
+}
+
+#[test]
+fn a_path_server_that_refuses_tracking_gets_no_fetches() {
+    let routes_redis = Redis::start();
+    let paths_redis = Redis::start_with(&["--rename-command", "CLIENT", ""]);
+    paths_redis.cmd(&["SADD", "paths:app.example", "/api/*"]);
+    let (_backends, proxy, _admin) = start_path_route(&routes_redis, &paths_redis, "workers = 1");
+    proxy.wait_for_log("refuses client tracking", 1);
+    // The routes server tracks; the paths server is asked every time (three
+    // patterns: `/*`, `/api/*`, `/api/x`), and never sent a fetch whose
+    // result could not be kept.
+    assert_eq!(path_queries_for(&proxy, &paths_redis, &["/api/x"]), (30, 0));
+    assert_path_served(&proxy, "/api/x", "new");
+    paths_redis.cmd(&["SREM", "paths:app.example", "/api/*"]);
+    assert_path_served(&proxy, "/api/x", "old");
 }
 
 /// A scripted Redis for what a real one cannot be made to do on demand. It

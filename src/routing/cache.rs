@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::path_sets::PathSets;
+use super::path_sets::{Fetched, Known, PathSets};
 use super::rules::PathPatterns;
 use super::Lookup;
 use crate::config::routes::{Destination, RouteTable};
@@ -63,6 +63,17 @@ struct Source {
 /// arrives later and drops the stored result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket(u64);
+
+/// What a request does about one `path_matches` set ([`RouteCache::path_set`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathSet {
+    /// The kept set answers: one of the path's patterns is in it, or not.
+    Answer(bool),
+    /// Ask Redis.
+    Ask,
+    /// Ask Redis, and fetch the set to keep.
+    AskAndFetch,
+}
 
 pub struct RouteCache {
     mode: CacheMode,
@@ -242,24 +253,39 @@ impl RouteCache {
         self.paths.borrow_mut().clear();
     }
 
-    /// Whether one of `patterns` is in the `path_matches` set `key` on
-    /// `server`, if that set is kept and may be served.
-    pub fn path_answer(&self, server: usize, key: &str, patterns: &PathPatterns) -> Option<bool> {
+    /// What a request does about the `path_matches` set `key` on `server`:
+    /// take the kept set's answer; or ask Redis, and also fetch the set to
+    /// keep it when it could be kept (not while tracking is down, nor once
+    /// a report came after `ticket`, nor for a set known to be too large).
+    pub fn path_set(
+        &self,
+        server: usize,
+        key: &str,
+        patterns: &PathPatterns,
+        ticket: Ticket,
+    ) -> PathSet {
         if !self.may_serve(server) {
-            return None;
+            return PathSet::Ask;
         }
-        self.paths
+        match self
+            .paths
             .borrow()
-            .answer(server, key, patterns, Instant::now())
+            .lookup(server, key, patterns, Instant::now())
+        {
+            Known::Answer(answer) => PathSet::Answer(answer),
+            Known::TooLarge => PathSet::Ask,
+            Known::Unknown if self.keep_for(server, ticket, None).is_some() => PathSet::AskAndFetch,
+            Known::Unknown => PathSet::Ask,
+        }
     }
 
-    /// Keeps the whole `path_matches` set `key` of `server`, fetched after
-    /// `ticket` was taken (as [`RouteCache::put`]).
+    /// Keeps the `path_matches` set `key` of `server` (or that it is too
+    /// large), fetched after `ticket` was taken (as [`RouteCache::put`]).
     pub fn put_path_set(
         &self,
         server: usize,
         key: &str,
-        members: std::collections::HashSet<String>,
+        members: Fetched,
         expires_in: Option<Duration>,
         ticket: Ticket,
     ) {

@@ -15,7 +15,7 @@ pub use lookup::Frontend;
 use crate::config::routes::{Destination, RouteTable};
 use crate::redis::codec::{encode_command_parts, Reply};
 use crate::redis::{RedisClient, RedisError};
-use cache::{RouteCache, Ticket};
+use cache::{PathSet, RouteCache, Ticket};
 use dead::DeadBackends;
 use rules::{evaluate, path_queries, pre_evaluate, PathPatterns, RequestFacts, Tri};
 
@@ -65,9 +65,9 @@ pub async fn find_frontend(
 /// the default. When a route's `path_matches` checks go to the same Redis as
 /// its destination, the destination's host lookup travels in the same
 /// pipeline, and is returned (as `Some(Lookup)`) when the route wins.
-/// `path_matches` sets the route cache keeps answer without Redis; with the
-/// cache on, a set asked is also fetched whole to be kept (`path_sets`),
-/// if nothing was reported since `ticket`.
+/// `path_matches` sets the route cache keeps answer without Redis; a set
+/// asked is also fetched whole to be kept (`path_sets`) when the cache could
+/// keep it (`RouteCache::path_set`), if nothing was reported since `ticket`.
 pub async fn choose_destination<'t>(
     table: &'t RouteTable,
     clients: &[RedisClient],
@@ -78,7 +78,6 @@ pub async fn choose_destination<'t>(
     ticket: Ticket,
 ) -> Result<(&'t Destination, Option<Lookup>), RouteError> {
     let with_ttls = cache.mode() == cache::CacheMode::Tracking;
-    let keep_sets = cache.enabled();
     for route in &table.routes {
         match pre_evaluate(&route.condition, facts) {
             Tri::False => continue,
@@ -92,12 +91,21 @@ pub async fn choose_destination<'t>(
             patterns.check_bytes(prefix.len() + host.len())?;
         }
         let keys: Vec<String> = queries.iter().map(|(p, _)| format!("{p}{host}")).collect();
-        // What the kept sets answer; the rest is asked.
-        let mut answers: Vec<Option<bool>> = queries
+        // What the kept sets answer; the rest is asked (and fetched to keep
+        // where it may be kept).
+        let plans: Vec<PathSet> = queries
             .iter()
             .zip(&keys)
-            .map(|((_, server), key)| cache.path_answer(*server, key, &patterns))
+            .map(|((_, server), key)| cache.path_set(*server, key, &patterns, ticket))
             .collect();
+        let mut answers: Vec<Option<bool>> = plans
+            .iter()
+            .map(|plan| match plan {
+                PathSet::Answer(answer) => Some(*answer),
+                PathSet::Ask | PathSet::AskAndFetch => None,
+            })
+            .collect();
+        let fetch = |i: usize| plans[i] == PathSet::AskAndFetch;
         let mut prefetched = None;
         let asked = |i: &usize| answers[*i].is_none();
         let mut servers: Vec<usize> = (0..queries.len())
@@ -122,7 +130,7 @@ pub async fn choose_destination<'t>(
                             encode_command_parts(out, &[&[b"SISMEMBER"], key, pattern]);
                             n += 1;
                         }
-                        if keep_sets {
+                        if fetch(i) {
                             n += path_sets::encode_fetch(keys[i].as_bytes(), with_ttls, out);
                         }
                     }
@@ -137,7 +145,7 @@ pub async fn choose_destination<'t>(
                 // Take this query's replies in full, so the next ones stay aligned.
                 let mine: Vec<Reply> = replies.by_ref().take(patterns.len()).collect();
                 answers[i] = Some(mine.contains(&Reply::Integer(1)));
-                if keep_sets {
+                if fetch(i) {
                     let fetched: Vec<Reply> =
                         replies.by_ref().take(1 + usize::from(with_ttls)).collect();
                     if let Some((members, expires_in)) = path_sets::decode_fetch(&fetched) {

@@ -4,10 +4,12 @@
 //! requests' path conditions are answered from it, whatever their path.
 //! Kept whole rather than per pattern because paths are the client's
 //! choice: random paths would fill a per-pattern cache, never hit it, and
-//! push out what real traffic uses. A larger set is asked per request. The
-//! bytes kept per shard are bounded: when a set would pass the bound, the
-//! sets not used since it was last reached go (a second chance, as for
-//! hosts), and if that is not enough, all of them.
+//! push out what real traffic uses. A larger set is remembered as too
+//! large (until it changes), and asked per request without being fetched
+//! again. What is kept per shard is bounded in sets and in bytes: when a
+//! set would pass a bound, the sets not used since a bound was last reached
+//! go (a second chance, as for hosts), and if that is not enough, all of
+//! them.
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -20,17 +22,38 @@ use crate::redis::codec::{array_items, encode_command_parts, string_bytes, Reply
 /// per request, as without a cache.
 pub const MEMBERS_KEPT: usize = 256;
 
-/// What is kept per shard, counted as the strings' bytes plus
-/// [`OVERHEAD`] for each string.
+/// Sets kept per shard, and their size, counted as the strings' bytes plus
+/// an estimate of the tables around them.
+const MAX_SETS: usize = 10_000;
 const MAX_BYTES: usize = 4 << 20;
-const OVERHEAD: usize = 64;
+const SET_OVERHEAD: usize = 160;
+const MEMBER_OVERHEAD: usize = 64;
+
+/// Keys longer than this are not kept: a host name has at most 253 bytes,
+/// so only a Host header no DNS name can match makes one, and such keys
+/// must not decide how many real sets fit.
+const MAX_KEY_BYTES: usize = 512;
+
+/// A set as fetched: its members, or too many of them to keep.
+pub type Fetched = Option<HashSet<String>>;
 
 struct Kept {
-    members: HashSet<String>,
+    members: Fetched,
     bytes: usize,
     until: Instant,
-    /// Answered a request since it was kept or the bound was last reached.
+    /// Answered a request since it was kept or a bound was last reached.
     used: Cell<bool>,
+}
+
+/// What the kept sets say of one set for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// Whether one of the request's patterns is a member.
+    Answer(bool),
+    /// The set is too large to keep: ask, do not fetch.
+    TooLarge,
+    /// Not kept (or expired).
+    Unknown,
 }
 
 /// The kept sets: one map per Redis server, by key.
@@ -51,14 +74,19 @@ pub fn encode_fetch(key: &[u8], with_ttl: bool, out: &mut Vec<u8>) -> usize {
     1 + usize::from(with_ttl)
 }
 
-/// The whole set and when it expires, from the replies to [`encode_fetch`];
-/// `None` when it is not to be kept (too many members, an error, a reply
-/// of the wrong shape). Members that are not UTF-8 are left out: no path
-/// pattern can equal them.
-pub fn decode_fetch(replies: &[Reply]) -> Option<(HashSet<String>, Option<Duration>)> {
+/// The set and when it expires, from the replies to [`encode_fetch`]: its
+/// members, or `None` for too many of them; nothing at all for an error or
+/// a reply of the wrong shape. Members that are not UTF-8 are left out: no
+/// path pattern can equal them.
+pub fn decode_fetch(replies: &[Reply]) -> Option<(Fetched, Option<Duration>)> {
     let items = array_items(replies.first()?)?;
+    let expires_in = match replies.get(1) {
+        None | Some(Reply::Integer(-1 | -2)) => None,
+        Some(Reply::Integer(ms)) if *ms >= 0 => Some(Duration::from_millis(*ms as u64)),
+        Some(_) => return None,
+    };
     if items.len() > MEMBERS_KEPT {
-        return None;
+        return Some((None, expires_in));
     }
     let mut members = HashSet::with_capacity(items.len());
     for item in items {
@@ -66,12 +94,7 @@ pub fn decode_fetch(replies: &[Reply]) -> Option<(HashSet<String>, Option<Durati
             members.insert(member.to_string());
         }
     }
-    let expires_in = match replies.get(1) {
-        None | Some(Reply::Integer(-1 | -2)) => None,
-        Some(Reply::Integer(ms)) if *ms >= 0 => Some(Duration::from_millis(*ms as u64)),
-        Some(_) => return None,
-    };
-    Some((members, expires_in))
+    Some((Some(members), expires_in))
 }
 
 impl PathSets {
@@ -82,52 +105,57 @@ impl PathSets {
         }
     }
 
-    /// Whether one of `patterns` is in set `key` of `server`, if that set
-    /// is kept and has not expired.
-    pub fn answer(
-        &self,
-        server: usize,
-        key: &str,
-        patterns: &PathPatterns,
-        now: Instant,
-    ) -> Option<bool> {
-        let kept = self.servers.get(server)?.get(key)?;
+    /// What set `key` of `server` says of `patterns`, if it is kept and
+    /// has not expired.
+    pub fn lookup(&self, server: usize, key: &str, patterns: &PathPatterns, now: Instant) -> Known {
+        let Some(kept) = self.servers.get(server).and_then(|m| m.get(key)) else {
+            return Known::Unknown;
+        };
         if kept.until <= now {
-            return None;
+            return Known::Unknown;
         }
         kept.used.set(true);
+        let Some(members) = &kept.members else {
+            return Known::TooLarge;
+        };
         let mut pattern = String::new();
-        Some(patterns.iter().any(|(a, b)| {
+        Known::Answer(patterns.iter().any(|(a, b)| {
             pattern.clear();
             pattern.push_str(a);
             pattern.push_str(b);
-            kept.members.contains(&pattern)
+            members.contains(&pattern)
         }))
     }
 
-    /// Keeps set `key` of `server` until `until`.
+    /// Keeps set `key` of `server` (or that it is too large) until `until`.
     pub fn put(
         &mut self,
         server: usize,
         key: &str,
-        members: HashSet<String>,
+        members: Fetched,
         until: Instant,
         now: Instant,
     ) {
-        if server >= self.servers.len() {
+        let bytes = SET_OVERHEAD
+            + key.len()
+            + members
+                .iter()
+                .flatten()
+                .map(|m| m.len() + MEMBER_OVERHEAD)
+                .sum::<usize>();
+        if server >= self.servers.len() || key.len() > MAX_KEY_BYTES || bytes > MAX_BYTES {
             return;
         }
-        let bytes =
-            key.len() + OVERHEAD + members.iter().map(|m| m.len() + OVERHEAD).sum::<usize>();
         self.remove(server, key);
-        if self.bytes + bytes > MAX_BYTES {
+        let full = |sets: &PathSets| {
+            sets.bytes + bytes > MAX_BYTES
+                || sets.servers.iter().map(HashMap::len).sum::<usize>() >= MAX_SETS
+        };
+        if full(self) {
             self.retain(|k| k.until > now && k.used.replace(false));
         }
-        if self.bytes + bytes > MAX_BYTES {
+        if full(self) {
             self.clear();
-        }
-        if bytes > MAX_BYTES {
-            return;
         }
         self.bytes += bytes;
         let kept = Kept {
@@ -190,8 +218,8 @@ impl PathSets {
 mod tests {
     use super::*;
 
-    fn set(members: &[&str]) -> HashSet<String> {
-        members.iter().map(|m| m.to_string()).collect()
+    fn set(members: &[&str]) -> Fetched {
+        Some(members.iter().map(|m| m.to_string()).collect())
     }
 
     fn patterns(path: &str) -> PathPatterns<'_> {
@@ -204,106 +232,134 @@ mod tests {
         let later = now + Duration::from_secs(10);
         let mut sets = PathSets::new(2);
         sets.put(1, "paths:a", set(&["/api/*", "/exact"]), later, now);
-        let answer =
-            |sets: &PathSets, server, path, at| sets.answer(server, "paths:a", &patterns(path), at);
-        assert_eq!(answer(&sets, 1, "/api/v1/x", now), Some(true));
-        assert_eq!(answer(&sets, 1, "/exact", now), Some(true));
-        assert_eq!(answer(&sets, 1, "/exact/more", now), Some(false));
-        assert_eq!(answer(&sets, 1, "/", now), Some(false));
-        assert_eq!(answer(&sets, 0, "/api/x", now), None, "another server");
-        assert_eq!(answer(&sets, 1, "/api/x", later), None, "expired");
+        let known =
+            |sets: &PathSets, server, path, at| sets.lookup(server, "paths:a", &patterns(path), at);
+        assert_eq!(known(&sets, 1, "/api/v1/x", now), Known::Answer(true));
+        assert_eq!(known(&sets, 1, "/exact", now), Known::Answer(true));
+        assert_eq!(known(&sets, 1, "/exact/more", now), Known::Answer(false));
+        assert_eq!(known(&sets, 1, "/", now), Known::Answer(false));
+        assert_eq!(
+            known(&sets, 0, "/api/x", now),
+            Known::Unknown,
+            "another server"
+        );
+        assert_eq!(known(&sets, 1, "/api/x", later), Known::Unknown, "expired");
         sets.remove(1, "paths:a");
-        assert_eq!(answer(&sets, 1, "/api/x", now), None, "changed");
+        assert_eq!(known(&sets, 1, "/api/x", now), Known::Unknown, "changed");
         assert_eq!(sets.bytes(), 0);
+        // A set too large to keep is remembered as such until it changes.
+        sets.put(1, "paths:a", None, later, now);
+        assert_eq!(known(&sets, 1, "/api/x", now), Known::TooLarge);
+        sets.remove(1, "paths:a");
+        assert_eq!(known(&sets, 1, "/api/x", now), Known::Unknown);
     }
 
     #[test]
     fn flush_clear_and_sweep_keep_the_byte_count() {
         let now = Instant::now();
         let mut sets = PathSets::new(2);
-        sets.put(0, "k0", set(&["/a"]), now + Duration::from_secs(1), now);
-        sets.put(
-            1,
-            "k1",
-            set(&["/b", "/c"]),
-            now + Duration::from_secs(9),
-            now,
-        );
-        sets.put(1, "k1", set(&["/b"]), now + Duration::from_secs(9), now);
-        let one = 2 + OVERHEAD + 2 + OVERHEAD;
+        let (soon, later) = (now + Duration::from_secs(1), now + Duration::from_secs(9));
+        sets.put(0, "k0", set(&["/a"]), soon, now);
+        sets.put(1, "k1", set(&["/b", "/c"]), later, now);
+        sets.put(1, "k1", set(&["/b"]), later, now);
+        let one = SET_OVERHEAD + 2 + 2 + MEMBER_OVERHEAD;
         assert_eq!(sets.bytes(), 2 * one, "a set put again is counted once");
         assert_eq!(sets.sweep(now + Duration::from_secs(2)), 1);
         assert_eq!(sets.bytes(), one);
         sets.flush(1);
         assert_eq!(sets.bytes(), 0);
-        sets.put(0, "k0", set(&["/a"]), now + Duration::from_secs(1), now);
+        sets.put(0, "k0", set(&["/a"]), soon, now);
         sets.clear();
         assert_eq!((sets.bytes(), sets.sweep(now)), (0, 0));
     }
 
     #[test]
-    fn the_bytes_kept_are_bounded() {
+    fn what_is_kept_is_bounded_and_sets_in_use_outlive_a_flood() {
         let now = Instant::now();
         let until = now + Duration::from_secs(60);
         let mut sets = PathSets::new(1);
+        let count = |sets: &PathSets| sets.servers[0].len();
         let member = "/".to_string() + &"m".repeat(1000);
-        for i in 0..10_000 {
-            sets.put(0, &format!("paths:host{i}"), set(&[&member]), until, now);
-            assert!(sets.bytes() <= MAX_BYTES);
-        }
-        let last = format!("paths:host{}", 9_999);
-        assert_eq!(sets.answer(0, &last, &patterns(&member), now), Some(true));
-        // A set in use outlives a flood of sets asked once.
-        for i in 0..10_000 {
-            sets.put(0, &format!("paths:flood{i}"), set(&[&member]), until, now);
-            if i % 1_000 == 0 {
+        let real = |sets: &PathSets| sets.lookup(0, "paths:real", &patterns(&member), now);
+        sets.put(0, "paths:real", set(&[&member]), until, now);
+        // Large sets fill the bytes, empty ones (unknown hosts) the count.
+        for (i, members) in (0..20_000).map(|i| {
+            (
+                i,
+                if i % 2 == 0 {
+                    set(&[&member])
+                } else {
+                    set(&[])
+                },
+            )
+        }) {
+            sets.put(0, &format!("paths:flood{i}"), members, until, now);
+            assert!(sets.bytes() <= MAX_BYTES && count(&sets) <= MAX_SETS);
+            if i % 500 == 0 {
                 assert_eq!(
-                    sets.answer(0, &last, &patterns(&member), now),
-                    Some(true),
-                    "{i}"
+                    real(&sets),
+                    Known::Answer(true),
+                    "asked now and then: kept ({i})"
                 );
             }
         }
-        // One set over the bound on its own is not kept.
+        // Not asked through the next flood: gone.
+        for i in 0..2 * MAX_SETS {
+            sets.put(0, &format!("paths:again{i}"), set(&[]), until, now);
+        }
+        assert_eq!(real(&sets), Known::Unknown);
+        // A set over the byte bound on its own is not kept, and empties
+        // nothing; nor is a key no host name can make.
+        sets.put(0, "paths:small", set(&["/s"]), until, now);
         let huge: Vec<String> = (0..MEMBERS_KEPT)
             .map(|i| format!("/{i}{}", "x".repeat(20_000)))
             .collect();
-        sets.put(0, "paths:huge", huge.into_iter().collect(), until, now);
-        assert_eq!(sets.answer(0, "paths:huge", &patterns("/0"), now), None);
+        sets.put(
+            0,
+            "paths:huge",
+            Some(huge.into_iter().collect()),
+            until,
+            now,
+        );
+        assert_eq!(
+            sets.lookup(0, "paths:huge", &patterns("/0"), now),
+            Known::Unknown
+        );
+        assert_eq!(
+            sets.lookup(0, "paths:small", &patterns("/s"), now),
+            Known::Answer(true)
+        );
+        let long_key = format!("paths:{}", "h".repeat(MAX_KEY_BYTES));
+        sets.put(0, &long_key, set(&[]), until, now);
+        assert_eq!(
+            sets.lookup(0, &long_key, &patterns("/"), now),
+            Known::Unknown
+        );
     }
 
     #[test]
-    fn only_a_whole_small_set_of_strings_is_kept() {
+    fn a_fetch_is_kept_whole_or_marked_too_large() {
         let bulk = |s: &str| Reply::BulkString(s.as_bytes().to_vec());
         let members = |n: usize| Reply::Array((0..n).map(|i| bulk(&format!("/{i}"))).collect());
+        let size = |replies: &[Reply]| decode_fetch(replies).map(|(m, _)| m.map(|m| m.len()));
         let (kept, ttl) = decode_fetch(&[members(3), Reply::Integer(1500)]).unwrap();
-        assert_eq!((kept.len(), ttl), (3, Some(Duration::from_millis(1500))));
         assert_eq!(
-            decode_fetch(&[members(MEMBERS_KEPT)]).unwrap().0.len(),
-            MEMBERS_KEPT
+            (kept.map(|m| m.len()), ttl),
+            (Some(3), Some(Duration::from_millis(1500)))
         );
+        assert_eq!(size(&[members(MEMBERS_KEPT)]), Some(Some(MEMBERS_KEPT)));
+        assert_eq!(size(&[members(MEMBERS_KEPT + 1)]), Some(None), "too large");
         assert_eq!(
-            decode_fetch(&[members(MEMBERS_KEPT + 1)]),
-            None,
-            "a larger set"
-        );
-        assert_eq!(
-            decode_fetch(&[Reply::Array(vec![]), Reply::Integer(-2)])
-                .unwrap()
-                .0
-                .len(),
-            0
+            size(&[Reply::Array(vec![]), Reply::Integer(-2)]),
+            Some(Some(0))
         );
         assert_eq!(
             decode_fetch(&[members(1), Reply::Integer(-1)]).unwrap().1,
             None
         );
-        assert_eq!(decode_fetch(&[Reply::Error("WRONGTYPE".into())]), None);
-        assert_eq!(
-            decode_fetch(&[members(1), Reply::Error("ERR".into())]),
-            None
-        );
-        assert_eq!(decode_fetch(&[Reply::Array(vec![Reply::Integer(1)])]), None);
+        assert_eq!(size(&[Reply::Error("WRONGTYPE".into())]), None);
+        assert_eq!(size(&[members(1), Reply::Error("ERR".into())]), None);
+        assert_eq!(size(&[Reply::Array(vec![Reply::Integer(1)])]), None);
         let odd = Reply::Array(vec![Reply::BulkString(vec![0xff]), bulk("/a")]);
         assert_eq!(
             decode_fetch(&[odd]).unwrap().0,
