@@ -197,8 +197,8 @@ class Observer(threading.Thread):
         while True:
             try:
                 message = self.redis.reply()
-            except (OSError, ValueError):
-                return
+            except (OSError, ValueError, RuntimeError):
+                return  # Redis stopped at the end of the mode (EOF)
             if isinstance(message, list) and message and message[0] == b"message":
                 self.reports.append(time.monotonic())
 
