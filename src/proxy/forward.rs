@@ -58,8 +58,9 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         // With the route cache on, the first attempt may reuse a recent
         // lookup; a retry always reads Redis (and refreshes the cache).
         let cache = &shard.route_cache;
-        let cached = match failures {
-            0 => cache.get(slot, &host),
+        // A lookup the conditions already fetched is newer than the cache's.
+        let cached = match (failures, &prefetched) {
+            (0, None) => cache.get(slot, &host),
             _ => None,
         };
         if failures == 0 && cache.enabled() {
