@@ -419,6 +419,16 @@ fn path_conditions_are_answered_from_kept_sets_until_they_change() {
     assert_path_served(&proxy, "/web/y", "new");
     assert_path_served(&proxy, "/page7", "new");
     assert_path_served(&proxy, "/page7/x", "old");
+
+    // A key of another type fails its conditions, as without a cache, and
+    // is fetched once per shard, not with every request.
+    write_and_wait_reports(admin, 2, 1, || {
+        redis.cmd(&["SET", "paths:app.example", "/page7"]);
+    });
+    wait_for("both shards to know the key holds no set", || {
+        (path_queries_for(&proxy, &redis, &["/page7"]) == (20, 0)).then_some(())
+    });
+    assert_path_served(&proxy, "/page7", "old");
 }
 
 #[test]

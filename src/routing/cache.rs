@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::path_sets::{Fetched, Known, PathSets};
+use super::path_sets::{is_keepable, Fetched, Known, PathSets};
 use super::rules::PathPatterns;
 use super::Lookup;
 use crate::config::routes::{Destination, RouteTable};
@@ -274,7 +274,9 @@ impl RouteCache {
         {
             Known::Answer(answer) => PathSet::Answer(answer),
             Known::TooLarge => PathSet::Ask,
-            Known::Unknown if self.keep_for(server, ticket, None).is_some() => PathSet::AskAndFetch,
+            Known::Unknown if is_keepable(key) && self.keep_for(server, ticket, None).is_some() => {
+                PathSet::AskAndFetch
+            }
             Known::Unknown => PathSet::Ask,
         }
     }

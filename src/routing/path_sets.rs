@@ -75,18 +75,25 @@ pub fn encode_fetch(key: &[u8], with_ttl: bool, out: &mut Vec<u8>) -> usize {
 }
 
 /// The set and when it expires, from the replies to [`encode_fetch`]: its
-/// members, or `None` for too many of them; nothing at all for an error or
-/// a reply of the wrong shape. Members that are not UTF-8 are left out: no
-/// path pattern can equal them.
+/// members, or `None` when it cannot be kept (more than [`MEMBERS_KEPT`]
+/// members, or a reply that is not a set's: the wrong type, an error, a
+/// reply over the size limit), which is kept as such so that it is not
+/// fetched again before it changes; nothing at all when the `PTTL` reply is
+/// unusable. Members that are not UTF-8 are left out: no path pattern can
+/// equal them.
 pub fn decode_fetch(replies: &[Reply]) -> Option<(Fetched, Option<Duration>)> {
-    let items = array_items(replies.first()?)?;
     let expires_in = match replies.get(1) {
         None | Some(Reply::Integer(-1 | -2)) => None,
         Some(Reply::Integer(ms)) if *ms >= 0 => Some(Duration::from_millis(*ms as u64)),
         Some(_) => return None,
     };
+    Some((members(replies.first()?), expires_in))
+}
+
+fn members(reply: &Reply) -> Fetched {
+    let items = array_items(reply)?;
     if items.len() > MEMBERS_KEPT {
-        return Some((None, expires_in));
+        return None;
     }
     let mut members = HashSet::with_capacity(items.len());
     for item in items {
@@ -94,7 +101,13 @@ pub fn decode_fetch(replies: &[Reply]) -> Option<(Fetched, Option<Duration>)> {
             members.insert(member.to_string());
         }
     }
-    Some((Some(members), expires_in))
+    Some(members)
+}
+
+/// Whether a set under `key` may be kept at all (so whether fetching it is
+/// worth anything).
+pub fn is_keepable(key: &str) -> bool {
+    key.len() <= MAX_KEY_BYTES
 }
 
 impl PathSets {
@@ -128,6 +141,7 @@ impl PathSets {
     }
 
     /// Keeps set `key` of `server` (or that it is too large) until `until`.
+    /// A set over the byte bound on its own is kept as too large.
     pub fn put(
         &mut self,
         server: usize,
@@ -136,16 +150,20 @@ impl PathSets {
         until: Instant,
         now: Instant,
     ) {
-        let bytes = SET_OVERHEAD
-            + key.len()
+        if server >= self.servers.len() || !is_keepable(key) {
+            return;
+        }
+        let marker = SET_OVERHEAD + key.len();
+        let bytes = marker
             + members
                 .iter()
                 .flatten()
                 .map(|m| m.len() + MEMBER_OVERHEAD)
                 .sum::<usize>();
-        if server >= self.servers.len() || key.len() > MAX_KEY_BYTES || bytes > MAX_BYTES {
-            return;
-        }
+        let (members, bytes) = match bytes > MAX_BYTES {
+            true => (None, marker),
+            false => (members, bytes),
+        };
         self.remove(server, key);
         let full = |sets: &PathSets| {
             sets.bytes + bytes > MAX_BYTES
@@ -308,8 +326,8 @@ mod tests {
             sets.put(0, &format!("paths:again{i}"), set(&[]), until, now);
         }
         assert_eq!(real(&sets), Known::Unknown);
-        // A set over the byte bound on its own is not kept, and empties
-        // nothing; nor is a key no host name can make.
+        // A set over the byte bound on its own is kept as too large, and
+        // empties nothing; a key no host name can make is not kept.
         sets.put(0, "paths:small", set(&["/s"]), until, now);
         let huge: Vec<String> = (0..MEMBERS_KEPT)
             .map(|i| format!("/{i}{}", "x".repeat(20_000)))
@@ -323,13 +341,14 @@ mod tests {
         );
         assert_eq!(
             sets.lookup(0, "paths:huge", &patterns("/0"), now),
-            Known::Unknown
+            Known::TooLarge
         );
         assert_eq!(
             sets.lookup(0, "paths:small", &patterns("/s"), now),
             Known::Answer(true)
         );
         let long_key = format!("paths:{}", "h".repeat(MAX_KEY_BYTES));
+        assert!(!is_keepable(&long_key) && is_keepable("paths:app.example"));
         sets.put(0, &long_key, set(&[]), until, now);
         assert_eq!(
             sets.lookup(0, &long_key, &patterns("/"), now),
@@ -357,9 +376,12 @@ mod tests {
             decode_fetch(&[members(1), Reply::Integer(-1)]).unwrap().1,
             None
         );
-        assert_eq!(size(&[Reply::Error("WRONGTYPE".into())]), None);
+        // Not a set's reply: kept as not to be fetched again before it changes.
+        assert_eq!(size(&[Reply::Error("WRONGTYPE".into())]), Some(None));
+        assert_eq!(size(&[Reply::Array(vec![Reply::Integer(1)])]), Some(None));
+        // An unusable PTTL: nothing is kept.
         assert_eq!(size(&[members(1), Reply::Error("ERR".into())]), None);
-        assert_eq!(size(&[Reply::Array(vec![Reply::Integer(1)])]), None);
+        assert_eq!(size(&[]), None);
         let odd = Reply::Array(vec![Reply::BulkString(vec![0xff]), bulk("/a")]);
         assert_eq!(
             decode_fetch(&[odd]).unwrap().0,
