@@ -433,8 +433,6 @@ fn healthcheck(
     }))
 }
 
-/// `server.access_log`: syslog (with its facility and tag), or a path,
-/// `stdout` or `none`.
 /// `server.route_cache`, with `route_cache_ms` above 0 selecting the TTL
 /// mode (as it did before there were modes).
 fn route_cache_mode(s: &RawServer) -> Result<CacheMode, ConfigError> {
@@ -458,6 +456,8 @@ fn route_cache_mode(s: &RawServer) -> Result<CacheMode, ConfigError> {
     }
 }
 
+/// `server.access_log`: syslog (with its facility and tag), or a path,
+/// `stdout` or `none`.
 fn access_log_target(s: &RawServer) -> Result<AccessLogTarget, ConfigError> {
     use crate::observe::syslog::{self, SyslogAddr, SyslogTarget};
     let Some(addr) = SyslogAddr::parse(&s.access_log) else {

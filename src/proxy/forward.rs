@@ -11,7 +11,7 @@ use super::reply::reply_error;
 use crate::http::response::ResponseHead;
 use crate::log_debug;
 use crate::observe::metrics;
-use crate::routing::cache::{CacheMode, RouteCache};
+use crate::routing::cache::RouteCache;
 use crate::routing::dead::{self, DeadMark};
 use crate::routing::lookup::LookupError;
 use crate::routing::rules::RequestFacts;
@@ -31,9 +31,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
     // Before anything is queued for Redis: a lookup the route's conditions
     // prefetch is kept only if no change was reported meanwhile.
     let first_ticket = shard.route_cache.ticket();
-    // Tracking keeps a result until a key it read changes; expiry is
-    // reported late, so the lookup also asks when the keys expire.
-    let with_ttls = shard.route_cache.mode() == CacheMode::Tracking;
+    let with_ttls = shard.route_cache.asks_expiry();
     let (destination, mut prefetched) = match choose_destination(
         &cfg.routing,
         &shard.redis,

@@ -135,8 +135,6 @@ pub async fn track(
             on_event(event);
         })
         .await;
-        // (No await since the session's socket closed: nothing read `fd`.)
-        unread.fd.set(None);
         if live {
             on_event(Event::Lost);
             pause = RETRY_MIN;
@@ -225,8 +223,14 @@ async fn enable(session: &mut Session, prefixes: &[String], timeout: Duration) -
         Some(Reply::Error(e)) => return Err(refusal(e)),
         other => return Err(unexpected("CLIENT ID", other)),
     };
-    let mut args: Vec<&[u8]> = vec![b"CLIENT", b"TRACKING", b"on", b"REDIRECT", id.as_bytes()];
-    args.push(b"BCAST");
+    let mut args: Vec<&[u8]> = vec![
+        b"CLIENT",
+        b"TRACKING",
+        b"on",
+        b"REDIRECT",
+        id.as_bytes(),
+        b"BCAST",
+    ];
     for p in prefixes {
         args.extend([b"PREFIX".as_slice(), p.as_bytes()]);
     }

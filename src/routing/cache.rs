@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::lease::Lease;
 use super::path_sets::{is_keepable, Fetched, Known, PathSets};
 use super::rules::PathPatterns;
 use super::Lookup;
@@ -41,9 +42,7 @@ pub const TRACKING_BACKSTOP: Duration = Duration::from_secs(60);
 
 struct Cached {
     found: Lookup,
-    until: Instant,
-    /// Served since it was stored or since the bound was last reached.
-    served: Cell<bool>,
+    lease: Lease,
 }
 
 /// Where a destination's lookups come from: its read server and keyspace.
@@ -113,6 +112,13 @@ impl RouteCache {
 
     pub fn mode(&self) -> CacheMode {
         self.mode
+    }
+
+    /// Whether lookups must also ask when their keys expire: tracking keeps
+    /// a result until a key it read changes, and Redis reports an expiry
+    /// only once it deletes the key.
+    pub fn asks_expiry(&self) -> bool {
+        self.mode == CacheMode::Tracking
     }
 
     /// Whether a result may be kept at all (which also means a `dead`
@@ -195,11 +201,10 @@ impl RouteCache {
         }
         let maps = self.maps.borrow();
         let cached = maps.get(slot)?.get(host)?;
-        if Instant::now() >= cached.until {
-            return None;
-        }
-        cached.served.set(true);
-        Some(cached.found.clone())
+        cached
+            .lease
+            .serve(Instant::now())
+            .then(|| cached.found.clone())
     }
 
     /// Keeps a lookup's result, whose lookup was queued after `ticket` was
@@ -221,7 +226,7 @@ impl RouteCache {
             |maps: &[HashMap<String, Cached>]| maps.iter().map(HashMap::len).sum::<usize>();
         if entries(&maps) >= MAX_ENTRIES {
             for map in maps.iter_mut() {
-                map.retain(|_, c| c.until > now && c.served.replace(false));
+                map.retain(|_, c| c.lease.survives_bound(now));
             }
             if entries(&maps) >= MAX_ENTRIES {
                 maps.iter_mut().for_each(HashMap::clear);
@@ -234,8 +239,7 @@ impl RouteCache {
             host.to_string(),
             Cached {
                 found: found.clone(),
-                until: crate::clock::after(now, keep),
-                served: Cell::new(false),
+                lease: Lease::until(crate::clock::after(now, keep)),
             },
         );
     }
@@ -366,7 +370,7 @@ impl RouteCache {
         self.paths.borrow_mut().sweep(now);
         let mut maps = self.maps.borrow_mut();
         for map in maps.iter_mut() {
-            map.retain(|_, c| c.until > now);
+            map.retain(|_, c| c.lease.is_fresh(now));
         }
         maps.iter().map(HashMap::len).sum()
     }
@@ -533,7 +537,7 @@ mod tests {
         assert_eq!(c.get(0, "gone"), None);
         c.put(0, "later", &expiring(Duration::from_secs(30)), c.ticket());
         assert!(c.get(0, "later").is_some());
-        let until = |host: &str| c.maps.borrow()[0][host].until;
+        let until = |host: &str| c.maps.borrow()[0][host].lease.expires();
         let now = Instant::now();
         assert!(until("later") <= now + Duration::from_secs(30));
         c.put(0, "far", &expiring(Duration::from_secs(3600)), c.ticket());

@@ -132,7 +132,6 @@ pub fn encode_lookup(
     2 * (candidates.len() + 1)
 }
 
-/// Interprets the replies: `Ok(None)` when no candidate has a list.
 /// The backend indexes of a `SMEMBERS dead:<host>` reply (members that are
 /// not numbers are skipped); `None` if it is not a set of strings.
 pub fn dead_indexes(reply: &Reply) -> Option<Vec<usize>> {
@@ -144,6 +143,7 @@ pub fn dead_indexes(reply: &Reply) -> Option<Vec<usize>> {
     )
 }
 
+/// Interprets the replies: `Ok(None)` when no candidate has a list.
 pub fn decode_lookup(
     replies: &SharedReplies,
     candidates: &Candidates,

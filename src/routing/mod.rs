@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod candidates;
 pub mod dead;
+pub mod lease;
 pub mod lookup;
 pub mod path_sets;
 pub mod rules;
@@ -77,7 +78,7 @@ pub async fn choose_destination<'t>(
     cache: &RouteCache,
     ticket: Ticket,
 ) -> Result<(&'t Destination, Option<Lookup>), RouteError> {
-    let with_ttls = cache.mode() == cache::CacheMode::Tracking;
+    let with_ttls = cache.asks_expiry();
     for route in &table.routes {
         match pre_evaluate(&route.condition, facts) {
             Tri::False => continue,

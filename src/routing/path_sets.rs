@@ -8,13 +8,12 @@
 //! large (until it changes), and asked per request without being fetched
 //! again. What is kept per shard is bounded in sets and in bytes: when a
 //! set would pass a bound, the sets not used since a bound was last reached
-//! go (a second chance, as for hosts), and if that is not enough, all of
-//! them.
+//! go (`lease`, as for hosts), and if that is not enough, all of them.
 
-use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use super::lease::Lease;
 use super::rules::PathPatterns;
 use crate::redis::codec::{array_items, encode_command_parts, string_bytes, Reply};
 
@@ -40,9 +39,7 @@ pub type Fetched = Option<HashSet<String>>;
 struct Kept {
     members: Fetched,
     bytes: usize,
-    until: Instant,
-    /// Answered a request since it was kept or a bound was last reached.
-    used: Cell<bool>,
+    lease: Lease,
 }
 
 /// What the kept sets say of one set for one request.
@@ -124,10 +121,9 @@ impl PathSets {
         let Some(kept) = self.servers.get(server).and_then(|m| m.get(key)) else {
             return Known::Unknown;
         };
-        if kept.until <= now {
+        if !kept.lease.serve(now) {
             return Known::Unknown;
         }
-        kept.used.set(true);
         let Some(members) = &kept.members else {
             return Known::TooLarge;
         };
@@ -170,7 +166,7 @@ impl PathSets {
                 || sets.servers.iter().map(HashMap::len).sum::<usize>() >= MAX_SETS
         };
         if full(self) {
-            self.retain(|k| k.until > now && k.used.replace(false));
+            self.retain(|k| k.lease.survives_bound(now));
         }
         if full(self) {
             self.clear();
@@ -179,8 +175,7 @@ impl PathSets {
         let kept = Kept {
             members,
             bytes,
-            until,
-            used: Cell::new(false),
+            lease: Lease::until(until),
         };
         self.servers[server].insert(key.to_string(), kept);
     }
@@ -207,7 +202,7 @@ impl PathSets {
 
     /// Drops the expired sets; returns how many are kept.
     pub fn sweep(&mut self, now: Instant) -> usize {
-        self.retain(|k| k.until > now);
+        self.retain(|k| k.lease.is_fresh(now));
         self.servers.iter().map(HashMap::len).sum()
     }
 
