@@ -2,6 +2,7 @@
 //! address) the master holds and hands down, and the socket-level facts the
 //! layers above ask about (a local shortage, an idle peer that spoke).
 
+pub mod arrival;
 pub mod cidr;
 pub mod listener;
 pub mod proxy_protocol;

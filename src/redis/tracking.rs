@@ -11,7 +11,9 @@
 //! [`Unread`] lets the cache ask, before it serves a result, whether a
 //! report has reached the connection and not been applied yet (bytes in the
 //! socket, or a read in progress): a report that arrived before a request is
-//! honoured for that request, whatever order the shard's tasks run in.
+//! honoured for that request, whatever order the shard's tasks run in. An
+//! [`ArrivalWatch`] on the socket answers that without a system call; where
+//! io_uring is unavailable the socket is peeked instead.
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
@@ -22,6 +24,7 @@ use super::client::{connect, ConnError, Session};
 use super::codec::{encode_command, string_bytes, Reply};
 use super::sentinel::Watch;
 use super::url::RedisUrl;
+use crate::net::arrival::ArrivalWatch;
 use crate::{log_debug, log_info, log_warn};
 
 /// What a tracking session reports.
@@ -46,6 +49,9 @@ pub struct Unread {
     fd: Cell<Option<RawFd>>,
     /// The session is reading or applying a message.
     busy: Cell<bool>,
+    /// Fires when bytes reach the live session's socket; re-armed after
+    /// each message is applied. `None`: peek instead.
+    watch: RefCell<Option<ArrivalWatch>>,
     /// For a sentinel URL: the watch and the generation the session is on.
     /// Once the sentinels name another server, lookups go there at once
     /// while this session still hears the old one.
@@ -55,13 +61,43 @@ pub struct Unread {
 impl Unread {
     /// Watches `fd` as if a session on it were live (for the cache's tests).
     #[cfg(test)]
-    pub fn watch_for_test(&self, fd: RawFd) {
+    pub fn watch_for_test(&self, fd: RawFd, with_arrival_watch: bool) {
         self.fd.set(Some(fd));
+        let watch = with_arrival_watch.then(|| ArrivalWatch::new(fd).unwrap());
+        self.watch.replace(watch);
+    }
+
+    /// Starts watching a live session's socket.
+    fn watch(&self, fd: RawFd) {
+        let watch = ArrivalWatch::new(fd)
+            .inspect_err(|e| log_debug!("no arrival watch ({e}): the tracking socket is peeked"))
+            .ok();
+        self.watch.replace(watch);
+        self.busy.set(false);
+        self.fd.set(Some(fd));
+    }
+
+    /// The live session's socket is gone: nothing may be trusted.
+    fn unwatch(&self) {
+        self.fd.set(None);
+        self.watch.replace(None);
+    }
+
+    /// A message was read and applied: what arrives from now on counts.
+    fn applied(&self) {
+        if let Some(watch) = self.watch.borrow_mut().as_mut() {
+            if let Err(e) = watch.rearm() {
+                // Not quiet until re-armed: the socket is peeked meanwhile.
+                log_debug!("arrival watch not re-armed: {e}");
+            }
+        }
+        self.busy.set(false);
     }
 
     /// True while a message is being read or applied, or bytes wait in the
     /// socket (or there is no live session: then nothing may be trusted).
-    /// One `recv(MSG_PEEK)` when the session is idle.
+    /// A memory load when the arrival watch is quiet; otherwise one
+    /// `recv(MSG_PEEK)`.
     pub fn any(&self) -> bool {
         let moved = || {
             self.followed
@@ -72,6 +108,15 @@ impl Unread {
         match self.fd.get() {
             None => true,
             Some(_) if self.busy.get() || moved() => true,
+            Some(_)
+                if self
+                    .watch
+                    .borrow_mut()
+                    .as_mut()
+                    .is_some_and(ArrivalWatch::quiet) =>
+            {
+                false
+            }
             Some(fd) => !crate::net::is_quiet(fd),
         }
     }
@@ -179,12 +224,11 @@ async fn session(
     if let Err(end) = enable(&mut session, prefixes, timeout).await {
         return end;
     }
-    unread.busy.set(false);
     unread.followed.replace(session.followed());
-    unread.fd.set(Some(session.raw_fd()));
+    unread.watch(session.raw_fd());
     on_event(Event::Live);
     let result = report(&mut session, timeout, unread, on_event).await;
-    unread.fd.set(None);
+    unread.unwatch();
     match result {
         Ok(never) => match never {},
         Err(e) => End::Lost(e),
@@ -291,7 +335,7 @@ async fn report(
             Some(Message::Event(event)) => on_event(event),
             Some(Message::Other) | None => {}
         }
-        unread.busy.set(false);
+        unread.applied();
     }
 }
 
@@ -336,6 +380,30 @@ fn message(reply: Reply) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_counts_from_its_arrival_until_it_is_applied() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let (mut ours, mut redis) = std::os::unix::net::UnixStream::pair().unwrap();
+        let unread = Unread::default();
+        assert!(unread.any(), "no session: nothing may be trusted");
+        unread.watch(ours.as_raw_fd());
+        assert!(unread.watch.borrow().is_some(), "io_uring is there");
+        assert!(!unread.any());
+        redis.write_all(b">").unwrap();
+        assert!(unread.any(), "arrived");
+        unread.busy.set(true);
+        let mut byte = [0u8; 1];
+        ours.read_exact(&mut byte).unwrap();
+        assert!(unread.any(), "read, not applied");
+        unread.applied();
+        assert!(!unread.any(), "applied, and the watch armed again");
+        redis.write_all(b">").unwrap();
+        assert!(unread.any(), "the next report");
+        unread.unwatch();
+        assert!(unread.any(), "the session ended");
+    }
 
     #[test]
     fn overlapping_prefixes_are_folded_into_the_shorter() {

@@ -417,13 +417,20 @@ mod tests {
     type Pair = (UnixStream, UnixStream);
 
     /// A stand-in for each server's tracking socket (the first of each
-    /// pair): quiet until the test writes to the second.
+    /// pair): quiet until the test writes to the second. Watched by an
+    /// arrival watch, as on a box with io_uring.
     fn sockets(c: &RouteCache) -> Vec<Pair> {
+        sockets_watched(c, true)
+    }
+
+    /// `sockets`, with or without the arrival watch (without: peeked).
+    fn sockets_watched(c: &RouteCache, with_arrival_watch: bool) -> Vec<Pair> {
         use std::os::fd::AsRawFd;
         (0..2)
             .map(|server| {
                 let pair = UnixStream::pair().unwrap();
-                c.unread(server).watch_for_test(pair.0.as_raw_fd());
+                c.unread(server)
+                    .watch_for_test(pair.0.as_raw_fd(), with_arrival_watch);
                 pair
             })
             .collect()
@@ -550,13 +557,19 @@ mod tests {
     #[test]
     fn a_report_waiting_in_the_socket_stops_the_cache_serving() {
         use std::io::Write;
-        let c = cache(CacheMode::Tracking);
-        let mut sockets = sockets(&c);
-        c.set_live(0, true);
-        c.put(0, "a", &frontend("a"), c.ticket());
-        assert_eq!(c.get(0, "a"), Some(frontend("a")));
-        sockets[0].1.write_all(b">").unwrap();
-        assert_eq!(c.get(0, "a"), None, "a report is waiting to be read");
+        for with_arrival_watch in [true, false] {
+            let c = cache(CacheMode::Tracking);
+            let mut sockets = sockets_watched(&c, with_arrival_watch);
+            c.set_live(0, true);
+            c.put(0, "a", &frontend("a"), c.ticket());
+            assert_eq!(c.get(0, "a"), Some(frontend("a")));
+            sockets[0].1.write_all(b">").unwrap();
+            assert_eq!(
+                c.get(0, "a"),
+                None,
+                "a report is waiting to be read (watched: {with_arrival_watch})"
+            );
+        }
     }
 
     #[test]
