@@ -37,6 +37,11 @@ impl DeadBackends {
         map.values().map(Vec::len).sum()
     }
 
+    /// No flag at all (the usual case): nothing to look up per backend.
+    pub fn is_empty(&self) -> bool {
+        self.until.borrow().is_empty()
+    }
+
     pub fn is_dead(&self, host: &str, url: &str) -> bool {
         let map = self.until.borrow();
         let Some(flags) = map.get(host) else {

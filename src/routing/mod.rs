@@ -179,11 +179,16 @@ pub fn choose_backend(
     tried: &[usize],
 ) -> Option<usize> {
     let n = frontend.backend_count();
+    // Most shards flag nothing: then no backend URL is decoded or looked up.
+    let flags = !dead.is_empty();
     let is_live = |i: &usize| {
         !frontend.dead.contains(i)
             && (n == 1 || !tried.contains(i))
-            && !dead.is_dead(host, &frontend.backend(*i))
+            && (!flags || !dead.is_dead(host, &frontend.backend(*i)))
     };
+    if n == 1 {
+        return Some(0).filter(is_live);
+    }
     // Count, then walk to the chosen one: no list of candidates per request.
     match (0..n).filter(is_live).count() {
         0 => None,
@@ -214,6 +219,10 @@ mod tests {
         assert_eq!(choose_backend(&fe(0, vec![]), "h", &local, &[]), None);
         assert_eq!(choose_backend(&fe(1, vec![]), "h", &local, &[0]), Some(0));
         assert_eq!(choose_backend(&fe(1, vec![0]), "h", &local, &[]), None);
+        // A lone backend this shard flagged, for this host only.
+        local.flag("h", "http://b0", Duration::from_secs(60));
+        assert_eq!(choose_backend(&fe(1, vec![]), "h", &local, &[]), None);
+        assert_eq!(choose_backend(&fe(1, vec![]), "g", &local, &[]), Some(0));
     }
 
     #[test]

@@ -149,17 +149,23 @@ impl Resolver {
     }
 
     /// One address for `host:port`, from the cache when fresh.
-    pub async fn resolve(&self, host: &str, port: u16) -> io::Result<SocketAddr> {
+    /// `host` without waiting: an address literal, or a name resolved
+    /// within the TTL.
+    fn known(&self, host: &str, port: u16) -> Option<SocketAddr> {
         if let Some(ip) = ip_literal(host) {
-            return Ok(SocketAddr::new(ip, port));
+            return Some(SocketAddr::new(ip, port));
+        }
+        let names = self.names.borrow();
+        let (ip, at) = names.cache.get(host)?;
+        (at.elapsed() < self.ttl).then(|| SocketAddr::new(*ip, port))
+    }
+
+    pub async fn resolve(&self, host: &str, port: u16) -> io::Result<SocketAddr> {
+        if let Some(addr) = self.known(host, port) {
+            return Ok(addr);
         }
         let flight = {
             let mut names = self.names.borrow_mut();
-            if let Some((ip, at)) = names.cache.get(host) {
-                if at.elapsed() < self.ttl {
-                    return Ok(SocketAddr::new(*ip, port));
-                }
-            }
             match names.in_flight.get(host) {
                 Some(f) => f.clone(),
                 None => {
@@ -197,6 +203,10 @@ impl Resolver {
         port: u16,
         limit: Duration,
     ) -> io::Result<SocketAddr> {
+        // An address literal or a name cached fresh: no timer to set.
+        if let Some(addr) = self.known(host, port) {
+            return Ok(addr);
+        }
         monoio::time::timeout(limit, self.resolve(host, port))
             .await
             .unwrap_or_else(|_| {

@@ -52,16 +52,28 @@ impl UpstreamPool {
         }
     }
 
-    /// Waits until fewer than `max_sockets` connections to `addr` are in use.
-    /// `None` only if the slot semaphore were closed, which this pool never does.
-    pub async fn slot(&self, addr: SocketAddr) -> Option<Slot> {
-        let sem = self
-            .in_use
+    fn semaphore(&self, addr: SocketAddr) -> Rc<Semaphore> {
+        self.in_use
             .borrow_mut()
             .entry(addr)
             .or_insert_with(|| Rc::new(Semaphore::new(self.max_sockets)))
-            .clone();
-        sem.acquire_owned()
+            .clone()
+    }
+
+    /// A slot for `addr` if one is free now. Freed slots go to waiters
+    /// first, so this never takes one from a request already waiting.
+    pub fn free_slot(&self, addr: SocketAddr) -> Option<Slot> {
+        self.semaphore(addr)
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| Slot { _permit: permit })
+    }
+
+    /// Waits until fewer than `max_sockets` connections to `addr` are in use.
+    /// `None` only if the slot semaphore were closed, which this pool never does.
+    pub async fn slot(&self, addr: SocketAddr) -> Option<Slot> {
+        self.semaphore(addr)
+            .acquire_owned()
             .await
             .ok()
             .map(|permit| Slot { _permit: permit })
