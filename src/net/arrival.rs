@@ -59,11 +59,15 @@ impl ArrivalWatch {
         }
         self.ring.completion().for_each(drop);
         self.armed = false;
-        let poll = opcode::PollAdd::new(Fd(self.fd), EVENTS).build();
-        // SAFETY: the entry points at no memory of ours, only at `fd`, and
-        // the poll holds its own reference to that file.
-        unsafe { self.ring.submission().push(&poll) }
-            .map_err(|_| io::Error::other("arrival watch: submission queue full"))?;
+        // A poll whose submission failed last time is still queued: submit
+        // that one rather than queue another.
+        if self.ring.submission().is_empty() {
+            let poll = opcode::PollAdd::new(Fd(self.fd), EVENTS).build();
+            // SAFETY: the entry points at no memory of ours, only at `fd`,
+            // and the poll holds its own reference to that file.
+            unsafe { self.ring.submission().push(&poll) }
+                .map_err(|_| io::Error::other("arrival watch: submission queue full"))?;
+        }
         self.ring.submit()?;
         self.armed = true;
         Ok(())
