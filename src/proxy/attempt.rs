@@ -168,18 +168,10 @@ async fn open_upstream(shard: &Shard, target: &Target<'_>) -> Result<Upstream, F
         }
     };
     // A full pool is lopache's limit (`max_sockets`), not the backend's
-    // failure: 503 after `connect_timeout`, nothing marked dead. (A slot
-    // free now is taken without setting a timer.)
-    let slot = match shard.pool.free_slot(addr) {
-        Some(slot) => slot,
-        None => {
-            let waited = monoio::time::timeout(cfg.connect_timeout, shard.pool.slot(addr)).await;
-            let Ok(Some(slot)) = waited else {
-                metrics::add(&shard.metrics.pool_exhausted, 1);
-                return Err(Failure::NotTheBackend(ProxyError::PoolExhausted));
-            };
-            slot
-        }
+    // failure: 503 after `connect_timeout`, nothing marked dead.
+    let Some(slot) = shard.pool.slot_within(addr, cfg.connect_timeout).await else {
+        metrics::add(&shard.metrics.pool_exhausted, 1);
+        return Err(Failure::NotTheBackend(ProxyError::PoolExhausted));
     };
     let key = PoolKey {
         addr,

@@ -62,9 +62,11 @@ impl Unread {
     /// Watches `fd` as if a session on it were live (for the cache's tests).
     #[cfg(test)]
     pub fn watch_for_test(&self, fd: RawFd, with_arrival_watch: bool) {
-        self.fd.set(Some(fd));
-        let watch = with_arrival_watch.then(|| ArrivalWatch::new(fd).unwrap());
-        self.watch.replace(watch);
+        self.watch(fd);
+        if !with_arrival_watch {
+            self.watch.replace(None);
+        }
+        assert_eq!(self.watch.borrow().is_some(), with_arrival_watch);
     }
 
     /// Starts watching a live session's socket.
@@ -108,17 +110,16 @@ impl Unread {
         match self.fd.get() {
             None => true,
             Some(_) if self.busy.get() || moved() => true,
-            Some(_)
-                if self
-                    .watch
-                    .borrow_mut()
-                    .as_mut()
-                    .is_some_and(ArrivalWatch::quiet) =>
-            {
-                false
-            }
-            Some(fd) => !crate::net::is_quiet(fd),
+            Some(fd) => !self.watch_is_quiet() && !crate::net::is_quiet(fd),
         }
+    }
+
+    /// The arrival watch says nothing came (false without one).
+    fn watch_is_quiet(&self) -> bool {
+        self.watch
+            .borrow_mut()
+            .as_mut()
+            .is_some_and(ArrivalWatch::quiet)
     }
 }
 

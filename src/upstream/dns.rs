@@ -148,7 +148,6 @@ impl Resolver {
         }
     }
 
-    /// One address for `host:port`, from the cache when fresh.
     /// `host` without waiting: an address literal, or a name resolved
     /// within the TTL.
     fn known(&self, host: &str, port: u16) -> Option<SocketAddr> {
@@ -160,10 +159,17 @@ impl Resolver {
         (at.elapsed() < self.ttl).then(|| SocketAddr::new(*ip, port))
     }
 
+    /// One address for `host:port`, from the cache when fresh.
     pub async fn resolve(&self, host: &str, port: u16) -> io::Result<SocketAddr> {
-        if let Some(addr) = self.known(host, port) {
-            return Ok(addr);
+        match self.known(host, port) {
+            Some(addr) => Ok(addr),
+            None => self.look_up(host, port).await,
         }
+    }
+
+    /// Resolves a name that is not [`known`](Self::known): joins the
+    /// resolution in flight for it, or starts one.
+    async fn look_up(&self, host: &str, port: u16) -> io::Result<SocketAddr> {
         let flight = {
             let mut names = self.names.borrow_mut();
             match names.in_flight.get(host) {
@@ -207,7 +213,7 @@ impl Resolver {
         if let Some(addr) = self.known(host, port) {
             return Ok(addr);
         }
-        monoio::time::timeout(limit, self.resolve(host, port))
+        monoio::time::timeout(limit, self.look_up(host, port))
             .await
             .unwrap_or_else(|_| {
                 Err(io::Error::new(

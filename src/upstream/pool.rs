@@ -60,23 +60,21 @@ impl UpstreamPool {
             .clone()
     }
 
-    /// A slot for `addr` if one is free now. Freed slots go to waiters
-    /// first, so this never takes one from a request already waiting.
-    pub fn free_slot(&self, addr: SocketAddr) -> Option<Slot> {
-        self.semaphore(addr)
-            .try_acquire_owned()
-            .ok()
-            .map(|permit| Slot { _permit: permit })
-    }
-
-    /// Waits until fewer than `max_sockets` connections to `addr` are in use.
-    /// `None` only if the slot semaphore were closed, which this pool never does.
-    pub async fn slot(&self, addr: SocketAddr) -> Option<Slot> {
-        self.semaphore(addr)
-            .acquire_owned()
-            .await
-            .ok()
-            .map(|permit| Slot { _permit: permit })
+    /// A slot for `addr`, waiting at most `limit` until fewer than
+    /// `max_sockets` connections to it are in use; `None` after that. A
+    /// slot free now is taken without setting a timer (freed slots go to
+    /// waiters first, so this never takes one from a request waiting).
+    pub async fn slot_within(&self, addr: SocketAddr, limit: Duration) -> Option<Slot> {
+        let semaphore = self.semaphore(addr);
+        let permit = match semaphore.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            // The semaphore is never closed: an error is only the timeout.
+            Err(_) => monoio::time::timeout(limit, semaphore.acquire_owned())
+                .await
+                .ok()?
+                .ok()?,
+        };
+        Some(Slot { _permit: permit })
     }
 
     /// An idle connection for `key` that still looks alive, if any.
