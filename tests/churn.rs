@@ -84,8 +84,14 @@ fn hundreds_of_short_lived_backends_leave_nothing_behind() {
     let redis = Redis::start();
     let proxy = start(&redis, "upstream_idle_timeout = 1\ndns_ttl = 1");
     let admin = proxy.admin_addr.unwrap();
-    // The connection to Redis is opened by the first lookup.
+    // The connection to Redis is opened by the first lookup; the
+    // subscriptions (dead marks, route-cache tracking) by the shard as it
+    // starts.
     assert_eq!(get(proxy.addr, "nobody.example", "/").status, 400);
+    wait_for("the shard's subscriptions", || {
+        let subscribed = |channel| redis.subscribers(channel) == 1;
+        (subscribed("dead") && subscribed("__redis__:invalidate")).then_some(())
+    });
     let baseline = proxy.fd_count();
     // 300 backends, each behind a host of its own and used once; named by
     // host name, so that the resolver cache fills too.

@@ -30,17 +30,16 @@ pub struct ArrivalWatch {
 }
 
 impl ArrivalWatch {
-    /// A watch on `fd`, armed. Must be made on the thread that asks it
-    /// (the completions are that thread's task work). An error where
-    /// io_uring is missing or refused: the caller then peeks instead.
+    /// A watch on `fd`, not yet armed (so not quiet until `rearm`). Must
+    /// be made on the thread that asks it (the completions are that
+    /// thread's task work). An error where io_uring is missing or refused:
+    /// the caller then peeks instead.
     pub fn new(fd: RawFd) -> io::Result<ArrivalWatch> {
-        let mut watch = ArrivalWatch {
+        Ok(ArrivalWatch {
             ring: IoUring::new(4)?,
             fd,
             armed: false,
-        };
-        watch.rearm()?;
-        Ok(watch)
+        })
     }
 
     /// Nothing has arrived since the watch was last armed. No system call.
@@ -94,6 +93,8 @@ mod tests {
     fn bytes_and_a_close_are_seen_until_rearmed_after_reading() {
         let (mut ours, mut peer) = pair();
         let mut watch = ArrivalWatch::new(ours.as_raw_fd()).unwrap();
+        assert!(!watch.quiet(), "not armed yet");
+        watch.rearm().unwrap();
         assert!(watch.quiet());
         watch.rearm().unwrap();
         assert!(watch.quiet());
@@ -130,6 +131,7 @@ mod tests {
             }
         });
         let mut watch = ArrivalWatch::new(watched.as_raw_fd()).unwrap();
+        watch.rearm().unwrap();
         let mut byte = [0u8; 1];
         for round in 0..ROUNDS {
             assert!(watch.quiet(), "round {round}: quiet before the send");

@@ -62,19 +62,19 @@ impl Unread {
     /// Watches `fd` as if a session on it were live (for the cache's tests).
     #[cfg(test)]
     pub fn watch_for_test(&self, fd: RawFd, with_arrival_watch: bool) {
-        self.watch(fd);
-        if !with_arrival_watch {
-            self.watch.replace(None);
-        }
-        assert_eq!(self.watch.borrow().is_some(), with_arrival_watch);
+        let arrival = with_arrival_watch.then(|| arrival_watch(fd)).flatten();
+        assert_eq!(arrival.is_some(), with_arrival_watch);
+        self.watch(fd, arrival);
     }
 
-    /// Starts watching a live session's socket.
-    fn watch(&self, fd: RawFd) {
-        let watch = ArrivalWatch::new(fd)
-            .inspect_err(|e| log_debug!("no arrival watch ({e}): the tracking socket is peeked"))
-            .ok();
-        self.watch.replace(watch);
+    /// Starts watching a live session's socket, with `arrival` (made for
+    /// that socket by `arrival_watch`) if there is one.
+    fn watch(&self, fd: RawFd, mut arrival: Option<ArrivalWatch>) {
+        if let Some(Err(e)) = arrival.as_mut().map(ArrivalWatch::rearm) {
+            // Not quiet until armed: the socket is peeked meanwhile.
+            log_debug!("arrival watch not armed: {e}");
+        }
+        self.watch.replace(arrival);
         self.busy.set(false);
         self.fd.set(Some(fd));
     }
@@ -208,6 +208,14 @@ pub async fn track(
     }
 }
 
+/// An arrival watch for a tracking socket, or `None` (peek instead) where
+/// io_uring cannot be set up.
+fn arrival_watch(fd: RawFd) -> Option<ArrivalWatch> {
+    ArrivalWatch::new(fd)
+        .inspect_err(|e| log_debug!("no arrival watch ({e}): the tracking socket is peeked"))
+        .ok()
+}
+
 /// One session: connect, turn tracking on, subscribe, then report changes
 /// until the connection fails or stops answering PINGs.
 async fn session(
@@ -222,11 +230,15 @@ async fn session(
         Ok(Err(e)) => return End::Lost(e),
         Err(_) => return End::Lost(ConnError::ConnectTimeout),
     };
+    // Made before tracking is turned on, so that once Redis lists this
+    // session as a subscriber, every descriptor it holds in lopache exists
+    // (tests that count descriptors wait for that).
+    let arrival = arrival_watch(session.raw_fd());
     if let Err(end) = enable(&mut session, prefixes, timeout).await {
         return end;
     }
     unread.followed.replace(session.followed());
-    unread.watch(session.raw_fd());
+    unread.watch(session.raw_fd(), arrival);
     on_event(Event::Live);
     let result = report(&mut session, timeout, unread, on_event).await;
     unread.unwatch();
@@ -389,8 +401,7 @@ mod tests {
         let (mut ours, mut redis) = std::os::unix::net::UnixStream::pair().unwrap();
         let unread = Unread::default();
         assert!(unread.any(), "no session: nothing may be trusted");
-        unread.watch(ours.as_raw_fd());
-        assert!(unread.watch.borrow().is_some(), "io_uring is there");
+        unread.watch_for_test(ours.as_raw_fd(), true);
         assert!(!unread.any());
         redis.write_all(b">").unwrap();
         assert!(unread.any(), "arrived");
