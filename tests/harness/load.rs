@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::WAIT;
 
@@ -83,14 +84,16 @@ impl Load {
 }
 
 fn client(addr: SocketAddr, request: &str, stop: &AtomicBool, counters: &Counters) {
-    let mut conn: Option<TcpStream> = None;
+    let started = Instant::now();
+    // The connection and how many requests it has carried.
+    let mut conn: Option<(TcpStream, u64)> = None;
     while !stop.load(Ordering::Relaxed) {
-        let stream = match conn.take() {
-            Some(s) => s,
+        let (stream, carried) = match conn.take() {
+            Some(kept) => kept,
             None => match TcpStream::connect(addr) {
                 Ok(s) => {
                     s.set_read_timeout(Some(WAIT)).unwrap();
-                    s
+                    (s, 0)
                 }
                 Err(e) => {
                     fail(counters, format!("connect: {e}"));
@@ -98,6 +101,10 @@ fn client(addr: SocketAddr, request: &str, stop: &AtomicBool, counters: &Counter
                 }
             },
         };
+        // Where a failure happened, to tell a connection no worker took
+        // from one a draining worker let go of.
+        let local = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+        let sent = started.elapsed();
         match exchange(stream, request) {
             Ok((status, keep)) => {
                 if (200..300).contains(&status) {
@@ -105,9 +112,16 @@ fn client(addr: SocketAddr, request: &str, stop: &AtomicBool, counters: &Counter
                 } else {
                     counters.non_2xx.fetch_add(1, Ordering::Relaxed);
                 }
-                conn = keep;
+                conn = keep.map(|s| (s, carried + 1));
             }
-            Err(e) => fail(counters, e),
+            Err(e) => fail(
+                counters,
+                format!(
+                    "{e} (request {} on the connection from port {local}, sent {sent:?} after the start, failed after {:?})",
+                    carried + 1,
+                    started.elapsed() - sent
+                ),
+            ),
         }
     }
 }
