@@ -54,6 +54,20 @@ CONF
   wait_port "$1"
 }
 
+# The nginx peer's config: $1 workers proxying port $2 to the backend on
+# port $3 with upstream keep-alive; written to $WORK/nginx.conf.
+write_nginx_proxy_conf() {
+  cat > "$WORK/nginx.conf" <<CONF
+worker_processes $1; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
+worker_rlimit_nofile 18000;
+events { worker_connections 16000; }
+http { access_log off; keepalive_requests 1000000;
+  upstream b { server 127.0.0.1:$3; keepalive 512; }
+  server { listen 127.0.0.1:$2 reuseport;
+    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+}
+
 # A throwaway Redis on port $1 whose frontend $2 points at $3 (host:port).
 # Sets REDIS_PID.
 start_redis() {

@@ -135,15 +135,7 @@ CONF
       "$WORK/lopache.toml" > "$WORK/cached.toml"
     $SPAWN taskset -c "$cpus" ./target/release/lopache --config "$WORK/cached.toml" 2>"$WORK/cached.log" & PIDS+=($!); CACHED_PID=$!
   fi
-  cat > "$WORK/nginx.conf" <<CONF
-worker_processes $n; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
-worker_rlimit_nofile 18000;
-events { worker_connections 16000; }
-http { access_log off; keepalive_requests 1000000;
-  upstream b { server 127.0.0.1:$BACKEND; keepalive 512; }
-  server { listen 127.0.0.1:$NGINX reuseport;
-    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
+  write_nginx_proxy_conf "$n" "$NGINX" "$BACKEND"
   $SPAWN taskset -c "$cpus" nginx -c "$WORK/nginx.conf" & PIDS+=($!); NGINX_PID=$!
   cat > "$WORK/haproxy.cfg" <<CONF
 global

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Usage: bench/pairs.sh [--rounds N] [--seconds S] [--conns C] [--hosts N]
+#                       BINARY [BINARY...]
+#
+# Two (or more) lopache builds and nginx, measured in turn every S seconds
+# for N rounds against one backend and one Redis, so that drift on a shared
+# box (another process, CPU frequency) hits all of them alike. For deciding
+# whether a change helps: `bench/run.sh` compares peers, this compares builds.
+# Prints each run, then per build the median req/s and CPU per request and
+# the median (lowest-highest) over rounds of its ratio to nginx's run in the
+# same round. Each build runs with tracking (the default), 2 shards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/common.sh
+ROUNDS=8 SECS=5 CONNS=256 HOSTS=1000
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --seconds) SECS=$2; shift 2 ;;
+    --conns) CONNS=$2; shift 2 ;;
+    --hosts) HOSTS=$2; shift 2 ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+[ $# -ge 1 ] || { echo "usage: bench/pairs.sh [--rounds N] [--seconds S] [--conns C] [--hosts N] BINARY [BINARY...]" >&2; exit 2; }
+install_missing wrk:wrk nginx:nginx redis-server:redis-server
+WORK=$(mktemp -d)
+BACKEND=$(free_port) REDIS=$(free_port)
+start_backend "$BACKEND"
+start_redis "$REDIS" bench.local "127.0.0.1:$BACKEND"
+for i in $(seq 2 "$HOSTS"); do
+  printf 'RPUSH frontend:bench%s.local bench%s http://127.0.0.1:%s\n' "$i" "$i" "$BACKEND"
+done | redis-cli -p "$REDIS" >/dev/null
+cat > "$WORK/hosts.lua" <<LUA
+local hosts, i = {"bench.local"}, 0
+for n = 2, $HOSTS do hosts[n] = "bench" .. n .. ".local" end
+request = function()
+  i = i % #hosts + 1
+  wrk.headers["Host"] = hosts[i]
+  return wrk.format()
+end
+LUA
+
+NAMES=()
+declare -A PORT PID
+n=0
+for bin in "$@"; do
+  n=$((n + 1)); name="b$n"; port=$(free_port)
+  cat > "$WORK/$name.toml" <<CONF
+driver = "redis://127.0.0.1:$REDIS"
+[server]
+access_log = "none"
+workers = 2
+max_connections = 100000
+[http]
+port = $port
+bind = ["127.0.0.1"]
+CONF
+  "$bin" --config "$WORK/$name.toml" 2>"$WORK/$name.log" & PIDS+=($!)
+  PID[$name]=$! PORT[$name]=$port; NAMES+=("$name")
+  echo "$name = $bin"
+done
+port=$(free_port)
+write_nginx_proxy_conf 2 "$port" "$BACKEND"
+nginx -c "$WORK/nginx.conf" & PIDS+=($!)
+PID[nginx]=$! PORT[nginx]=$port; NAMES+=(nginx)
+for name in "${NAMES[@]}"; do wait_port "${PORT[$name]}"; done
+# Warm up pools, Redis connections and route caches.
+for name in "${NAMES[@]}"; do
+  wrk -t1 -c"$CONNS" -d1s -s "$WORK/hosts.lua" "http://127.0.0.1:${PORT[$name]}/" >/dev/null
+done
+hz=$(getconf CLK_TCK)
+for r in $(seq "$ROUNDS"); do
+  for name in "${NAMES[@]}"; do
+    pids="${PID[$name]} $(children "${PID[$name]}")"
+    t0=$(cpu_ticks $pids)
+    out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$WORK/hosts.lua" "http://127.0.0.1:${PORT[$name]}/")
+    t1=$(cpu_ticks $pids)
+    reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    awk -v r="$r" -v n="$name" -v rps="$rps" -v reqs="$reqs" -v t=$((t1 - t0)) -v hz="$hz" \
+      'BEGIN { printf "%d %s %.0f %.2f\n", r, n, rps, t / hz * 1e6 / reqs }'
+  done
+done | tee "$WORK/runs" | awk '{ printf "round %s %-6s %8s req/s  %6s us/req\n", $1, $2, $3, $4 }'
+python3 - "$WORK/runs" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    r, name, rps, us = line.split()
+    runs.setdefault(name, {})[r] = (float(rps), float(us))
+nginx = runs["nginx"]
+for name, by_round in runs.items():
+    rps = statistics.median(v[0] for v in by_round.values())
+    us = statistics.median(v[1] for v in by_round.values())
+    ratios = [v[0] / nginx[r][0] for r, v in by_round.items()]
+    print(f"{name:6} {rps:9.0f} req/s  {us:6.2f} us/req  x nginx {statistics.median(ratios):.3f} "
+          f"({min(ratios):.2f}-{max(ratios):.2f})")
+PY
