@@ -108,9 +108,8 @@ pub async fn choose_destination<'t>(
             .collect();
         let fetch = |i: usize| plans[i] == PathSet::AskAndFetch;
         let mut prefetched = None;
-        let asked = |i: &usize| answers[*i].is_none();
         let mut servers: Vec<usize> = (0..queries.len())
-            .filter(asked)
+            .filter(|&i| answers[i].is_none())
             .map(|i| queries[i].1)
             .collect();
         servers.sort_unstable();

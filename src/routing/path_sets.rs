@@ -156,9 +156,10 @@ impl PathSets {
                 .flatten()
                 .map(|m| m.len() + MEMBER_OVERHEAD)
                 .sum::<usize>();
-        let (members, bytes) = match bytes > MAX_BYTES {
-            true => (None, marker),
-            false => (members, bytes),
+        let (members, bytes) = if bytes > MAX_BYTES {
+            (None, marker)
+        } else {
+            (members, bytes)
         };
         self.remove(server, key);
         let full = |sets: &PathSets| {
