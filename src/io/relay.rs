@@ -25,11 +25,11 @@ pub struct Activity(Cell<Instant>);
 
 impl Activity {
     pub fn new() -> Activity {
-        Activity(Cell::new(Instant::now()))
+        Activity(Cell::new(crate::clock::now()))
     }
 
     pub fn touch(&self) {
-        self.0.set(Instant::now());
+        self.0.set(crate::clock::now());
     }
 
     pub fn last(&self) -> Instant {

@@ -29,7 +29,7 @@ pub enum IoFailure {
 /// pending read, and so of every idle connection's task.
 pub fn with_deadline<F: Future>(limit: Option<Duration>, fut: F) -> Deadline<F> {
     match limit {
-        Some(d) => Deadline::Timed(monoio::time::timeout(d, fut)),
+        Some(d) => Deadline::Timed(crate::clock::timeout(d, fut)),
         None => Deadline::Untimed(fut),
     }
 }

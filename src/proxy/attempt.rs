@@ -573,7 +573,7 @@ async fn read_response_head(
                 Err(_) => return Err(HeadFailure::Invalid),
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(crate::clock::now());
         match read_some(up, buf, Some(left)).await {
             Ok(0) | Err(IoFailure::Io(_)) => return Err(HeadFailure::Closed),
             Ok(_) => {}

@@ -172,7 +172,7 @@ impl<S: AsyncReadRent> Client<S> {
                 let deadline = *head_deadline.get_or_insert_with(|| {
                     crate::clock::from_now(shard.config.client_header_timeout)
                 });
-                let left = deadline.saturating_duration_since(Instant::now());
+                let left = deadline.saturating_duration_since(crate::clock::now());
                 // The rest of a head: grow by a head-sized step, not a relay chunk.
                 if self.buf.capacity() - self.buf.len() < IDLE_READ_BUFFER {
                     self.buf.reserve(HEAD_BUFFER);
@@ -195,14 +195,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> Client<S> {
     /// Half-closes, then reads and discards what the client still sends for
     /// a moment, so the response we wrote is not destroyed by a reset.
     pub async fn linger_close(&mut self) {
-        let deadline = Instant::now() + LINGER_TIME;
+        let deadline = crate::clock::from_now(LINGER_TIME);
         // Over TLS the shutdown writes (close_notify, and whatever rustls still
         // holds): a client that stops reading must not hold the task past the
         // linger time.
-        let _ = monoio::time::timeout(LINGER_TIME, self.stream.shutdown()).await;
+        let _ = crate::clock::timeout(LINGER_TIME, self.stream.shutdown()).await;
         let mut discarded = 0;
         while discarded < LINGER_BYTES {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(crate::clock::now());
             if left.is_zero() {
                 break;
             }

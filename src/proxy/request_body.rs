@@ -2,8 +2,6 @@
 //! `server.request_buffer_bytes` and within the shard's buffer budget, so a
 //! client that trickles its body never holds a backend's connection.
 
-use std::time::Instant;
-
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::client::Client;
@@ -71,7 +69,7 @@ pub(super) async fn buffer_request_body<S: AsyncReadRent + AsyncWriteRent>(
             exchange.body_buffered = true;
             return Ok(());
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(crate::clock::now());
         // Room for what is still to come, and no more: a body read in 32 KiB
         // steps would double its buffer past what it needs.
         let missing = want.saturating_sub(scanned).max(MIN_BODY_READ);

@@ -184,7 +184,7 @@ async fn idle_watch(shard: &Shard, activity: &Activity) {
     };
     loop {
         let deadline = activity.last() + limit;
-        let now = std::time::Instant::now();
+        let now = crate::clock::now();
         if now >= deadline {
             return;
         }

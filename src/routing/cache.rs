@@ -20,7 +20,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::lease::Lease;
 use super::path_sets::{is_keepable, Fetched, Known, PathSets};
@@ -203,7 +203,7 @@ impl RouteCache {
         let cached = maps.get(slot)?.get(host)?;
         cached
             .lease
-            .serve(Instant::now())
+            .serve(crate::clock::now())
             .then(|| cached.found.clone())
     }
 
@@ -220,7 +220,7 @@ impl RouteCache {
         else {
             return;
         };
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut maps = self.maps.borrow_mut();
         let entries =
             |maps: &[HashMap<String, Cached>]| maps.iter().map(HashMap::len).sum::<usize>();
@@ -274,7 +274,7 @@ impl RouteCache {
         match self
             .paths
             .borrow()
-            .lookup(server, key, patterns, Instant::now())
+            .lookup(server, key, patterns, crate::clock::now())
         {
             Known::Answer(answer) => PathSet::Answer(answer),
             Known::TooLarge => PathSet::Ask,
@@ -296,7 +296,7 @@ impl RouteCache {
         ticket: Ticket,
     ) {
         if let Some(keep) = self.keep_for(server, ticket, expires_in) {
-            let now = Instant::now();
+            let now = crate::clock::now();
             let until = crate::clock::after(now, keep);
             self.paths
                 .borrow_mut()
@@ -366,7 +366,7 @@ impl RouteCache {
     /// Forgets expired entries (run by the shard once a second, so hosts
     /// nobody asks for again do not stay); returns how many are kept.
     pub fn sweep(&self) -> usize {
-        let now = Instant::now();
+        let now = crate::clock::now();
         self.paths.borrow_mut().sweep(now);
         let mut maps = self.maps.borrow_mut();
         for map in maps.iter_mut() {
@@ -545,11 +545,11 @@ mod tests {
         c.put(0, "later", &expiring(Duration::from_secs(30)), c.ticket());
         assert!(c.get(0, "later").is_some());
         let until = |host: &str| c.maps.borrow()[0][host].lease.expires();
-        let now = Instant::now();
+        let now = crate::clock::now();
         assert!(until("later") <= now + Duration::from_secs(30));
         c.put(0, "far", &expiring(Duration::from_secs(3600)), c.ticket());
         assert!(
-            until("far") <= Instant::now() + TRACKING_BACKSTOP,
+            until("far") <= crate::clock::now() + TRACKING_BACKSTOP,
             "capped by the backstop"
         );
     }

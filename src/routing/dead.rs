@@ -28,7 +28,7 @@ impl DeadBackends {
     /// Forgets expired flags and the hosts left with none (run by the shard
     /// once a second); returns how many flags are kept.
     pub fn sweep(&self) -> usize {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut map = self.until.borrow_mut();
         map.retain(|_, flags| {
             flags.retain(|(_, t)| *t > now);
@@ -47,7 +47,7 @@ impl DeadBackends {
         let Some(flags) = map.get(host) else {
             return false;
         };
-        let now = Instant::now();
+        let now = crate::clock::now();
         flags.iter().any(|(u, t)| u == url && now < *t)
     }
 
@@ -56,7 +56,7 @@ impl DeadBackends {
     /// again (four hung requests sent four marks).
     pub fn flag(&self, host: &str, url: &str, ttl: Duration) -> bool {
         let mut map = self.until.borrow_mut();
-        let now = Instant::now();
+        let now = crate::clock::now();
         if map.len() > SWEEP_THRESHOLD {
             map.retain(|_, flags| {
                 flags.retain(|(_, t)| *t > now);

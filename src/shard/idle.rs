@@ -63,7 +63,7 @@ impl IdleTimers {
     pub async fn sweep(&self) {
         loop {
             monoio::time::sleep(TICK).await;
-            self.expire(Instant::now());
+            self.expire(crate::clock::now());
             self.compact();
         }
     }

@@ -69,7 +69,7 @@ impl UpstreamPool {
         let permit = match semaphore.clone().try_acquire_owned() {
             Ok(permit) => permit,
             // The semaphore is never closed: an error is only the timeout.
-            Err(_) => monoio::time::timeout(limit, semaphore.acquire_owned())
+            Err(_) => crate::clock::timeout(limit, semaphore.acquire_owned())
                 .await
                 .ok()?
                 .ok()?,
@@ -81,8 +81,9 @@ impl UpstreamPool {
     pub fn take_idle(&self, key: &PoolKey) -> Option<UpstreamStream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(key)?;
+        let now = crate::clock::now();
         while let Some(conn) = list.pop() {
-            if conn.since.elapsed() < self.idle_timeout
+            if now.duration_since(conn.since) < self.idle_timeout
                 && crate::net::is_quiet(conn.stream.raw_fd())
             {
                 return Some(conn.stream);
@@ -108,7 +109,7 @@ impl UpstreamPool {
     /// semaphores once no request holds or waits for one. Run once a second
     /// by the shard; returns how many connections it closed.
     pub fn sweep(&self) -> usize {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut closed = 0;
         self.idle.borrow_mut().retain(|_, list| {
             let before = list.len();
@@ -129,10 +130,19 @@ impl UpstreamPool {
 
     /// Keeps `stream` for reuse, unless `max_sockets` idle ones are already kept.
     pub fn put_idle(&self, key: PoolKey, stream: UpstreamStream) {
+        self.put_idle_at(key, stream, crate::clock::now());
+    }
+
+    fn put_idle_at(&self, key: PoolKey, stream: UpstreamStream, now: Instant) {
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(key).or_default();
-        let now = Instant::now();
-        list.retain(|c| now.duration_since(c.since) < self.idle_timeout);
+        // Oldest first (pushed in clock order, reused from the end): the
+        // expired ones are a prefix, found without visiting the rest.
+        let expired = list
+            .iter()
+            .take_while(|c| now.duration_since(c.since) >= self.idle_timeout)
+            .count();
+        list.drain(..expired);
         if list.len() < self.max_sockets {
             list.push(Idle { stream, since: now });
         }
@@ -162,7 +172,53 @@ pub async fn connect(
         })?;
         Ok(UpstreamStream::tls(tls, fd))
     };
-    monoio::time::timeout(timeout, attempt)
+    crate::clock::timeout(timeout, attempt)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections to a listener that accepts nothing: idle and quiet.
+    fn streams(n: usize) -> (std::net::TcpListener, Vec<UpstreamStream>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let streams = (0..n)
+            .map(|_| {
+                let std = std::net::TcpStream::connect(addr).unwrap();
+                UpstreamStream::Plain(TcpStream::from_std(std).unwrap())
+            })
+            .collect();
+        (listener, streams)
+    }
+
+    #[test]
+    fn expired_connections_are_dropped_as_new_ones_come_and_the_newest_is_reused() {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let timeout = Duration::from_secs(10);
+                let pool = UpstreamPool::new(8, timeout);
+                let (listener, mut conns) = streams(4);
+                let key = PoolKey {
+                    addr: listener.local_addr().unwrap(),
+                    tls_name: None,
+                };
+                let start = crate::clock::now();
+                let newest = conns[3].raw_fd();
+                for (i, conn) in conns.drain(..3).enumerate() {
+                    pool.put_idle_at(key.clone(), conn, start + Duration::from_secs(i as u64));
+                }
+                assert_eq!(pool.idle_count(), 3);
+                // At start + 11 s the first two (put at 0 s and 1 s) expired.
+                let later = start + Duration::from_secs(11);
+                pool.put_idle_at(key.clone(), conns.pop().unwrap(), later);
+                assert_eq!(pool.idle_count(), 2);
+                let reused = pool.take_idle(&key).expect("a live idle connection");
+                assert_eq!(reused.raw_fd(), newest);
+            });
+    }
 }
