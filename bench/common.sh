@@ -55,7 +55,12 @@ CONF
 }
 
 # The nginx peer's config: $1 workers proxying port $2 to the backend on
-# port $3 with upstream keep-alive; written to $WORK/nginx.conf.
+# port $3 with upstream keep-alive; written to $WORK/nginx.conf. It does the
+# job lopache does (SPEC "Headers sent upstream"): the client's Host passed
+# on, X-Forwarded-For appended, X-Real-IP, X-Forwarded-Proto and
+# X-Forwarded-Port set, as an nginx in front of Hipache's backends would be
+# configured. Without them nginx sends 80 bytes fewer per request and its
+# backend parses four headers fewer than behind lopache.
 write_nginx_proxy_conf() {
   cat > "$WORK/nginx.conf" <<CONF
 worker_processes $1; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
@@ -64,7 +69,12 @@ events { worker_connections 16000; }
 http { access_log off; keepalive_requests 1000000;
   upstream b { server 127.0.0.1:$3; keepalive 512; }
   server { listen 127.0.0.1:$2 reuseport;
-    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Port \$server_port; } } }
 CONF
 }
 

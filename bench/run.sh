@@ -150,6 +150,11 @@ defaults
   http-reuse always
 frontend f
   bind 127.0.0.1:$HAPROXY
+  # The job lopache does (bench/common.sh, write_nginx_proxy_conf).
+  option forwardfor
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Port %[dst_port]
   default_backend b
 backend b
   server s1 127.0.0.1:$BACKEND maxconn 10000
