@@ -85,3 +85,64 @@ start_redis() {
   wait_port "$1"
   redis-cli -p "$1" rpush "frontend:$2" "${2%%.*}" "http://$3" >/dev/null
 }
+
+# Hosts bench2.local .. bench$2.local in Redis on port $1, all pointing at
+# the backend on port $3 (start_redis adds bench.local), and a wrk script
+# that asks for the $2 hosts in turn: $WORK/hosts.lua.
+seed_hosts() {
+  for i in $(seq 2 "$2"); do
+    printf 'RPUSH frontend:bench%s.local bench%s http://127.0.0.1:%s\n' "$i" "$i" "$3"
+  done | redis-cli -p "$1" >/dev/null
+  cat > "$WORK/hosts.lua" <<LUA
+local hosts, i = {"bench.local"}, 0
+for n = 2, $2 do hosts[n] = "bench" .. n .. ".local" end
+request = function()
+  i = i % #hosts + 1
+  wrk.headers["Host"] = hosts[i]
+  return wrk.format()
+end
+LUA
+}
+
+# A 2-shard lopache config reading Redis on port $2, listening on port $3,
+# with extra [server] lines $4: $WORK/$1.toml.
+write_lopache_conf() {
+  cat > "$WORK/$1.toml" <<CONF
+driver = "redis://127.0.0.1:$2"
+[server]
+access_log = "none"
+workers = 2
+max_connections = 100000
+${4:-}
+[http]
+port = $3
+bind = ["127.0.0.1"]
+CONF
+}
+
+# The options of bench/pairs.sh and bench/h2h.sh: sets ROUNDS, SECS, CONNS
+# and HOSTS (the caller sets their defaults) and leaves the rest in ARGS.
+load_options() {
+  ARGS=()
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --rounds) ROUNDS=$2; shift 2 ;;
+      --seconds) SECS=$2; shift 2 ;;
+      --conns) CONNS=$2; shift 2 ;;
+      --hosts) HOSTS=$2; shift 2 ;;
+      -*) echo "unknown option $1" >&2; exit 2 ;;
+      *) ARGS+=("$1"); shift ;;
+    esac
+  done
+}
+
+# What they run against, in a new $WORK: a backend (BACKEND), a Redis
+# (REDIS) with $HOSTS hosts on it, and their wrk script.
+start_hosts_setup() {
+  install_missing wrk:wrk nginx:nginx redis-server:redis-server
+  WORK=$(mktemp -d)
+  BACKEND=$(free_port) REDIS=$(free_port)
+  start_backend "$BACKEND"
+  start_redis "$REDIS" bench.local "127.0.0.1:$BACKEND"
+  seed_hosts "$REDIS" "$HOSTS" "$BACKEND"
+}

@@ -13,50 +13,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
 ROUNDS=8 SECS=5 CONNS=256 HOSTS=1000
-while [ $# -gt 0 ]; do
-  case $1 in
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --seconds) SECS=$2; shift 2 ;;
-    --conns) CONNS=$2; shift 2 ;;
-    --hosts) HOSTS=$2; shift 2 ;;
-    -*) echo "unknown option $1" >&2; exit 2 ;;
-    *) break ;;
-  esac
-done
+load_options "$@"
+set -- "${ARGS[@]}"
 [ $# -ge 1 ] || { echo "usage: bench/pairs.sh [--rounds N] [--seconds S] [--conns C] [--hosts N] BINARY [BINARY...]" >&2; exit 2; }
-install_missing wrk:wrk nginx:nginx redis-server:redis-server
-WORK=$(mktemp -d)
-BACKEND=$(free_port) REDIS=$(free_port)
-start_backend "$BACKEND"
-start_redis "$REDIS" bench.local "127.0.0.1:$BACKEND"
-for i in $(seq 2 "$HOSTS"); do
-  printf 'RPUSH frontend:bench%s.local bench%s http://127.0.0.1:%s\n' "$i" "$i" "$BACKEND"
-done | redis-cli -p "$REDIS" >/dev/null
-cat > "$WORK/hosts.lua" <<LUA
-local hosts, i = {"bench.local"}, 0
-for n = 2, $HOSTS do hosts[n] = "bench" .. n .. ".local" end
-request = function()
-  i = i % #hosts + 1
-  wrk.headers["Host"] = hosts[i]
-  return wrk.format()
-end
-LUA
+start_hosts_setup
 
 NAMES=()
 declare -A PORT PID
 n=0
 for bin in "$@"; do
   n=$((n + 1)); name="b$n"; port=$(free_port)
-  cat > "$WORK/$name.toml" <<CONF
-driver = "redis://127.0.0.1:$REDIS"
-[server]
-access_log = "none"
-workers = 2
-max_connections = 100000
-[http]
-port = $port
-bind = ["127.0.0.1"]
-CONF
+  write_lopache_conf "$name" "$REDIS" "$port"
   "$bin" --config "$WORK/$name.toml" 2>"$WORK/$name.log" & PIDS+=($!)
   PID[$name]=$! PORT[$name]=$port; NAMES+=("$name")
   echo "$name = $bin"
