@@ -117,13 +117,33 @@ fn client(addr: SocketAddr, request: &str, stop: &AtomicBool, counters: &Counter
             Err(e) => fail(
                 counters,
                 format!(
-                    "{e} (request {} on the connection from port {local}, sent {sent:?} after the start, failed after {:?})",
+                    "{e} (request {} on the connection from port {local}, sent {sent:?} after the start, failed after {:?}); sockets then:\n{}",
                     carried + 1,
-                    started.elapsed() - sent
+                    started.elapsed() - sent,
+                    sockets_of(local, addr.port())
                 ),
             ),
         }
     }
+}
+
+/// What `ss` shows of the failed connection (both ends, and which process
+/// holds the proxy's end, if any has accepted it) and of the proxy's
+/// listening sockets (a connection no worker accepted waits in one of
+/// their queues): to tell "no worker took it" from "a worker took it and
+/// went quiet". Best effort: empty without `ss`.
+fn sockets_of(client_port: u16, proxy_port: u16) -> String {
+    let ss = |state: &str, filter: String| {
+        std::process::Command::new("ss")
+            .args(["-tanpi", "state", state, &filter])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    ss(
+        "all",
+        format!("( sport = :{client_port} or dport = :{client_port} )"),
+    ) + &ss("listening", format!("( sport = :{proxy_port} )"))
 }
 
 fn fail(counters: &Counters, error: String) {
