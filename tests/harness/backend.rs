@@ -158,11 +158,19 @@ impl Drop for Backend {
     }
 }
 
-/// A URL on which nothing listens (connection refused).
+/// A URL on which nothing listens (connection refused). The port stays
+/// bound, without listening, for the rest of the test process: a port only
+/// found free could be given to another test's backend meanwhile (under two
+/// suites at once a request to the "refused" backend of
+/// `dropin::hipache_fixture_config_behaves_like_its_toml_equivalent` was
+/// answered by another test's backend named "old").
 pub fn refused_url() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
+    static HELD: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any_port.into()).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    HELD.lock().unwrap().push(socket);
     format!("http://{addr}")
 }
 
