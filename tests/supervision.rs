@@ -34,12 +34,33 @@ fn app_on_one_backend() -> (Redis, Backend) {
     (redis, backend)
 }
 
+/// Copies `source` to `dest`, an executable, through a child process: the
+/// test process never holds `dest` open for writing. A process another test
+/// thread spawns meanwhile would inherit that descriptor until its own exec,
+/// and running `dest` in that window (the master's `--dry` run after
+/// SIGUSR2) fails with ETXTBSY, "Text file busy".
+fn install_executable(source: &std::path::Path, dest: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let copied = std::process::Command::new("cp")
+        .arg(source)
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp {source:?} {dest:?}: {copied}");
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// [`install_executable`] of the lopache under test.
+fn install_lopache(dest: &std::path::Path) {
+    install_executable(env!("CARGO_BIN_EXE_lopache").as_ref(), dest);
+}
+
 /// lopache started from a copy of the binary in a directory of its own, so
 /// that a test can replace the file before SIGUSR2. Keep the directory.
 fn start_from_copy(redis: &Redis) -> (TempDir, std::path::PathBuf, Lopache) {
     let bin_dir = TempDir::new("upgrade");
     let binary = bin_dir.path().join("lopache");
-    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &binary).unwrap();
+    install_lopache(&binary);
     let config = harness::proxy::config(&format!("{:?}", redis.url()), "");
     let proxy = Lopache::start_from(&binary, &config);
     (bin_dir, binary, proxy)
@@ -127,7 +148,7 @@ fn reloads_and_a_binary_upgrade_under_load_fail_no_request() {
         load.wait_for_more(100);
     }
     let staged = bin_dir.path().join("lopache.new");
-    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &staged).unwrap();
+    install_lopache(&staged);
     std::fs::rename(&staged, &binary).unwrap();
     let exe = || std::fs::read_link(format!("/proc/{master}/exe")).unwrap();
     assert!(exe().to_string_lossy().ends_with("(deleted)"));
@@ -191,7 +212,7 @@ fn a_failed_binary_upgrade_keeps_the_old_image_serving() {
     assert!(!is_dead(worker));
     assert_eq!(get(proxy.addr, "app.example", "/").status, 200);
     // A good binary afterwards upgrades as usual.
-    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &staged).unwrap();
+    install_lopache(&staged);
     std::fs::rename(&staged, &binary).unwrap();
     proxy.signal("USR2");
     proxy.wait_for_log("serving (upgrade)", 1);
@@ -201,16 +222,17 @@ fn a_failed_binary_upgrade_keeps_the_old_image_serving() {
 /// A binary copied to `dir` as `lopache`, run through a shell script that
 /// first runs `before` (to hang or to slow the start).
 fn wrapped_binary(dir: &std::path::Path, before: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
     let real = dir.join("lopache.real");
-    std::fs::copy(env!("CARGO_BIN_EXE_lopache"), &real).unwrap();
-    let staged = dir.join("lopache.staged");
+    install_lopache(&real);
+    // Written here, but only ever read: the executable is cp's copy of it.
+    let script = dir.join("lopache.script");
     std::fs::write(
-        &staged,
+        &script,
         format!("#!/bin/sh\n{before}\nexec {real:?} \"$@\"\n"),
     )
     .unwrap();
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let staged = dir.join("lopache.staged");
+    install_executable(&script, &staged);
     staged
 }
 
