@@ -28,10 +28,17 @@
 #        load balancer (bench/peers/pingora, built here) and monolake
 #        (cloudwego's monoio proxy, built by bench/peers/monolake/build.sh
 #        with the nightly toolchain; skipped without one); --free-only skips
-#        the pinned mode)
+#        the pinned mode; --h2h N sets the head-to-head rounds, 3 by default,
+#        0 for none: see below)
+#
+# Head to head (free mode): lopache and nginx also serve at the same time,
+# each driven by its own wrk with the same connection count, for N rounds of
+# two runs (each wrk started first once). On this VM one run differs from
+# the next by up to 30 %; peers measured in turn carry that noise into
+# their ratio, peers measured together share it. The report gives both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0 HOSTS_LIST=1 SPAWN="" EXTRA_PEERS="" FREE_ONLY=0
+REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0 HOSTS_LIST=1 SPAWN="" EXTRA_PEERS="" FREE_ONLY=0 H2H=3
 while [ $# -gt 0 ]; do
   case $1 in
     --reps) REPS=$2; shift 2 ;;
@@ -44,7 +51,8 @@ while [ $# -gt 0 ]; do
     --own-sessions) SPAWN="setsid"; shift ;;
     --peers) EXTRA_PEERS=${2//,/ }; shift 2 ;;
     --free-only) FREE_ONLY=1; shift ;;
-    *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only] [--route-cache MS] [--hosts N[,N...]] [--own-sessions] [--peers pingora,monolake] [--free-only]" >&2; exit 2 ;;
+    --h2h) H2H=$2; shift 2 ;;
+    *) echo "usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only] [--route-cache MS] [--hosts N[,N...]] [--own-sessions] [--peers pingora,monolake] [--free-only] [--h2h N]" >&2; exit 2 ;;
   esac
 done
 HOST_COUNTS=(${HOSTS_LIST//,/ })
@@ -234,6 +242,21 @@ run_one() { # mode hosts conns rep peer wrk_cpus
     "$peer" "$hosts" "$conns" "$rep" "$rps" "$p99" "$proxy_us" "$redis_us" "$errs"
 }
 
+# lopache and nginx at once, each with its own wrk; appends to $H2H_CSV.
+H2H_CSV="$WORK/h2h.csv"; echo "hosts,conns,round,first,lopache_rps,nginx_rps" > "$H2H_CSV"
+run_h2h() { # hosts conns round wrk_cpus
+  local hosts=$1 conns=$2 round=$3 wcpus=$4 first second
+  load() { $SPAWN taskset -c "$wcpus" wrk -t1 -c"$conns" -d"${SECS}s" -s "$WORK/hosts-$hosts.lua" "http://127.0.0.1:$(port_of "$1")/" > "$WORK/h2h-$1.out"; }
+  for first in lopache nginx; do
+    second=$([ $first = lopache ] && echo nginx || echo lopache)
+    load "$first" & local pid=$!
+    load "$second"; wait "$pid"
+    local l n; l=$(awk '/Requests\/sec/ {print $2}' "$WORK/h2h-lopache.out"); n=$(awk '/Requests\/sec/ {print $2}' "$WORK/h2h-nginx.out")
+    echo "$hosts,$conns,$round,$first,$l,$n" >> "$H2H_CSV"
+    printf '  head to head %4s hosts %4s conns round %s, %-7s first: lopache %9s  nginx %9s req/s\n' "$hosts" "$conns" "$round" "$first" "$l" "$n"
+  done
+}
+
 PEERS=(direct lopache lookup nginx haproxy); [ "$CACHE_MS" -gt 0 ] && PEERS+=(cached)
 for peer in $EXTRA_PEERS; do PEERS+=("$peer"); done
 MODES=(free pinned); [ "$FREE_ONLY" = 1 ] && MODES=(free); [ "$IDLE_ONLY" = 1 ] && MODES=()
@@ -260,6 +283,9 @@ for mode in "${MODES[@]}"; do
           run_one "$mode" "$hosts" "$conns" "$rep" "$peer" "$wcpus"
         done
       done
+      if [ "$mode" = free ]; then
+        for round in $(seq "$H2H"); do run_h2h "$hosts" "$conns" "$round" "$wcpus"; done
+      fi
     done
   done
   stop_proxies
@@ -315,7 +341,8 @@ COMMAND="bench/run.sh --reps $REPS --seconds $SECS --idle $IDLE"
 [ "$FREE_ONLY" = 1 ] && COMMAND="$COMMAND --free-only"
 [ -n "${EXTRA_PEERS// /}" ] && COMMAND="$COMMAND --peers $(echo $EXTRA_PEERS | tr ' ' ',')"
 # Kept first: a report that fails must not cost the run.
-cp "$RESULTS" "$OUT/latest.csv"; cp "$IDLE_CSV" "$OUT/idle.csv"
-python3 bench/report.py "$RESULTS" "$IDLE_CSV" "$STAMP" "$COMMAND" "$OUT"
+[ "$H2H" != 3 ] && COMMAND="$COMMAND --h2h $H2H"
+cp "$RESULTS" "$OUT/latest.csv"; cp "$IDLE_CSV" "$OUT/idle.csv"; cp "$H2H_CSV" "$OUT/h2h.csv"
+python3 bench/report.py "$RESULTS" "$IDLE_CSV" "$STAMP" "$COMMAND" "$OUT" "$H2H_CSV"
 gnuplot "$OUT/chart.gp"
 echo "== wrote $OUT/latest.md, latest.csv, latest.svg"
