@@ -32,26 +32,6 @@ pub fn config(driver: &str, server: &str) -> String {
     format!("driver = {driver}\n[server]\n{workers}{server}\n[http]\nport = 0\nbind = [\"127.0.0.1\"]\n")
 }
 
-/// Spawns `cmd`. A binary a test has just copied may fail to exec with
-/// ETXTBSY ("text file busy") for a moment: another test thread that forked
-/// while the copy's file was open for writing holds it until that child
-/// execs. That is transient, so it is retried (for at most the harness wait).
-fn spawn_copy_safe(cmd: &mut Command) -> Child {
-    let deadline = std::time::Instant::now() + super::WAIT;
-    loop {
-        match cmd.spawn() {
-            Ok(child) => return child,
-            Err(e)
-                if e.raw_os_error() == Some(libc::ETXTBSY)
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::yield_now();
-            }
-            Err(e) => panic!("start lopache: {e}"),
-        }
-    }
-}
-
 /// Tests do not write to /var/log unless they ask for an access log: a TOML
 /// config that does not mention one gets `access_log = "none"`.
 fn without_access_log(text: &str, file: &str) -> String {
@@ -138,7 +118,10 @@ impl Lopache {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = spawn_copy_safe(&mut cmd);
+        // Binaries the tests copy are written by `cp`, never through a
+        // descriptor of this process that a sibling test's child could
+        // inherit (supervision.rs, `install_executable`): no ETXTBSY here.
+        let mut child = cmd.spawn().expect("start lopache");
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
         {
