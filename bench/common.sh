@@ -120,7 +120,7 @@ bind = ["127.0.0.1"]
 CONF
 }
 
-# The options of bench/pairs.sh and bench/h2h.sh: sets ROUNDS, SECS, CONNS
+# The options of bench/pairs.sh, bench/h2h.sh and bench/profile.sh: sets ROUNDS, SECS, CONNS
 # and HOSTS (the caller sets their defaults) and leaves the rest in ARGS.
 load_options() {
   ARGS=()

@@ -67,7 +67,8 @@ def head_to_head(hosts, conns):
     """lopache / nginx req/s in the runs where both served at once: the
     median, and the lowest to highest run."""
     out = [float(r["lopache_rps"]) / float(r["nginx_rps"]) for r in h2h_rows
-           if int(r["hosts"]) == hosts and int(r["conns"]) == conns and float(r["nginx_rps"]) > 0]
+           if int(r["hosts"]) == hosts and int(r["conns"]) == conns
+           and r["lopache_rps"] and float(r["nginx_rps"] or 0) > 0]
     value = med(out)
     if not out:
         return value, "-"
@@ -121,13 +122,19 @@ if h2h_rows:
     lines += ["", "Head to head (free mode): lopache and nginx serving at the same time, each "
               "driven by its own wrk with the connections shown; lopache / nginx req/s, median "
               "(lowest-highest run). Both see the same machine, so the VM's drift, which "
-              "reaches 30 % between runs taken in turn, cancels out.", "",
-              "| hosts | conns each | lopache / nginx |", "|---|---|---|"]
+              "reaches 30 % between runs taken in turn, cancels out: the ratio is how much more "
+              "one serves than the other with the CPU the scheduler shares out between them, "
+              "that is, how much less CPU it spends per request.", "",
+              "| hosts | conns each | lopache / nginx | errors (lopache, nginx) |", "|---|---|---|---|"]
     for hosts in HOSTS:
         for conns in [64, 256]:
             r, shown = head_to_head(hosts, conns)
             if r == r:
-                lines.append(f"| {hosts:,} | {conns} | {shown} |")
+                runs = [x for x in h2h_rows if int(x["hosts"]) == hosts and int(x["conns"]) == conns]
+                # Runs from before the error columns: not counted.
+                errs = "-" if "lopache_errors" not in runs[0] else ", ".join(
+                    str(sum(int(x[f"{p}_errors"] or 0) for x in runs)) for p in ("lopache", "nginx"))
+                lines.append(f"| {hosts:,} | {conns} | {shown} | {errs} |")
 
 lines += ["", "Memory per idle keep-alive connection (PSS growth / connections):", ""]
 lines += ["| peer | KB per idle connection |", "|---|---|"]
@@ -198,7 +205,8 @@ if "lookup" in PEERS:
             rows.append(check("1,000 hosts: ≥ 1.05 × nginx at 256 (head to head)", shown, r >= 1.05))
     reps = len({k[3] for k in by})
     rows += ["", f"Ratios are medians of the {reps} repetitions' ratios; in brackets the lowest and "
-             f"highest, which hold the true median with {100 * (1 - 2 / 2 ** reps):.0f} % confidence."]
+             f"highest, which hold the true median with {100 * (1 - 2 / 2 ** reps):.0f} % confidence"
+             + (". Head to head: the median of every run's ratio, with the lowest and highest run." if h2h_rows else ".")]
     lines += rows
 open(f"{out_dir}/latest.md", "w").write("\n".join(lines) + "\n")
 

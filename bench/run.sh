@@ -9,11 +9,12 @@
 #   pinned - proxy and Redis on core 0, wrk and the backend on core 1; 1 worker
 # Reports req/s, ratios (median of per-repetition ratios), p50/p99, CPU time
 # per request of the proxy and of Redis, PSS, and memory per idle keep-alive
-# connection. Writes bench/results/latest.{md,csv,svg}.
+# connection. Writes bench/results/latest.{md,csv,svg} (and the head-to-head
+# runs to bench/results/h2h.csv).
 #
 # Usage: bench/run.sh [--reps N] [--seconds S] [--idle N] [--idle-only]
 #                     [--route-cache MS] [--hosts N] [--own-sessions]
-#                     [--peers pingora,monolake] [--free-only]
+#                     [--peers pingora,monolake] [--free-only] [--h2h N]
 #        (defaults 3, 5, 2000; --idle-only measures idle-connection memory only;
 #        --route-cache adds a peer "cached": lopache with server.route_cache_ms;
 #        --hosts N spreads requests round-robin over N frontends instead of
@@ -60,6 +61,7 @@ for n in "${HOST_COUNTS[@]}"; do
   [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "--hosts takes positive counts, comma-separated: $HOSTS_LIST" >&2; exit 2; }
 done
 MAX_HOSTS=$(printf '%s\n' "${HOST_COUNTS[@]}" | sort -n | tail -1)
+[[ $H2H =~ ^[0-9]+$ ]] || { echo "--h2h takes a count of rounds: $H2H" >&2; exit 2; }
 
 source bench/common.sh
 install_missing wrk:wrk nginx:nginx-light haproxy:haproxy redis-server:redis-server gnuplot:gnuplot-nox python3:python3 taskset:util-linux
@@ -218,6 +220,9 @@ proxy_pids() {
 }
 port_of() { case $1 in direct) echo "$BACKEND" ;; lopache) echo "$LOPACHE" ;; lookup) echo "$LOOKUP" ;; cached) echo "$CACHED" ;; nginx) echo "$NGINX" ;; haproxy) echo "$HAPROXY" ;; pingora) echo "$PINGORA" ;; monolake) echo "$MONOLAKE" ;; esac; }
 
+# Non-2xx answers and socket errors in a wrk report.
+wrk_errors() { awk '/Non-2xx/ {n += $4} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$1"; }
+
 run_one() { # mode hosts conns rep peer wrk_cpus
   local mode=$1 hosts=$2 conns=$3 rep=$4 peer=$5 wcpus=$6
   local pids; pids=$(proxy_pids "$peer")
@@ -230,7 +235,7 @@ run_one() { # mode hosts conns rep peer wrk_cpus
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
   p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
-  errs=$(echo "$out" | awk '/Non-2xx/ {n += $4} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}')
+  errs=$(wrk_errors <(echo "$out"))
   pss=0; [ -n "$pids" ] && pss=$(pss_kb $pids)
   local hz; hz=$(getconf CLK_TCK)
   local proxy_us redis_us
@@ -243,16 +248,18 @@ run_one() { # mode hosts conns rep peer wrk_cpus
 }
 
 # lopache and nginx at once, each with its own wrk; appends to $H2H_CSV.
-H2H_CSV="$WORK/h2h.csv"; echo "hosts,conns,round,first,lopache_rps,nginx_rps" > "$H2H_CSV"
+H2H_CSV="$WORK/h2h.csv"; echo "hosts,conns,round,first,lopache_rps,nginx_rps,lopache_errors,nginx_errors" > "$H2H_CSV"
+h2h_load() { # peer hosts conns wrk_cpus: wrk's report in $WORK/h2h-<peer>.out
+  $SPAWN taskset -c "$4" wrk -t1 -c"$3" -d"${SECS}s" -s "$WORK/hosts-$2.lua" "http://127.0.0.1:$(port_of "$1")/" > "$WORK/h2h-$1.out"
+}
 run_h2h() { # hosts conns round wrk_cpus
-  local hosts=$1 conns=$2 round=$3 wcpus=$4 first second
-  load() { $SPAWN taskset -c "$wcpus" wrk -t1 -c"$conns" -d"${SECS}s" -s "$WORK/hosts-$hosts.lua" "http://127.0.0.1:$(port_of "$1")/" > "$WORK/h2h-$1.out"; }
+  local hosts=$1 conns=$2 round=$3 wcpus=$4 first second pid l n
   for first in lopache nginx; do
     second=$([ $first = lopache ] && echo nginx || echo lopache)
-    load "$first" & local pid=$!
-    load "$second"; wait "$pid"
-    local l n; l=$(awk '/Requests\/sec/ {print $2}' "$WORK/h2h-lopache.out"); n=$(awk '/Requests\/sec/ {print $2}' "$WORK/h2h-nginx.out")
-    echo "$hosts,$conns,$round,$first,$l,$n" >> "$H2H_CSV"
+    h2h_load "$first" "$hosts" "$conns" "$wcpus" & pid=$!; PIDS+=("$pid")
+    h2h_load "$second" "$hosts" "$conns" "$wcpus"; wait "$pid"
+    l=$(awk '/Requests\/sec/ {print $2}' "$WORK/h2h-lopache.out"); n=$(awk '/Requests\/sec/ {print $2}' "$WORK/h2h-nginx.out")
+    echo "$hosts,$conns,$round,$first,$l,$n,$(wrk_errors "$WORK/h2h-lopache.out"),$(wrk_errors "$WORK/h2h-nginx.out")" >> "$H2H_CSV"
     printf '  head to head %4s hosts %4s conns round %s, %-7s first: lopache %9s  nginx %9s req/s\n' "$hosts" "$conns" "$round" "$first" "$l" "$n"
   done
 }
@@ -340,8 +347,8 @@ COMMAND="bench/run.sh --reps $REPS --seconds $SECS --idle $IDLE"
 [ -n "$SPAWN" ] && COMMAND="$COMMAND --own-sessions"
 [ "$FREE_ONLY" = 1 ] && COMMAND="$COMMAND --free-only"
 [ -n "${EXTRA_PEERS// /}" ] && COMMAND="$COMMAND --peers $(echo $EXTRA_PEERS | tr ' ' ',')"
-# Kept first: a report that fails must not cost the run.
 [ "$H2H" != 3 ] && COMMAND="$COMMAND --h2h $H2H"
+# Kept first: a report that fails must not cost the run.
 cp "$RESULTS" "$OUT/latest.csv"; cp "$IDLE_CSV" "$OUT/idle.csv"; cp "$H2H_CSV" "$OUT/h2h.csv"
 python3 bench/report.py "$RESULTS" "$IDLE_CSV" "$STAMP" "$COMMAND" "$OUT" "$H2H_CSV"
 gnuplot "$OUT/chart.gp"
