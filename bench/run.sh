@@ -32,9 +32,10 @@
 #        the pinned mode; --h2h N sets the head-to-head rounds, 3 by default,
 #        0 for none: see below)
 #
-# Head to head (free mode): lopache and nginx also serve at the same time,
-# each driven by its own wrk with the same connection count, for N rounds of
-# two runs (each wrk started first once). On this VM one run differs from
+# Head to head (free mode): lopache and nginx also serve at the same time
+# (and lopache and the TTL peer, with --route-cache), each driven by its own
+# wrk with the same connection count, for N rounds of two runs (each wrk
+# started first once). On this VM one run differs from
 # the next by up to 30 %; peers measured in turn carry that noise into
 # their ratio, peers measured together share it. The report gives both.
 set -euo pipefail
@@ -247,22 +248,24 @@ run_one() { # mode hosts conns rep peer wrk_cpus
     "$peer" "$hosts" "$conns" "$rep" "$rps" "$p99" "$proxy_us" "$redis_us" "$errs"
 }
 
-# lopache and nginx at once, each with its own wrk; appends to $H2H_CSV.
-H2H_CSV="$WORK/h2h.csv"; echo "hosts,conns,round,first,lopache_rps,nginx_rps,lopache_errors,nginx_errors" > "$H2H_CSV"
+# Peers A and B at once, each with its own wrk; appends to $H2H_CSV.
+H2H_CSV="$WORK/h2h.csv"; echo "hosts,conns,round,first,a,b,a_rps,b_rps,a_errors,b_errors" > "$H2H_CSV"
 h2h_load() { # peer hosts conns wrk_cpus: wrk's report in $WORK/h2h-<peer>.out
   $SPAWN taskset -c "$4" wrk -t1 -c"$3" -d"${SECS}s" -s "$WORK/hosts-$2.lua" "http://127.0.0.1:$(port_of "$1")/" > "$WORK/h2h-$1.out"
 }
-run_h2h() { # hosts conns round wrk_cpus
-  local hosts=$1 conns=$2 round=$3 wcpus=$4 first second pid l n
-  for first in lopache nginx; do
-    second=$([ $first = lopache ] && echo nginx || echo lopache)
+run_h2h() { # a b hosts conns round wrk_cpus
+  local a=$1 b=$2 hosts=$3 conns=$4 round=$5 wcpus=$6 first second pid ra rb
+  for first in "$a" "$b"; do
+    second=$([ "$first" = "$a" ] && echo "$b" || echo "$a")
     h2h_load "$first" "$hosts" "$conns" "$wcpus" & pid=$!; PIDS+=("$pid")
     h2h_load "$second" "$hosts" "$conns" "$wcpus"; wait "$pid"
-    l=$(awk '/Requests\/sec/ {print $2}' "$WORK/h2h-lopache.out"); n=$(awk '/Requests\/sec/ {print $2}' "$WORK/h2h-nginx.out")
-    echo "$hosts,$conns,$round,$first,$l,$n,$(wrk_errors "$WORK/h2h-lopache.out"),$(wrk_errors "$WORK/h2h-nginx.out")" >> "$H2H_CSV"
-    printf '  head to head %4s hosts %4s conns round %s, %-7s first: lopache %9s  nginx %9s req/s\n' "$hosts" "$conns" "$round" "$first" "$l" "$n"
+    ra=$(awk '/Requests\/sec/ {print $2}' "$WORK/h2h-$a.out"); rb=$(awk '/Requests\/sec/ {print $2}' "$WORK/h2h-$b.out")
+    echo "$hosts,$conns,$round,$first,$a,$b,$ra,$rb,$(wrk_errors "$WORK/h2h-$a.out"),$(wrk_errors "$WORK/h2h-$b.out")" >> "$H2H_CSV"
+    printf '  head to head %4s hosts %4s conns round %s, %-7s first: %s %9s  %s %9s req/s\n' "$hosts" "$conns" "$round" "$first" "$a" "$ra" "$b" "$rb"
   done
 }
+# lopache against nginx; with a TTL peer, also against it (the route cache's target).
+H2H_PAIRS=("lopache nginx"); [ "$CACHE_MS" -gt 0 ] && H2H_PAIRS+=("lopache cached")
 
 PEERS=(direct lopache lookup nginx haproxy); [ "$CACHE_MS" -gt 0 ] && PEERS+=(cached)
 for peer in $EXTRA_PEERS; do PEERS+=("$peer"); done
@@ -291,7 +294,9 @@ for mode in "${MODES[@]}"; do
         done
       done
       if [ "$mode" = free ]; then
-        for round in $(seq "$H2H"); do run_h2h "$hosts" "$conns" "$round" "$wcpus"; done
+        for pair in "${H2H_PAIRS[@]}"; do
+          for round in $(seq "$H2H"); do run_h2h $pair "$hosts" "$conns" "$round" "$wcpus"; done
+        done
       fi
     done
   done
