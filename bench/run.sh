@@ -35,9 +35,9 @@
 # Head to head (free mode): lopache and nginx also serve at the same time
 # (and lopache and the TTL peer, with --route-cache), each driven by its own
 # wrk with the same connection count, for N rounds of two runs (each wrk
-# started first once). On this VM one run differs from
-# the next by up to 30 %; peers measured in turn carry that noise into
-# their ratio, peers measured together share it. The report gives both.
+# started first once). On this VM one run differs from the next by up to
+# 30 %; peers measured in turn carry that noise into their ratio, peers
+# measured together share it. The report gives both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=3 SECS=5 IDLE=2000 IDLE_ONLY=0 CACHE_MS=0 HOSTS_LIST=1 SPAWN="" EXTRA_PEERS="" FREE_ONLY=0 H2H=3
