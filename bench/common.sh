@@ -122,7 +122,10 @@ CONF
 
 # The options of bench/pairs.sh, bench/h2h.sh and bench/profile.sh: sets ROUNDS, SECS, CONNS
 # and HOSTS (the caller sets their defaults) and leaves the rest in ARGS.
+# Usage: load_options "USAGE" MIN MAX "$@": with an unknown option, or fewer
+# than MIN or more than MAX other arguments, prints "usage: USAGE" and exits.
 load_options() {
+  local usage=$1 min=$2 max=$3; shift 3
   ARGS=()
   while [ $# -gt 0 ]; do
     case $1 in
@@ -130,10 +133,11 @@ load_options() {
       --seconds) SECS=$2; shift 2 ;;
       --conns) CONNS=$2; shift 2 ;;
       --hosts) HOSTS=$2; shift 2 ;;
-      -*) echo "unknown option $1" >&2; exit 2 ;;
+      -*) echo "unknown option $1; usage: $usage" >&2; exit 2 ;;
       *) ARGS+=("$1"); shift ;;
     esac
   done
+  [ "${#ARGS[@]}" -ge "$min" ] && [ "${#ARGS[@]}" -le "$max" ] || { echo "usage: $usage" >&2; exit 2; }
 }
 
 # What they run against, in a new $WORK: a backend (BACKEND), a Redis

@@ -20,9 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
 ROUNDS=6 SECS=5 CONNS=128 HOSTS=1000
-load_options "$@"
+load_options "bench/h2h.sh [--rounds N] [--seconds S] [--conns C] [--hosts N] PEER_A PEER_B" 2 2 "$@"
 set -- "${ARGS[@]}"
-[ $# -eq 2 ] || { echo "usage: bench/h2h.sh [--rounds N] [--seconds S] [--conns C] [--hosts N] PEER_A PEER_B" >&2; exit 2; }
 start_hosts_setup
 
 # Starts peer $2 (a PEER spec) as "$1"; sets PORT[$1].

@@ -13,9 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
 ROUNDS=8 SECS=5 CONNS=256 HOSTS=1000
-load_options "$@"
+load_options "bench/pairs.sh [--rounds N] [--seconds S] [--conns C] [--hosts N] BINARY [BINARY...]" 1 99 "$@"
 set -- "${ARGS[@]}"
-[ $# -ge 1 ] || { echo "usage: bench/pairs.sh [--rounds N] [--seconds S] [--conns C] [--hosts N] BINARY [BINARY...]" >&2; exit 2; }
 start_hosts_setup
 
 NAMES=()

@@ -20,9 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
 SECS=6 CONNS=256 HOSTS=1000
-load_options "$@"
+load_options "bench/profile.sh [--seconds S] [--conns C] [--hosts N] [BINARY]" 0 1 "$@"
 set -- "${ARGS[@]}"
-[ $# -le 1 ] || { echo "usage: bench/profile.sh [--seconds S] [--conns C] [--hosts N] [BINARY]" >&2; exit 2; }
 BIN=${1:-target/release/lopache}
 [ -x "$BIN" ] || { echo "$BIN: no such binary (cargo build --release)" >&2; exit 2; }
 command -v perf >/dev/null || { echo "perf is needed (apt-get install linux-perf)" >&2; exit 2; }
