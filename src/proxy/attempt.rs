@@ -144,7 +144,7 @@ async fn phases<S: AsyncReadRent + AsyncWriteRent>(
 async fn open_upstream(shard: &Shard, target: &Target<'_>) -> Result<Upstream, Failure> {
     let cfg = &shard.config;
     let url = target.url();
-    let backend = BackendUrl::parse(&url).map_err(|e| {
+    let backend = BackendUrl::parse(url).map_err(|e| {
         // Routing data, not a backend: nothing to mark dead, and another
         // attempt would only read the same list again.
         shard.warn_bad_backend_url(target.host, &e);

@@ -2,7 +2,6 @@
 //! backend chosen for one attempt at it (`Target`), and how the client
 //! connection goes on afterwards (`Next`).
 
-use std::borrow::Cow;
 use std::io::Write;
 use std::time::Instant;
 
@@ -148,7 +147,7 @@ pub(super) struct Target<'c> {
 }
 
 impl Target<'_> {
-    pub fn url(&self) -> Cow<'_, str> {
+    pub fn url(&self) -> &str {
         self.frontend.backend(self.index)
     }
 
@@ -160,9 +159,9 @@ impl Target<'_> {
 
 /// The `x-debug-*` headers that say where a request went and how long it took.
 pub(super) fn debug_headers(out: &mut Vec<u8>, target: &Target<'_>, exchange: &Exchange) {
-    push_header(out, "x-debug-backend-url", &target.url());
+    push_header(out, "x-debug-backend-url", target.url());
     push_header(out, "x-debug-backend-id", &target.index.to_string());
-    push_header(out, "x-debug-vhost", &target.frontend.identifier());
+    push_header(out, "x-debug-vhost", target.frontend.identifier());
     push_header(
         out,
         "x-debug-frontend-key",

@@ -104,7 +104,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
             return reply_error(shard, client, exchange, error, last.as_ref()).await;
         };
         if exchange.log.is_some() {
-            exchange.identifier = Some(frontend.identifier().into_owned());
+            exchange.identifier = Some(frontend.identifier().to_string());
         }
         let target = Target {
             destination,
@@ -177,7 +177,7 @@ pub(super) fn mark_backend_dead(shard: &Shard, target: &Target) {
     }
     let cfg = &shard.config;
     let url = target.url();
-    if !shard.dead.flag(host, &url, cfg.dead_backend_ttl) {
+    if !shard.dead.flag(host, url, cfg.dead_backend_ttl) {
         return; // flagged by a request that failed before this one
     }
     shard.route_cache.forget(host);
@@ -185,7 +185,7 @@ pub(super) fn mark_backend_dead(shard: &Shard, target: &Target) {
     let mark = DeadMark {
         host: host.to_string(),
         list_key: format!("{prefix}frontend:{}", target.frontend.key(host)),
-        url: url.into_owned(),
+        url: url.to_string(),
         index: target.index,
         count: target.count(),
     };

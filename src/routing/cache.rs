@@ -77,7 +77,7 @@ pub enum PathSet {
 pub struct RouteCache {
     mode: CacheMode,
     /// One map per destination: the default one first, then one per route.
-    maps: RefCell<Vec<HashMap<String, Cached>>>,
+    maps: RefCell<Vec<HashMap<Box<str>, Cached>>>,
     /// Per destination, in the same order.
     sources: Vec<Source>,
     /// Per Redis server: its change reports are being received.
@@ -211,7 +211,7 @@ impl RouteCache {
     /// taken (tracking ignores a result that may predate a change).
     pub fn put(&self, slot: usize, host: &str, found: &Lookup, ticket: Ticket) {
         let expires_in = match found {
-            Lookup::Frontend(f) => f.expires_in,
+            Lookup::Frontend(f) => f.expires_in(),
             Lookup::NoFrontend => None,
         };
         let Some(keep) = self
@@ -223,7 +223,7 @@ impl RouteCache {
         let now = crate::clock::now();
         let mut maps = self.maps.borrow_mut();
         let entries =
-            |maps: &[HashMap<String, Cached>]| maps.iter().map(HashMap::len).sum::<usize>();
+            |maps: &[HashMap<Box<str>, Cached>]| maps.iter().map(HashMap::len).sum::<usize>();
         if entries(&maps) >= MAX_ENTRIES {
             for map in maps.iter_mut() {
                 map.retain(|_, c| c.lease.survives_bound(now));
@@ -236,7 +236,7 @@ impl RouteCache {
             return;
         };
         map.insert(
-            host.to_string(),
+            host.into(),
             Cached {
                 found: found.clone(),
                 lease: Lease::until(crate::clock::after(now, keep)),
@@ -534,11 +534,10 @@ mod tests {
         let _sockets = sockets(&c);
         c.set_live(0, true);
         let expiring = |after: Duration| {
-            let Lookup::Frontend(mut f) = frontend("a") else {
+            let Lookup::Frontend(f) = frontend("a") else {
                 unreachable!()
             };
-            f.expires_in = Some(after);
-            Lookup::Frontend(f)
+            Lookup::Frontend(f.expiring(after))
         };
         c.put(0, "gone", &expiring(Duration::ZERO), c.ticket());
         assert_eq!(c.get(0, "gone"), None);
@@ -584,7 +583,10 @@ mod tests {
             }
         };
         let kept = |slot: usize| -> Vec<String> {
-            let mut hosts: Vec<String> = c.maps.borrow()[slot].keys().cloned().collect();
+            let mut hosts: Vec<String> = c.maps.borrow()[slot]
+                .keys()
+                .map(|k| k.to_string())
+                .collect();
             hosts.sort();
             hosts
         };

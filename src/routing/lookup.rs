@@ -6,82 +6,126 @@
 //! Redis reports an expired key only once it deletes it, which may be much
 //! later, so a cached result must not outlive the keys it was built from.
 
-use std::borrow::Cow;
+use std::rc::Rc;
 use std::time::Duration;
 
 use super::candidates::Candidates;
 use crate::redis::codec::{
     array_items, encode_command_parts, is_too_large, string_bytes, strings, Reply,
 };
-use crate::redis::SharedReplies;
 
-/// A frontend as found in Redis. It points into the lookup's replies, which
-/// the requests that shared the lookup (and the route cache) hold through one
-/// `Rc`: finding a frontend copies no strings.
+/// A frontend as found in Redis: the matched list, decoded once, behind one
+/// `Rc` that the requests which shared the lookup and the route cache hold.
+/// Its items are kept as text back to back, so a request served from the
+/// route cache reads one small block of memory (with a thousand hosts, the
+/// lookups' reply trees were a chain of cache misses per request).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Frontend {
-    /// The lookup's replies; `replies[candidate]` is the matched list, whose
-    /// items were checked to be strings.
-    replies: SharedReplies,
+pub struct Frontend(Rc<Matched>);
+
+#[derive(Debug, PartialEq)]
+struct Matched {
     /// Which candidate matched.
     candidate: usize,
+    /// The list's items (the identifier, then the backends' URLs) as text,
+    /// back to back; invalid UTF-8 is replaced, as a display needs.
+    text: String,
+    /// Where each item ends in `text`.
+    ends: Box<[usize]>,
     /// 0-based backend indexes in the `dead:<host>` set.
-    pub dead: Vec<usize>,
+    dead: Vec<usize>,
     /// When the first key it was built from expires, if it was asked and
     /// any has a time to live.
-    pub expires_in: Option<Duration>,
+    expires_in: Option<Duration>,
 }
 
 impl Frontend {
+    /// A frontend from the matched list's items (checked to be strings).
+    fn from_items(
+        candidate: usize,
+        items: &[Reply],
+        dead: Vec<usize>,
+        expires_in: Option<Duration>,
+    ) -> Frontend {
+        let mut text = String::new();
+        let ends = items
+            .iter()
+            .map(|item| {
+                text.push_str(&String::from_utf8_lossy(string_bytes(item).unwrap_or(b"")));
+                text.len()
+            })
+            .collect();
+        Frontend(Rc::new(Matched {
+            candidate,
+            text,
+            ends,
+            dead,
+            expires_in,
+        }))
+    }
+
     /// A frontend from its parts, as if its list had matched the host itself.
     #[cfg(test)]
     pub fn new(identifier: &str, backends: &[&str], dead: Vec<usize>) -> Frontend {
-        let list = std::iter::once(identifier)
+        let list: Vec<Reply> = std::iter::once(identifier)
             .chain(backends.iter().copied())
             .map(|s| Reply::BulkString(s.as_bytes().to_vec()))
             .collect();
-        Frontend {
-            replies: std::rc::Rc::new(vec![Reply::Array(list)]),
-            candidate: 0,
-            dead,
-            expires_in: None,
-        }
+        Frontend::from_items(0, &list, dead, None)
+    }
+
+    /// The same frontend, expiring after `expires_in` (tests of the cache).
+    #[cfg(test)]
+    pub fn expiring(&self, expires_in: Duration) -> Frontend {
+        let m = &self.0;
+        Frontend(Rc::new(Matched {
+            candidate: m.candidate,
+            text: m.text.clone(),
+            ends: m.ends.clone(),
+            dead: m.dead.clone(),
+            expires_in: Some(expires_in),
+        }))
     }
 
     /// The matched key without prefix, e.g. `*.example.com`, for the host
     /// the lookup was made for.
     pub fn key(&self, host: &str) -> String {
-        Candidates::new(host).key(self.candidate)
+        Candidates::new(host).key(self.0.candidate)
     }
 
     /// Element 0 of the list: a display name.
-    pub fn identifier(&self) -> Cow<'_, str> {
-        self.text(0)
+    pub fn identifier(&self) -> &str {
+        self.item(0)
     }
 
     /// How many backends the list has (elements 1..n).
     pub fn backend_count(&self) -> usize {
-        self.items().len().saturating_sub(1)
+        self.0.ends.len().saturating_sub(1)
     }
 
     /// Backend `i`'s URL (0-based, element i + 1 of the list).
-    pub fn backend(&self, i: usize) -> Cow<'_, str> {
-        self.text(i + 1)
+    pub fn backend(&self, i: usize) -> &str {
+        self.item(i + 1)
     }
 
-    fn items(&self) -> &[Reply] {
-        self.replies
-            .get(self.candidate)
-            .and_then(array_items)
-            .unwrap_or(&[])
+    /// Whether the `dead:<host>` set lists backend `i`.
+    pub fn listed_dead(&self, i: usize) -> bool {
+        self.0.dead.contains(&i)
     }
 
-    /// Item `i` as text (invalid UTF-8 replaced, as a display needs).
-    fn text(&self, i: usize) -> Cow<'_, str> {
-        self.items()
-            .get(i)
-            .and_then(string_bytes)
-            .map_or(Cow::Borrowed(""), String::from_utf8_lossy)
+    /// When the first key it was built from expires, if it was asked and
+    /// any has a time to live.
+    pub fn expires_in(&self) -> Option<Duration> {
+        self.0.expires_in
+    }
+
+    /// Item `i` of the list, or "" past its end.
+    fn item(&self, i: usize) -> &str {
+        let ends = &self.0.ends;
+        let Some(&end) = ends.get(i) else {
+            return "";
+        };
+        let start = i.checked_sub(1).map_or(0, |before| ends[before]);
+        &self.0.text[start..end]
     }
 }
 
@@ -145,7 +189,7 @@ pub fn dead_indexes(reply: &Reply) -> Option<Vec<usize>> {
 
 /// Interprets the replies: `Ok(None)` when no candidate has a list.
 pub fn decode_lookup(
-    replies: &SharedReplies,
+    replies: &[Reply],
     candidates: &Candidates,
     with_ttls: bool,
 ) -> Result<Option<Frontend>, LookupError> {
@@ -199,12 +243,7 @@ pub fn decode_lookup(
                 _ => None,
             })
             .min();
-        return Ok(Some(Frontend {
-            replies: replies.clone(),
-            candidate: i,
-            dead,
-            expires_in,
-        }));
+        return Ok(Some(Frontend::from_items(i, items, dead, expires_in)));
     }
     Ok(None)
 }
@@ -265,9 +304,9 @@ mod tests {
         assert_eq!(f.backend_count(), 2);
         assert_eq!(
             (f.backend(0), f.backend(1)),
-            ("http://x:1".into(), "http://y:2".into())
+            ("http://x:1", "http://y:2")
         );
-        assert_eq!(f.dead, vec![1]);
+        assert!(f.listed_dead(1) && !f.listed_dead(0));
     }
 
     #[test]
@@ -291,7 +330,7 @@ mod tests {
             decode_lookup(&Rc::new(replies), &cands, true)
                 .unwrap()
                 .unwrap()
-                .expires_in
+                .expires_in()
         };
         // `*.b` matched: its own time to live and the dead set's count, `*`'s not.
         assert_eq!(decode([-2, 5000, 10, -2]), Some(Duration::from_secs(5)));

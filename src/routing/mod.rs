@@ -154,7 +154,7 @@ pub async fn choose_destination<'t>(
                 }
             }
             if let Some(cands) = lookup {
-                let rest = std::rc::Rc::new(replies.collect());
+                let rest: Vec<Reply> = replies.collect();
                 prefetched = Some(lookup::decode_lookup(&rest, &cands, with_ttls)?.into());
             }
         }
@@ -181,9 +181,9 @@ pub fn choose_backend(
     // Most shards flag nothing: then no backend URL is decoded or looked up.
     let flags = !dead.is_empty();
     let is_live = |i: &usize| {
-        !frontend.dead.contains(i)
+        !frontend.listed_dead(*i)
             && (n == 1 || !tried.contains(i))
-            && (!flags || !dead.is_dead(host, &frontend.backend(*i)))
+            && (!flags || !dead.is_dead(host, frontend.backend(*i)))
     };
     if n == 1 {
         return Some(0).filter(is_live);
