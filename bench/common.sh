@@ -34,6 +34,12 @@ cpu_ticks() {
   done
   echo $t
 }
+# CPU µs per request: $1 clock ticks spent on $2 requests.
+us_per_request() {
+  awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN { printf "%.2f", (n > 0 ? t / hz * 1e6 / n : 0) }'
+}
+# The requests a wrk report ($1, a file) counts.
+wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done

@@ -14,8 +14,11 @@
 # difference of a few per cent between runs taken in turn (bench/run.sh,
 # bench/pairs.sh). Measured together, both see the same VM, so the ratio of
 # their req/s is how much more one serves with the CPU the scheduler shares
-# out: repeated, it varies by 1-2 %. Prints each run and the median
-# (lowest-highest) ratio A / B.
+# out: repeated, it varies by 1-2 %. That share need not be equal (nginx's
+# workers got 4-5 % more CPU than lopache's shards here), so each peer's CPU
+# time per request (its processes' CPU over the requests its wrk counted) is
+# measured too: the cost of a request, whatever the share. Prints each run
+# and the median (lowest-highest) ratios A / B of req/s and CPU per request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
@@ -24,8 +27,8 @@ load_options "bench/h2h.sh [--rounds N] [--seconds S] [--conns C] [--hosts N] PE
 set -- "${ARGS[@]}"
 start_hosts_setup
 
-# Starts peer $2 (a PEER spec) as "$1"; sets PORT[$1].
-declare -A PORT
+# Starts peer $2 (a PEER spec) as "$1"; sets PORT[$1] and PID[$1].
+declare -A PORT PID
 start_peer() {
   local name=$1 kind=${2%%=*} bin=target/release/lopache port
   [[ $2 == *=* ]] && bin=${2#*=}
@@ -38,12 +41,12 @@ start_peer() {
       write_nginx_proxy_conf 2 "$port" "$BACKEND"
       mv "$WORK/nginx.conf" "$WORK/$name.conf"
       sed -i "s|$WORK/nginx.pid|$WORK/$name.pid|" "$WORK/$name.conf"
-      nginx -c "$WORK/$name.conf" & PIDS+=($!)
+      nginx -c "$WORK/$name.conf" & PIDS+=($!); PID[$name]=$!
       return ;;
     *) echo "unknown peer $2" >&2; exit 2 ;;
   esac
   [ -x "$bin" ] || { echo "$bin: no such binary (cargo build --release)" >&2; exit 2; }
-  "$bin" --config "$WORK/$name.toml" 2>"$WORK/$name.log" & PIDS+=($!)
+  "$bin" --config "$WORK/$name.toml" 2>"$WORK/$name.log" & PIDS+=($!); PID[$name]=$!
 }
 start_peer a "$1"
 start_peer b "$2"
@@ -53,18 +56,26 @@ load() { wrk -t1 -c"$CONNS" -d"$1" -s "$WORK/hosts.lua" "http://127.0.0.1:${PORT
 load 1s a >/dev/null; load 1s b >/dev/null
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
 echo "A = $1, B = $2; $ROUNDS rounds of ${SECS} s, $CONNS connections each, $HOSTS hosts"
+# A peer's processes: its master and workers (threads included).
+peer_pids() { echo "${PID[$1]} $(children "${PID[$1]}")"; }
+pids_a=$(peer_pids a) pids_b=$(peer_pids b)
 for r in $(seq "$ROUNDS"); do
   for first in a b; do
     second=$([ $first = a ] && echo b || echo a)
+    ta=$(cpu_ticks $pids_a); tb=$(cpu_ticks $pids_b)
     load "${SECS}s" $first > "$WORK/$first.out" & pid=$!
     load "${SECS}s" $second > "$WORK/$second.out"
     wait $pid
-    awk -v r="$r" -v f=$first -v a="$(rps "$WORK/a.out")" -v b="$(rps "$WORK/b.out")" \
-      'BEGIN { printf "round %d, %s first: A %8.0f req/s  B %8.0f req/s  A/B %.3f\n", r, toupper(f), a, b, a / b }'
+    ua=$(us_per_request $(($(cpu_ticks $pids_a) - ta)) "$(wrk_requests "$WORK/a.out")")
+    ub=$(us_per_request $(($(cpu_ticks $pids_b) - tb)) "$(wrk_requests "$WORK/b.out")")
+    echo "$r $first $(rps "$WORK/a.out") $(rps "$WORK/b.out") $ua $ub"
   done
-done | tee "$WORK/runs"
+done | tee "$WORK/runs" | awk '{ printf "round %d, %s first: A %8.0f req/s %6.2f us/req  B %8.0f req/s %6.2f us/req  A/B %.3f\n", $1, toupper($2), $3, $5, $4, $6, $3 / $4 }'
 python3 - "$WORK/runs" <<'PY'
 import statistics, sys
-ratios = [float(line.split()[-1]) for line in open(sys.argv[1])]
-print(f"A/B median {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) over {len(ratios)} runs")
+runs = [[float(x) for x in line.split()[2:]] for line in open(sys.argv[1])]
+def summary(ratios):
+    return f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+print(f"A/B req/s median {summary([a / b for a, b, _, _ in runs])} over {len(runs)} runs")
+print(f"A/B CPU per request median {summary([ua / ub for _, _, ua, ub in runs])}")
 PY

@@ -36,17 +36,14 @@ for name in "${NAMES[@]}"; do wait_port "${PORT[$name]}"; done
 for name in "${NAMES[@]}"; do
   wrk -t1 -c"$CONNS" -d1s -s "$WORK/hosts.lua" "http://127.0.0.1:${PORT[$name]}/" >/dev/null
 done
-hz=$(getconf CLK_TCK)
 for r in $(seq "$ROUNDS"); do
   for name in "${NAMES[@]}"; do
     pids="${PID[$name]} $(children "${PID[$name]}")"
     t0=$(cpu_ticks $pids)
     out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$WORK/hosts.lua" "http://127.0.0.1:${PORT[$name]}/")
     t1=$(cpu_ticks $pids)
-    reqs=$(echo "$out" | awk '/requests in/ {print $1}')
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-    awk -v r="$r" -v n="$name" -v rps="$rps" -v reqs="$reqs" -v t=$((t1 - t0)) -v hz="$hz" \
-      'BEGIN { printf "%d %s %.0f %.2f\n", r, n, rps, t / hz * 1e6 / reqs }'
+    echo "$r $name $rps $(us_per_request $((t1 - t0)) "$(wrk_requests <(echo "$out"))")"
   done
 done | tee "$WORK/runs" | awk '{ printf "round %s %-6s %8s req/s  %6s us/req\n", $1, $2, $3, $4 }'
 python3 - "$WORK/runs" <<'PY'

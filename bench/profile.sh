@@ -40,7 +40,6 @@ wait_port "$port"; wait_port "$nport"
 workers() { pgrep -P "$1" | paste -sd, || true; }
 out_segs() { awk '/^Tcp:/ && ++n == 2 { print $12 }' /proc/net/snmp; }
 wrk_args() { echo -t1 -c"$CONNS" -d"$2" -s "$WORK/hosts.lua" "http://127.0.0.1:$1/"; }
-requests() { awk '/requests in/ { print $1 }' "$1"; }
 
 for peer in lopache nginx; do
   p=$([ $peer = lopache ] && echo "$port" || echo "$nport")
@@ -58,7 +57,7 @@ for peer in lopache nginx; do
   perf stat -x, -e raw_syscalls:sys_enter -p "$pids" -o "$WORK/$peer.stat" \
     -- wrk $(wrk_args "$p" "${SECS}s") > "$WORK/$peer.stat.wrk"
   calls=$(awk -F, '/sys_enter/ && $1 ~ /^[0-9]+$/ { print $1 }' "$WORK/$peer.stat")
-  echo "$peer $(requests "$WORK/$peer.record.wrk") $((s1 - s0)) $(requests "$WORK/$peer.stat.wrk") ${calls:-0}" >> "$WORK/counts"
+  echo "$peer $(wrk_requests "$WORK/$peer.record.wrk") $((s1 - s0)) $(wrk_requests "$WORK/$peer.stat.wrk") ${calls:-0}" >> "$WORK/counts"
 done
 
 python3 - "$WORK/counts" "$OUTDIR" "$SECS" <<'PY'

@@ -75,11 +75,12 @@ def h2h_runs(a, b, hosts, conns):
             and int(r["hosts"]) == hosts and int(r["conns"]) == conns]
 
 
-def head_to_head(hosts, conns, a="lopache", b="nginx"):
-    """a / b req/s in the runs where both served at once: the median, and
-    the lowest to highest run."""
-    out = [float(r["a_rps"]) / float(r["b_rps"]) for r in h2h_runs(a, b, hosts, conns)
-           if r["a_rps"] and float(r["b_rps"] or 0) > 0]
+def head_to_head(hosts, conns, a="lopache", b="nginx", field="rps"):
+    """a / b req/s (or, with field "cpu_us", CPU µs per request) in the runs
+    where both served at once: the median, and the lowest to highest run.
+    Runs from before CPU was measured have no "cpu_us"."""
+    out = [float(r[f"a_{field}"]) / float(r[f"b_{field}"]) for r in h2h_runs(a, b, hosts, conns)
+           if r.get(f"a_{field}") and float(r.get(f"b_{field}") or 0) > 0]
     value = med(out)
     if not out:
         return value, "-"
@@ -132,22 +133,26 @@ for mode in ["free", "pinned"]:
 if h2h_rows:
     lines += ["", "Head to head (free mode): two peers serving at the same time, each driven by "
               "its own wrk with the connections shown; the first peer's req/s over the "
-              "second's, median (lowest-highest run). Both see the same machine, so the VM's "
-              "drift, which reaches 30 % between runs taken in turn, cancels out: the ratio is "
-              "how much more one serves than the other with the CPU the scheduler shares out "
-              "between them, that is, how much less CPU it spends per request.", "",
-              "| peers | hosts | conns each | ratio | errors |", "|---|---|---|---|---|"]
+              "second's, and its CPU time per request over the second's (each proxy's "
+              "processes' CPU over the requests its wrk counted), median (lowest-highest "
+              "run). Both see the same machine, so the VM's drift, which reaches 30 % between "
+              "runs taken in turn, cancels out. The req/s ratio is how much more one serves "
+              "than the other with the CPU the scheduler shares out between them; that share "
+              "need not be equal, so the CPU ratio says which spends less per request.", "",
+              "| peers | hosts | conns each | req/s ratio | CPU per request ratio | errors |",
+              "|---|---|---|---|---|---|"]
     for a, b in H2H_PAIRS:
         for hosts in HOSTS:
             for conns in [64, 256]:
                 r, shown = head_to_head(hosts, conns, a, b)
                 if r != r:
                     continue
+                _, cpu = head_to_head(hosts, conns, a, b, "cpu_us")
                 runs = h2h_runs(a, b, hosts, conns)
                 # Runs from before errors were counted show none.
                 errs = "-" if not runs[0]["a_errors"] else ", ".join(
                     str(sum(int(x[f"{side}_errors"]) for x in runs)) for side in ("a", "b"))
-                lines.append(f"| {a} / {b} | {hosts:,} | {conns} | {shown} | {errs} |")
+                lines.append(f"| {a} / {b} | {hosts:,} | {conns} | {shown} | {cpu} | {errs} |")
 
 lines += ["", "Memory per idle keep-alive connection (PSS growth / connections):", ""]
 lines += ["| peer | KB per idle connection |", "|---|---|"]
@@ -219,6 +224,10 @@ if "lookup" in PEERS:
         r, shown = head_to_head(1000, 256)
         if r == r:
             rows.append(check("1,000 hosts: ≥ 1.05 × nginx at 256 (head to head)", shown, r >= 1.05))
+        r, shown = head_to_head(1000, 256, field="cpu_us")
+        if r == r:
+            rows.append(check("1,000 hosts: CPU per request ≤ nginx's / 1.05 at 256 (head to head)",
+                              shown, r <= 1 / 1.05))
     reps = len({k[3] for k in by})
     rows += ["", f"Ratios are medians of the {reps} repetitions' ratios; in brackets the lowest and "
              f"highest, which hold the true median with {100 * (1 - 2 / 2 ** reps):.0f} % confidence"

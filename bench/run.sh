@@ -232,36 +232,42 @@ run_one() { # mode hosts conns rep peer wrk_cpus
   out=$($SPAWN taskset -c "$wcpus" wrk -t1 -c"$conns" -d"${SECS}s" --latency -s "$WORK/hosts-$hosts.lua" "http://127.0.0.1:$(port_of "$peer")/")
   local p1 r1; p1=$(cpu_ticks $pids); r1=$(cpu_ticks "$REDIS_PID")
   local reqs rps p50 p99 errs pss
-  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  reqs=$(wrk_requests <(echo "$out"))
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
   p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
   errs=$(wrk_errors <(echo "$out"))
   pss=0; [ -n "$pids" ] && pss=$(pss_kb $pids)
-  local hz; hz=$(getconf CLK_TCK)
   local proxy_us redis_us
-  proxy_us=$(awk -v t=$((p1 - p0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
-  redis_us=$(awk -v t=$((r1 - r0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+  proxy_us=$(us_per_request $((p1 - p0)) "$reqs")
+  redis_us=$(us_per_request $((r1 - r0)) "$reqs")
   case $peer in lopache|lookup|cached) ;; *) redis_us=0 ;; esac
   echo "$mode,$hosts,$conns,$rep,$peer,$rps,$p50,$p99,$proxy_us,$redis_us,$errs,$pss" >> "$RESULTS"
   printf '  %-8s %4s hosts %4s conns rep %s: %9s req/s  p99 %6s ms  proxy %6s us/req  redis %5s us/req  errors %s\n' \
     "$peer" "$hosts" "$conns" "$rep" "$rps" "$p99" "$proxy_us" "$redis_us" "$errs"
 }
 
-# Peers A and B at once, each with its own wrk; appends to $H2H_CSV.
-H2H_CSV="$WORK/h2h.csv"; echo "hosts,conns,round,first,a,b,a_rps,b_rps,a_errors,b_errors" > "$H2H_CSV"
+# Peers A and B at once, each with its own wrk; appends to $H2H_CSV their
+# req/s, wrk errors and CPU µs per request (each proxy's CPU time over the
+# requests its wrk counted).
+H2H_CSV="$WORK/h2h.csv"; echo "hosts,conns,round,first,a,b,a_rps,b_rps,a_errors,b_errors,a_cpu_us,b_cpu_us" > "$H2H_CSV"
 h2h_load() { # peer hosts conns wrk_cpus: wrk's report in $WORK/h2h-<peer>.out
   $SPAWN taskset -c "$4" wrk -t1 -c"$3" -d"${SECS}s" -s "$WORK/hosts-$2.lua" "http://127.0.0.1:$(port_of "$1")/" > "$WORK/h2h-$1.out"
 }
 run_h2h() { # a b hosts conns round wrk_cpus
-  local a=$1 b=$2 hosts=$3 conns=$4 round=$5 wcpus=$6 first second pid ra rb
+  local a=$1 b=$2 hosts=$3 conns=$4 round=$5 wcpus=$6 first second pid ra rb ta tb ua ub
+  local pa pb; pa=$(proxy_pids "$a"); pb=$(proxy_pids "$b")
   for first in "$a" "$b"; do
     second=$([ "$first" = "$a" ] && echo "$b" || echo "$a")
+    ta=$(cpu_ticks $pa); tb=$(cpu_ticks $pb)
     h2h_load "$first" "$hosts" "$conns" "$wcpus" & pid=$!; PIDS+=("$pid")
     h2h_load "$second" "$hosts" "$conns" "$wcpus"; wait "$pid"
+    ua=$(us_per_request $(($(cpu_ticks $pa) - ta)) "$(wrk_requests "$WORK/h2h-$a.out")")
+    ub=$(us_per_request $(($(cpu_ticks $pb) - tb)) "$(wrk_requests "$WORK/h2h-$b.out")")
     ra=$(awk '/Requests\/sec/ {print $2}' "$WORK/h2h-$a.out"); rb=$(awk '/Requests\/sec/ {print $2}' "$WORK/h2h-$b.out")
-    echo "$hosts,$conns,$round,$first,$a,$b,$ra,$rb,$(wrk_errors "$WORK/h2h-$a.out"),$(wrk_errors "$WORK/h2h-$b.out")" >> "$H2H_CSV"
-    printf '  head to head %4s hosts %4s conns round %s, %-7s first: %s %9s  %s %9s req/s\n' "$hosts" "$conns" "$round" "$first" "$a" "$ra" "$b" "$rb"
+    echo "$hosts,$conns,$round,$first,$a,$b,$ra,$rb,$(wrk_errors "$WORK/h2h-$a.out"),$(wrk_errors "$WORK/h2h-$b.out"),$ua,$ub" >> "$H2H_CSV"
+    printf '  head to head %4s hosts %4s conns round %s, %-7s first: %s %9s req/s %6s us/req  %s %9s req/s %6s us/req\n' \
+      "$hosts" "$conns" "$round" "$first" "$a" "$ra" "$ua" "$b" "$rb" "$ub"
   done
 }
 # lopache against nginx; with a TTL peer, also against it (the route cache's target).
