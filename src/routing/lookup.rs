@@ -302,10 +302,7 @@ mod tests {
         assert_eq!(f.key("a.b"), "*.b");
         assert_eq!(f.identifier(), "wild");
         assert_eq!(f.backend_count(), 2);
-        assert_eq!(
-            (f.backend(0), f.backend(1)),
-            ("http://x:1", "http://y:2")
-        );
+        assert_eq!((f.backend(0), f.backend(1)), ("http://x:1", "http://y:2"));
         assert!(f.listed_dead(1) && !f.listed_dead(0));
     }
 
