@@ -6,10 +6,9 @@
 mod harness;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use harness::{get, wait_for, Lopache, Redis};
+use harness::{close_wait_to, get, metric, wait_for, Redis};
 
 /// A backend that answers one keep-alive request, then closes the
 /// connection after `idle` (as backends with a short keep-alive do).
@@ -20,45 +19,6 @@ fn closes_when_idle(idle: Duration) -> String {
     })
 }
 
-/// Sockets of `pid`'s network namespace in CLOSE-WAIT towards `port`.
-fn close_wait_to(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap()
-        + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            cols.len() > 3
-                && cols[3] == "08"
-                && cols[2]
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| u16::from_str_radix(p, 16).ok())
-                    == Some(port)
-        })
-        .count()
-}
-
-fn metric(admin: SocketAddr, name_and_labels: &str) -> u64 {
-    let text = harness::request(admin, "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
-    text.lines()
-        .filter(|l| l.starts_with(name_and_labels))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
-}
-
-fn start(redis: &Redis, server: &str) -> Lopache {
-    let cfg = format!(
-        "{}[admin]\nbind = \"127.0.0.1:0\"\n",
-        harness::proxy::config(
-            &format!("{:?}", redis.url()),
-            &format!("workers = 1\n{server}")
-        )
-    );
-    Lopache::start_config(&cfg, &[])
-}
-
 #[test]
 fn a_pooled_connection_the_backend_closed_is_released_within_a_sweep() {
     let redis = Redis::start();
@@ -66,7 +26,7 @@ fn a_pooled_connection_the_backend_closed_is_released_within_a_sweep() {
     let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
     redis.frontend("", "app.example", "app", &[url]);
     // A long idle timeout: only the backend's close can end the connection.
-    let proxy = start(&redis, "upstream_idle_timeout = 3600");
+    let proxy = harness::one_shard_with_admin(&redis, "upstream_idle_timeout = 3600");
     assert_eq!(get(proxy.addr, "app.example", "/").text(), "ok");
     wait_for("the backend to close its end", || {
         (close_wait_to(port) > 0).then_some(())
@@ -82,7 +42,7 @@ fn a_pooled_connection_the_backend_closed_is_released_within_a_sweep() {
 #[test]
 fn hundreds_of_short_lived_backends_leave_nothing_behind() {
     let redis = Redis::start();
-    let proxy = start(&redis, "upstream_idle_timeout = 1\ndns_ttl = 1");
+    let proxy = harness::one_shard_with_admin(&redis, "upstream_idle_timeout = 1\ndns_ttl = 1");
     let admin = proxy.admin_addr.unwrap();
     // The connection to Redis is opened by the first lookup; the
     // subscriptions (dead marks, route-cache tracking) by the shard as it
@@ -138,7 +98,7 @@ fn a_backend_in_use_keeps_its_pooled_connection_across_sweeps() {
         "closing",
         &[closes_when_idle(Duration::from_millis(100))],
     );
-    let proxy = start(&redis, "upstream_idle_timeout = 3600");
+    let proxy = harness::one_shard_with_admin(&redis, "upstream_idle_timeout = 3600");
     let admin = proxy.admin_addr.unwrap();
     for round in 1..=3 {
         assert_eq!(get(proxy.addr, "kept.example", "/").text(), "kept");

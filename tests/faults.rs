@@ -6,7 +6,10 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{get, wait_for, Backend, Lopache, RawConn, Redis, Reply};
+use harness::{
+    get, metric_total, sockets_to, wait_for, Backend, Lopache, RawConn, Redis, Reply,
+    TCP_ESTABLISHED,
+};
 
 #[test]
 fn redis_outage_gives_503_and_service_returns_by_itself() {
@@ -118,6 +121,80 @@ fn stale_pooled_connection_is_not_an_error() {
         assert_eq!(get(proxy.addr, "flaky.example", "/").status, 200);
     }
     assert_eq!(flaky.count(), 10);
+}
+
+/// Sends `raw` through `proxy` `n` times to a backend that answers, then
+/// closes the connection; before each request after the first, waits until
+/// no connection to the backend is without the backend's FIN (a pooled one
+/// is in CLOSE-WAIT).
+/// Returns the statuses and the retries lopache counted. (The Host is
+/// `closes.example`.)
+fn on_closed_pooled_connections(server: &str, raw: &str, n: usize) -> (Vec<u16>, u64) {
+    let redis = Redis::start();
+    let closes = Backend::start(|_| {
+        Reply::RawClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec())
+    });
+    redis.frontend("", "closes.example", "closes", &[closes.url()]);
+    let port: u16 = closes.url().rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = harness::one_shard_with_admin(&redis, server);
+    let statuses = (0..n)
+        .map(|i| {
+            if i > 0 {
+                let unclosed = || sockets_to(port, TCP_ESTABLISHED);
+                wait_for("the backend's FIN", || (unclosed() == 0).then_some(()));
+            }
+            harness::request(proxy.addr, raw).status
+        })
+        .collect();
+    assert_eq!(closes.count(), n, "each request reached the backend once");
+    let admin = proxy.admin_addr.expect("admin");
+    (statuses, metric_total(admin, "lopache_retries_total"))
+}
+
+#[test]
+fn a_pooled_connection_the_backend_closed_is_never_handed_to_a_request() {
+    // The pool peeks at each idle connection before reuse and drops the
+    // closed ones: no request is sent into one, so none fails and none is
+    // retried, a POST (never sent twice) and a GET alike.
+    let get = "GET / HTTP/1.1\r\nHost: closes.example\r\nConnection: close\r\n\r\n";
+    let post = "POST / HTTP/1.1\r\nHost: closes.example\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx";
+    for (server, raw) in [("", get), ("", post), ("retry_on_error = 0", get)] {
+        let (statuses, retries) = on_closed_pooled_connections(server, raw, 5);
+        assert_eq!((statuses, retries), (vec![200; 5], 0), "{server} {raw}");
+    }
+}
+
+#[test]
+fn bytes_a_backend_sends_on_an_idle_connection_never_reach_the_next_client() {
+    // The first connection answers, then writes a second response nobody
+    // asked for and waits; later connections answer normally. Were the idle
+    // connection reused, the next request would be answered "poisoned".
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let url = harness::backend::after_head(move |mut conn| {
+        use std::io::{Read, Write};
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal");
+        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let _ = conn.flush();
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned");
+            // Open until lopache closes it (or, wrongly, sends a request).
+            let _ = conn.read(&mut [0u8; 1024]);
+        }
+    });
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let redis = Redis::start();
+    redis.frontend("", "app.example", "app", &[url]);
+    let proxy = Lopache::start(&redis.url(), "workers = 1");
+    assert_eq!(get(proxy.addr, "app.example", "/").text(), "real");
+    // The unsolicited response sits unread on lopache's pooled connection,
+    // or came in the same read as the answer (then lopache closed it).
+    wait_for("the unsolicited bytes", || {
+        let read_or_closed = harness::sockets_to(port, TCP_ESTABLISHED) == 0;
+        (harness::unread_from(port) > 0 || read_or_closed).then_some(())
+    });
+    for _ in 0..3 {
+        let answer = get(proxy.addr, "app.example", "/");
+        assert_eq!((answer.status, answer.text()), (200, "real".to_string()));
+    }
 }
 
 #[test]

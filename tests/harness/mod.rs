@@ -100,11 +100,73 @@ pub fn exhaust_fds(proxy: &Lopache, connections: usize) -> Vec<std::net::TcpStre
 }
 
 /// A metric's sum over every shard, scraped from the admin endpoint.
-#[allow(dead_code)]
-pub fn metric_total(admin: std::net::SocketAddr, metric: &str) -> u64 {
+pub fn metric_total(admin: std::net::SocketAddr, name: &str) -> u64 {
+    metric(admin, &format!("{name}{{"))
+}
+
+/// TCP states as /proc/net/tcp writes them.
+pub const TCP_ESTABLISHED: &str = "01";
+pub const TCP_CLOSE_WAIT: &str = "08";
+
+/// This network namespace's sockets towards `port` in `state`.
+pub fn sockets_to(port: u16, state: &str) -> usize {
+    tcp_sockets_to(port).filter(|cols| cols[3] == state).count()
+}
+
+/// Bytes received and not yet read on this namespace's sockets towards
+/// `port` (their receive queues).
+pub fn unread_from(port: u16) -> usize {
+    tcp_sockets_to(port)
+        .filter_map(|cols| cols[4].split(':').nth(1).map(str::to_string))
+        .map(|rx| usize::from_str_radix(&rx, 16).unwrap())
+        .sum()
+}
+
+/// The /proc/net/tcp{,6} rows (split in columns) of sockets whose remote
+/// port is `port`.
+fn tcp_sockets_to(port: u16) -> impl Iterator<Item = Vec<String>> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap()
+        + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    let rows: Vec<Vec<String>> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|cols| {
+            cols.len() > 4
+                && cols[2]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        })
+        .collect();
+    rows.into_iter()
+}
+
+/// Sockets towards `port` in CLOSE-WAIT: connections whose peer on `port`
+/// closed, and whose FIN has arrived.
+pub fn close_wait_to(port: u16) -> usize {
+    sockets_to(port, TCP_CLOSE_WAIT)
+}
+
+/// The sum of the `/metrics` lines on `admin` that start with `name_and_labels`.
+pub fn metric(admin: std::net::SocketAddr, name_and_labels: &str) -> u64 {
     let text = request(admin, "GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n").text();
     text.lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter(|l| l.starts_with(name_and_labels))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
+}
+
+/// lopache with one shard, an admin endpoint on a free port, and extra
+/// `[server]` lines.
+pub fn one_shard_with_admin(redis: &Redis, server: &str) -> Lopache {
+    let cfg = format!(
+        "{}[admin]\nbind = \"127.0.0.1:0\"\n",
+        proxy::config(
+            &format!("{:?}", redis.url()),
+            &format!("workers = 1\n{server}")
+        )
+    );
+    Lopache::start_config(&cfg, &[])
 }
