@@ -6,19 +6,22 @@
 //! Redis reports an expired key only once it deletes it, which may be much
 //! later, so a cached result must not outlive the keys it was built from.
 
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use super::candidates::Candidates;
 use crate::redis::codec::{
     array_items, encode_command_parts, is_too_large, string_bytes, strings, Reply,
 };
+use crate::redis::SharedReplies;
 
 /// A frontend as found in Redis: the matched list, decoded once, behind one
 /// `Rc` that the requests which shared the lookup and the route cache hold.
 /// Its items are kept as text back to back, so a request served from the
 /// route cache reads one small block of memory (with a thousand hosts, the
-/// lookups' reply trees were a chain of cache misses per request).
+/// lookups' reply trees were a chain of cache misses per request). Two are
+/// equal when their matched lists read the same (tests compare them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frontend(Rc<Matched>);
 
@@ -47,8 +50,10 @@ impl Frontend {
         expires_in: Option<Duration>,
     ) -> Frontend {
         let mut text = String::new();
+        // The identifier and at most MAX_BACKENDS backends, whatever the reply held.
         let ends = items
             .iter()
+            .take(MAX_BACKENDS + 1)
             .map(|item| {
                 text.push_str(&String::from_utf8_lossy(string_bytes(item).unwrap_or(b"")));
                 text.len()
@@ -185,6 +190,38 @@ pub fn dead_indexes(reply: &Reply) -> Option<Vec<usize>> {
             .filter_map(|m| std::str::from_utf8(m).ok()?.trim().parse().ok())
             .collect(),
     )
+}
+
+thread_local! {
+    /// The last shared lookup this shard's thread decoded, and the result.
+    static LAST_SHARED: RefCell<Option<(Weak<Vec<Reply>>, Decoded)>> = const { RefCell::new(None) };
+}
+
+type Decoded = Result<Option<Frontend>, LookupError>;
+
+/// [`decode_lookup`] for replies that requests share (`query_shared`):
+/// every request that joined one lookup gets one decoded frontend, instead
+/// of each copying the list (which may be megabytes). The same replies
+/// come from the same commands, so from the same candidates and
+/// `with_ttls`; the `Weak` keeps their allocation, so its address is never
+/// another lookup's while remembered. The last result stays until the next
+/// shared lookup: one list per shard.
+pub fn decode_shared_lookup(
+    replies: &SharedReplies,
+    candidates: &Candidates,
+    with_ttls: bool,
+) -> Decoded {
+    LAST_SHARED.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((seen, decoded)) = last.as_ref() {
+            if std::ptr::eq(seen.as_ptr(), Rc::as_ptr(replies)) {
+                return decoded.clone();
+            }
+        }
+        let decoded = decode_lookup(replies, candidates, with_ttls);
+        *last = Some((Rc::downgrade(replies), decoded.clone()));
+        decoded
+    })
 }
 
 /// Interprets the replies: `Ok(None)` when no candidate has a list.
@@ -337,6 +374,33 @@ mod tests {
         // Without the right number of replies, the lookup fails.
         let short = vec![bulk(&[]), bulk(&[]), bulk(&[]), bulk(&[])];
         assert!(decode_lookup(&Rc::new(short), &cands, true).is_err());
+    }
+
+    #[test]
+    fn requests_sharing_a_lookup_share_one_decoded_list_of_at_most_max_backends() {
+        let cands = Candidates::new("a");
+        let urls: Vec<String> = (0..MAX_BACKENDS + 5)
+            .map(|i| format!("http://b{i}"))
+            .collect();
+        let mut list = vec!["id"];
+        list.extend(urls.iter().map(String::as_str));
+        let shared = Rc::new(vec![bulk(&list), bulk(&[]), bulk(&[])]);
+        let first = decode_shared_lookup(&shared, &cands, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.backend_count(), MAX_BACKENDS);
+        assert_eq!(first.backend(MAX_BACKENDS - 1), urls[MAX_BACKENDS - 1]);
+        let joined = decode_shared_lookup(&shared, &cands, false)
+            .unwrap()
+            .unwrap();
+        assert!(Rc::ptr_eq(&first.0, &joined.0), "one copy of the list");
+        // Other replies (another lookup, even of the same host) are decoded anew.
+        let other = Rc::new(vec![bulk(&list), bulk(&[]), bulk(&[])]);
+        let fresh = decode_shared_lookup(&other, &cands, false)
+            .unwrap()
+            .unwrap();
+        assert!(!Rc::ptr_eq(&first.0, &fresh.0));
+        assert_eq!(fresh, first);
     }
 
     #[test]

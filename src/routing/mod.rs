@@ -59,7 +59,7 @@ pub async fn find_frontend(
     let replies = read
         .query_shared(|out| lookup::encode_lookup(prefix, host, &cands, with_ttls, out))
         .await?;
-    Ok(lookup::decode_lookup(&replies, &cands, with_ttls)?)
+    Ok(lookup::decode_shared_lookup(&replies, &cands, with_ttls)?)
 }
 
 /// The destination for a request: the first route whose condition holds, or
