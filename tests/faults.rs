@@ -111,7 +111,9 @@ fn garbage_from_backend_gives_502() {
 #[test]
 fn stale_pooled_connection_is_not_an_error() {
     let redis = Redis::start();
-    // Answers, then closes its side a moment later: the pooled connection goes stale.
+    // Answers, then closes its side a moment later: the pooled connection goes
+    // stale, here with no wait for the FIN (a request may meet it in flight
+    // and be retried; the test below waits, and finds no retry at all).
     let flaky = Backend::start(|_| {
         Reply::RawClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec())
     });

@@ -25,7 +25,7 @@ use crate::redis::SharedReplies;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frontend(Rc<Matched>);
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Matched {
     /// Which candidate matched.
     candidate: usize,
@@ -81,13 +81,9 @@ impl Frontend {
     /// The same frontend, expiring after `expires_in` (tests of the cache).
     #[cfg(test)]
     pub fn expiring(&self, expires_in: Duration) -> Frontend {
-        let m = &self.0;
         Frontend(Rc::new(Matched {
-            candidate: m.candidate,
-            text: m.text.clone(),
-            ends: m.ends.clone(),
-            dead: m.dead.clone(),
             expires_in: Some(expires_in),
+            ..Matched::clone(&self.0)
         }))
     }
 
@@ -225,11 +221,7 @@ pub fn decode_shared_lookup(
 }
 
 /// Interprets the replies: `Ok(None)` when no candidate has a list.
-pub fn decode_lookup(
-    replies: &[Reply],
-    candidates: &Candidates,
-    with_ttls: bool,
-) -> Result<Option<Frontend>, LookupError> {
+pub fn decode_lookup(replies: &[Reply], candidates: &Candidates, with_ttls: bool) -> Decoded {
     let n = candidates.len();
     let expected = if with_ttls { 2 * (n + 1) } else { n + 1 };
     if replies.len() != expected {
