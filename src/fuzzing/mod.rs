@@ -126,11 +126,35 @@ fn decode_chunked(parts: &[&[u8]]) -> Result<(Vec<u8>, usize, bool), ()> {
 }
 
 /// The RESP reply decoder: no panic, and a decoded reply never claims more
-/// bytes than it was given.
+/// bytes than it was given. An array reply is also read as a lookup's
+/// replies for host `a` (the lists of `a` and `*`, then the dead set): the
+/// frontend found reads as the first non-empty list's items, with at most
+/// `MAX_BACKENDS` backends.
 pub fn resp_reply(data: &[u8]) {
-    if let Ok(Some((_, used))) = crate::redis::codec::decode_reply(data) {
-        assert!(used <= data.len());
+    use crate::redis::codec::{array_items, decode_reply, string_bytes, Reply};
+    use crate::routing::lookup::{decode_lookup, MAX_BACKENDS};
+    let Ok(Some((reply, used))) = decode_reply(data) else {
+        return;
+    };
+    assert!(used <= data.len());
+    let Reply::Array(replies) = reply else {
+        return;
+    };
+    let candidates = crate::routing::candidates::Candidates::new("a");
+    let Ok(Some(found)) = decode_lookup(&replies, &candidates, false) else {
+        return;
+    };
+    let list = replies
+        .iter()
+        .find_map(|r| array_items(r).filter(|items| !items.is_empty()))
+        .expect("a frontend comes from a non-empty list");
+    let text = |i: usize| String::from_utf8_lossy(string_bytes(&list[i]).expect("a string"));
+    assert_eq!(found.identifier(), text(0));
+    assert_eq!(found.backend_count(), (list.len() - 1).min(MAX_BACKENDS));
+    for i in 0..found.backend_count() {
+        assert_eq!(found.backend(i), text(i + 1));
     }
+    assert_eq!(found.backend(found.backend_count()), "");
 }
 
 /// TOML config loading: no panic on any text.
