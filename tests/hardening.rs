@@ -534,6 +534,23 @@ fn early_413(close: bool) -> String {
     })
 }
 
+const PIECE: usize = 100_000;
+
+/// Sends up to `pieces` pieces of a request body, then reads the response.
+/// lopache stops reading once it has an answer: the writes then fail or
+/// time out, as with any server.
+fn send_pieces_then_read(c: &mut RawConn, pieces: usize) -> harness::HttpResponse {
+    c.stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    for _ in 0..pieces {
+        if c.stream.write_all(&[b'x'; PIECE]).is_err() {
+            break;
+        }
+    }
+    c.read_response(false)
+}
+
 #[test]
 fn a_backend_refusing_a_body_early_is_answered_and_not_marked_dead() {
     for close in [true, false] {
@@ -549,18 +566,7 @@ fn a_backend_refusing_a_body_early_is_answered_and_not_marked_dead() {
         c.send(b"POST /up HTTP/1.1\r\nHost: app.example\r\nX-Debug: 1\r\nContent-Length: 4000000\r\n\r\n");
         // More than the 64 KiB buffered up front; then the rest, in pieces,
         // while the backend has long answered.
-        let piece = vec![b'x'; 100_000];
-        c.stream
-            .set_write_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-        for _ in 0..40 {
-            // lopache stops reading once it has the answer: the client's
-            // writes then fail or time out, as with any server.
-            if c.stream.write_all(&piece).is_err() {
-                break;
-            }
-        }
-        let r = c.read_response(false);
+        let r = send_pieces_then_read(&mut c, 40);
         assert_eq!(
             (r.status, r.text().as_str()),
             (413, "big!"),
@@ -573,6 +579,67 @@ fn a_backend_refusing_a_body_early_is_answered_and_not_marked_dead() {
             "close={close}: a backend refusing a body is not dead"
         );
     }
+}
+
+#[test]
+fn a_pooled_connection_refusing_a_body_early_is_answered_while_the_body_comes() {
+    // The backend answers a GET, then answers the POST that follows on the
+    // same connection with a 413 at once and stops reading. The POST goes
+    // out on the pooled connection, whose posted receive takes the 413: the
+    // body relay must look at that receive between pieces, or it writes on
+    // until the backend's buffers fill and waits out `response_timeout`
+    // (30 s, beyond the client's wait) before anyone reads the answer.
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let connections = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicBool::new(false));
+    let (counted, told) = (connections.clone(), answered.clone());
+    let url = harness::backend::after_head(move |mut conn| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwarm");
+        let mut next = std::io::BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut next, &mut line).is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        let _ = conn.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!",
+        );
+        told.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs(40));
+    });
+    let redis = Redis::start();
+    redis.frontend("", "app.example", "app", &[url]);
+    let proxy = Lopache::start(
+        &redis.url(),
+        "workers = 1\nresponse_timeout = 30\nretry_on_error = 0\ndebug_headers = true",
+    );
+    let warm = request(proxy.addr, "GET / HTTP/1.1\r\nHost: app.example\r\n\r\n");
+    assert_eq!(warm.text(), "warm");
+    let mut c = RawConn::connect(proxy.addr);
+    c.send(
+        b"POST /up HTTP/1.1\r\nHost: app.example\r\nX-Debug: 1\r\nContent-Length: 67108864\r\n\r\n",
+    );
+    // The first piece fills lopache's request buffer (64 KiB), so the head
+    // goes out; the rest only once the answer is on its way (else the body
+    // could fill the backend's buffers first, and a relay blocked on a write
+    // looks at nothing).
+    c.send(&[b'x'; PIECE]);
+    wait_for("the backend's early answer", || {
+        answered.load(Ordering::SeqCst).then_some(())
+    });
+    let r = send_pieces_then_read(&mut c, 670);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (413, "big!"),
+        "{:?}",
+        r.header("x-debug-error")
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the POST went out on the pooled connection"
+    );
 }
 
 #[test]

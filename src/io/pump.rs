@@ -194,21 +194,22 @@ impl BodyRelay {
         dst: &mut W,
         deadlines: Deadlines,
     ) -> Result<u64, RelayError> {
-        self.run_watching(src, buf, dst, deadlines, &|| false).await
+        self.run_watching(src, buf, dst, deadlines, &|_| false)
+            .await
     }
 
     /// [`run`](Self::run), stopping with [`RelayError::Answered`] when
-    /// `answered()` says so before a piece is read.
+    /// `answered(dst)` says so before a piece is read.
     pub async fn run_watching<R: AsyncReadRent, W: AsyncWriteRent>(
         &mut self,
         src: &mut R,
         buf: &mut BytesMut,
         dst: &mut W,
         deadlines: Deadlines,
-        answered: &dyn Fn() -> bool,
+        answered: &dyn Fn(&mut W) -> bool,
     ) -> Result<u64, RelayError> {
         loop {
-            if !matches!(self.state, State::Done) && answered() {
+            if !matches!(self.state, State::Done) && answered(dst) {
                 return Err(RelayError::Answered);
             }
             match &mut self.state {

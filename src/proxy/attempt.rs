@@ -25,10 +25,11 @@ use crate::http::rewrite::{client_response, ClientFraming};
 use crate::http::{BodyKind, Version};
 use crate::io::ahead::ReadAhead;
 use crate::io::pump::{BodyRelay, ChunkedMode, Deadlines, RelayError};
-use crate::io::timed::{read_some, write_all, IoFailure};
+use crate::io::timed::{write_all, IoFailure};
 use crate::log_debug;
 use crate::observe::metrics;
 use crate::shard::Shard;
+use crate::upstream::armed::RESPONSE_HEAD_BUFFER;
 use crate::upstream::pool::{connect, PoolKey, Slot};
 use crate::upstream::stream::UpstreamStream;
 use crate::upstream::{BackendUrl, Scheme};
@@ -39,9 +40,6 @@ const EARLY_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(2)
 
 /// Interim (1xx) responses taken before the final one; more is a 502.
 const MAX_INTERIM_RESPONSES: usize = 32;
-
-/// A backend's response head usually fits; the buffer grows for larger ones.
-const RESPONSE_HEAD_BUFFER: usize = 8 * 1024;
 
 /// Room for the rewritten response head beyond the backend's own.
 const RESPONSE_HEAD_SLACK: usize = 64;
@@ -117,7 +115,11 @@ async fn phases<S: AsyncReadRent + AsyncWriteRent>(
     let mut upstream = open_upstream(shard, target).await?;
     exchange.backend_started = Some(Instant::now());
     let body_cut = send_request(shard, client, exchange, up_head, &mut upstream).await?;
-    let mut ubuf = BytesMut::with_capacity(RESPONSE_HEAD_BUFFER);
+    // An armed pooled connection brings the buffer its receive fills.
+    let mut ubuf = match upstream.stream {
+        UpstreamStream::Armed(_) => BytesMut::new(),
+        _ => BytesMut::with_capacity(RESPONSE_HEAD_BUFFER),
+    };
     let answer = await_answer(shard, client, exchange, &mut upstream, &mut ubuf, body_cut).await?;
     let (switch, head) = match answer {
         Answer::Final(head) => (false, head),
@@ -268,16 +270,13 @@ async fn send_request<S: AsyncReadRent + AsyncWriteRent>(
     };
     // A backend may answer before it has the whole body (a 413 for an
     // upload it will not take) and stop reading: between pieces the relay
-    // looks for such an answer (plain TCP only: a TLS connection carries
-    // records, session tickets say, that are no answer).
-    let plain = upstream.stream.plain_fd();
-    let answered = move || plain.is_some_and(|fd| !crate::net::is_quiet(fd));
+    // looks for such an answer.
     let relayed = client
         .relay_body(
             &mut request_body,
             &mut upstream.stream,
             deadlines,
-            &answered,
+            &UpstreamStream::answered_early,
         )
         .await;
     match relayed {
@@ -574,7 +573,7 @@ async fn read_response_head(
             }
         }
         let left = deadline.saturating_duration_since(crate::clock::now());
-        match read_some(up, buf, Some(left)).await {
+        match up.read_response_bytes(buf, Some(left)).await {
             Ok(0) | Err(IoFailure::Io(_)) => return Err(HeadFailure::Closed),
             Ok(_) => {}
             Err(IoFailure::Timeout) => return Err(HeadFailure::Timeout),

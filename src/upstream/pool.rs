@@ -1,6 +1,8 @@
 //! The per-shard upstream pool: idle keep-alive connections per backend
 //! address (newest first), a liveness check before reuse, and a cap of
 //! `server.max_sockets` connections in use per backend on this shard.
+//! Plain connections wait armed (a receive posted, see `armed.rs`), so the
+//! check is a look at that receive; TLS ones are peeked.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -10,11 +12,13 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use local_sync::semaphore::{OwnedSemaphorePermit, Semaphore};
 use monoio::net::TcpStream;
 use monoio_rustls::TlsConnector;
 use rustls::pki_types::ServerName;
 
+use super::armed::{Armed, RESPONSE_HEAD_BUFFER};
 use super::stream::UpstreamStream;
 
 struct Idle {
@@ -82,10 +86,8 @@ impl UpstreamPool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(key)?;
         let now = crate::clock::now();
-        while let Some(conn) = list.pop() {
-            if now.duration_since(conn.since) < self.idle_timeout
-                && crate::net::is_quiet(conn.stream.raw_fd())
-            {
+        while let Some(mut conn) = list.pop() {
+            if now.duration_since(conn.since) < self.idle_timeout && conn.stream.is_quiet_idle() {
                 return Some(conn.stream);
             }
         }
@@ -113,9 +115,8 @@ impl UpstreamPool {
         let mut closed = 0;
         self.idle.borrow_mut().retain(|_, list| {
             let before = list.len();
-            list.retain(|c| {
-                now.duration_since(c.since) < self.idle_timeout
-                    && crate::net::is_quiet(c.stream.raw_fd())
+            list.retain_mut(|c| {
+                now.duration_since(c.since) < self.idle_timeout && c.stream.is_quiet_idle()
             });
             closed += before - list.len();
             !list.is_empty()
@@ -128,7 +129,8 @@ impl UpstreamPool {
         closed
     }
 
-    /// Keeps `stream` for reuse, unless `max_sockets` idle ones are already kept.
+    /// Keeps `stream` for reuse, unless `max_sockets` idle ones are already
+    /// kept or the backend already sent something unasked.
     pub fn put_idle(&self, key: PoolKey, stream: UpstreamStream) {
         self.put_idle_at(key, stream, crate::clock::now());
     }
@@ -143,9 +145,20 @@ impl UpstreamPool {
             .take_while(|c| now.duration_since(c.since) >= self.idle_timeout)
             .count();
         list.drain(..expired);
-        if list.len() < self.max_sockets {
-            list.push(Idle { stream, since: now });
+        if list.len() >= self.max_sockets {
+            return;
         }
+        let stream = match stream {
+            UpstreamStream::Plain(tcp) => {
+                let buf = BytesMut::with_capacity(RESPONSE_HEAD_BUFFER);
+                match Armed::arm(tcp, buf) {
+                    Some(armed) => UpstreamStream::Armed(armed),
+                    None => return,
+                }
+            }
+            other => other,
+        };
+        list.push(Idle { stream, since: now });
     }
 }
 
