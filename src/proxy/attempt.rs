@@ -431,7 +431,7 @@ async fn relay_response<S: AsyncReadRent + AsyncWriteRent>(
     // own connection, not a backend connection or its `max_sockets` slot.
     let release = move |up: UpstreamStream, rest: BytesMut| {
         if reuse && rest.is_empty() {
-            shard.pool.put_idle(key, up);
+            shard.pool.put_idle(key, up, rest);
         }
         drop(slot);
     };
