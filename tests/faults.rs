@@ -155,9 +155,9 @@ fn on_closed_pooled_connections(server: &str, raw: &str, n: usize) -> (Vec<u16>,
 
 #[test]
 fn a_pooled_connection_the_backend_closed_is_never_handed_to_a_request() {
-    // The pool watches each idle connection (a receive posted, or a peek)
-    // and drops the closed ones: no request is sent into one, so none fails
-    // and none is retried, a POST (never sent twice) and a GET alike.
+    // The pool peeks at each idle connection before reuse and drops the
+    // closed ones: no request is sent into one, so none fails and none is
+    // retried, a POST (never sent twice) and a GET alike.
     let get = "GET / HTTP/1.1\r\nHost: closes.example\r\nConnection: close\r\n\r\n";
     let post = "POST / HTTP/1.1\r\nHost: closes.example\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx";
     for (server, raw) in [("", get), ("", post), ("retry_on_error = 0", get)] {

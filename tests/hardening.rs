@@ -585,10 +585,10 @@ fn a_backend_refusing_a_body_early_is_answered_and_not_marked_dead() {
 fn a_pooled_connection_refusing_a_body_early_is_answered_while_the_body_comes() {
     // The backend answers a GET, then answers the POST that follows on the
     // same connection with a 413 at once and stops reading. The POST goes
-    // out on the pooled connection, whose posted receive takes the 413: the
-    // body relay must look at that receive between pieces, or it writes on
-    // until the backend's buffers fill and waits out `response_timeout`
-    // (30 s, beyond the client's wait) before anyone reads the answer.
+    // out on the pooled connection: the body relay must look for an answer
+    // between pieces, or it writes on until the backend's buffers fill and
+    // waits out `response_timeout` (30 s, beyond the client's wait) before
+    // anyone reads the answer.
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     let connections = Arc::new(AtomicUsize::new(0));

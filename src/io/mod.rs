@@ -6,6 +6,7 @@ pub mod ahead;
 pub mod budget;
 pub mod pump;
 pub mod relay;
+pub mod spare;
 pub mod timed;
 
 /// Bytes read per call while streaming a body; also the relay buffer's size,

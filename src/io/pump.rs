@@ -194,22 +194,21 @@ impl BodyRelay {
         dst: &mut W,
         deadlines: Deadlines,
     ) -> Result<u64, RelayError> {
-        self.run_watching(src, buf, dst, deadlines, &|_| false)
-            .await
+        self.run_watching(src, buf, dst, deadlines, &|| false).await
     }
 
     /// [`run`](Self::run), stopping with [`RelayError::Answered`] when
-    /// `answered(dst)` says so before a piece is read.
+    /// `answered()` says so before a piece is read.
     pub async fn run_watching<R: AsyncReadRent, W: AsyncWriteRent>(
         &mut self,
         src: &mut R,
         buf: &mut BytesMut,
         dst: &mut W,
         deadlines: Deadlines,
-        answered: &dyn Fn(&mut W) -> bool,
+        answered: &dyn Fn() -> bool,
     ) -> Result<u64, RelayError> {
         loop {
-            if !matches!(self.state, State::Done) && answered(dst) {
+            if !matches!(self.state, State::Done) && answered() {
                 return Err(RelayError::Answered);
             }
             match &mut self.state {

@@ -25,11 +25,10 @@ use crate::http::rewrite::{client_response, ClientFraming};
 use crate::http::{BodyKind, Version};
 use crate::io::ahead::ReadAhead;
 use crate::io::pump::{BodyRelay, ChunkedMode, Deadlines, RelayError};
-use crate::io::timed::{write_all, IoFailure};
+use crate::io::timed::{read_some, write_all, IoFailure};
 use crate::log_debug;
 use crate::observe::metrics;
 use crate::shard::Shard;
-use crate::upstream::armed::RESPONSE_HEAD_BUFFER;
 use crate::upstream::pool::{connect, PoolKey, Slot};
 use crate::upstream::stream::UpstreamStream;
 use crate::upstream::{BackendUrl, Scheme};
@@ -115,11 +114,7 @@ async fn phases<S: AsyncReadRent + AsyncWriteRent>(
     let mut upstream = open_upstream(shard, target).await?;
     exchange.backend_started = Some(Instant::now());
     let body_cut = send_request(shard, client, exchange, up_head, &mut upstream).await?;
-    // An armed pooled connection brings the buffer its receive fills.
-    let mut ubuf = match upstream.stream {
-        UpstreamStream::Armed(_) => BytesMut::new(),
-        _ => BytesMut::with_capacity(RESPONSE_HEAD_BUFFER),
-    };
+    let mut ubuf = shard.head_buffers.take();
     let answer = await_answer(shard, client, exchange, &mut upstream, &mut ubuf, body_cut).await?;
     let (switch, head) = match answer {
         Answer::Final(head) => (false, head),
@@ -270,13 +265,16 @@ async fn send_request<S: AsyncReadRent + AsyncWriteRent>(
     };
     // A backend may answer before it has the whole body (a 413 for an
     // upload it will not take) and stop reading: between pieces the relay
-    // looks for such an answer.
+    // looks for such an answer (plain TCP only: a TLS connection carries
+    // records, session tickets say, that are no answer).
+    let plain = upstream.stream.plain_fd();
+    let answered = move || plain.is_some_and(|fd| !crate::net::is_quiet(fd));
     let relayed = client
         .relay_body(
             &mut request_body,
             &mut upstream.stream,
             deadlines,
-            &UpstreamStream::answered_early,
+            &answered,
         )
         .await;
     match relayed {
@@ -429,15 +427,16 @@ async fn relay_response<S: AsyncReadRent + AsyncWriteRent>(
     } = upstream;
     // Before the client has taken the response: a slow reader holds only its
     // own connection, not a backend connection or its `max_sockets` slot.
-    let release = move |up: UpstreamStream, rest: BytesMut| {
-        if reuse && rest.is_empty() {
-            shard.pool.put_idle(key, up, rest);
+    let release = move |up: UpstreamStream, surplus: bool| {
+        if reuse && !surplus {
+            shard.pool.put_idle(key, up);
         }
         drop(slot);
     };
     let written = if response_body.is_done() {
         // The usual response: all of it came with the head.
-        release(stream, ubuf);
+        release(stream, !ubuf.is_empty());
+        shard.head_buffers.give(ubuf);
         client
             .write(out, cfg.tcp_timeout)
             .await
@@ -459,7 +458,7 @@ async fn relay_response<S: AsyncReadRent + AsyncWriteRent>(
             client.writer(),
             ahead,
             deadlines,
-            release,
+            |up, rest: BytesMut| release(up, !rest.is_empty()),
         );
         Box::pin(relay).await
     };
@@ -573,7 +572,7 @@ async fn read_response_head(
             }
         }
         let left = deadline.saturating_duration_since(crate::clock::now());
-        match up.read_response_bytes(buf, Some(left)).await {
+        match read_some(up, buf, Some(left)).await {
             Ok(0) | Err(IoFailure::Io(_)) => return Err(HeadFailure::Closed),
             Ok(_) => {}
             Err(IoFailure::Timeout) => return Err(HeadFailure::Timeout),

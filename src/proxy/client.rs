@@ -142,7 +142,7 @@ impl<S: AsyncReadRent> Client<S> {
         body: &mut BodyRelay,
         dst: &mut W,
         deadlines: Deadlines,
-        answered: &dyn Fn(&mut W) -> bool,
+        answered: &dyn Fn() -> bool,
     ) -> Result<u64, RelayError> {
         let relay = body.run_watching(&mut self.stream, &mut self.buf, dst, deadlines, answered);
         Box::pin(relay).await

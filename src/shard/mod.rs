@@ -81,6 +81,8 @@ pub struct Shard {
     /// Bytes this shard may still hold for slow peers, request bodies and
     /// responses together (`server.buffer_budget_mb`).
     pub buffer_budget: Budget,
+    /// Emptied response-head buffers, for the next responses.
+    pub head_buffers: crate::io::spare::SpareBuffers,
     /// Generated request IDs (`server.request_id_header`).
     pub request_ids: crate::observe::request_id::RandomIds,
     driver: DriverKind,
@@ -119,6 +121,7 @@ impl Shard {
             local_error_log: RateLimit::default(),
             bad_url_log: RateLimit::default(),
             buffer_budget: std::rc::Rc::new(std::cell::Cell::new(config.buffer_budget)),
+            head_buffers: Default::default(),
             request_ids: Default::default(),
             driver,
             config,

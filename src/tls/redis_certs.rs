@@ -150,7 +150,7 @@ impl RedisCertCache {
         };
         let keys = std::iter::once(Rc::<str>::from(exact)).chain(wildcard);
         for (key, reply) in keys.zip(replies) {
-            if strings(&reply).is_none_or(|fields| fields.is_empty()) {
+            if !strings(&reply).is_some_and(|fields| !fields.is_empty()) {
                 continue; // no such key (or not a hash)
             }
             let cert = match self.config_for(&key) {

@@ -1,7 +1,6 @@
 //! Upstream connections: backend URLs, non-blocking name resolution, connect
 //! with a timeout, and the per-shard pool of idle keep-alive connections.
 
-pub mod armed;
 pub mod backend;
 pub mod dns;
 pub mod pool;

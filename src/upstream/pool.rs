@@ -1,8 +1,6 @@
 //! The per-shard upstream pool: idle keep-alive connections per backend
 //! address (newest first), a liveness check before reuse, and a cap of
 //! `server.max_sockets` connections in use per backend on this shard.
-//! Plain connections wait armed (a receive posted, see `armed.rs`), so the
-//! check is a look at that receive; TLS ones are peeked.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,13 +10,11 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use local_sync::semaphore::{OwnedSemaphorePermit, Semaphore};
 use monoio::net::TcpStream;
 use monoio_rustls::TlsConnector;
 use rustls::pki_types::ServerName;
 
-use super::armed::{Armed, RESPONSE_HEAD_BUFFER};
 use super::stream::UpstreamStream;
 
 struct Idle {
@@ -86,8 +82,10 @@ impl UpstreamPool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(key)?;
         let now = crate::clock::now();
-        while let Some(mut conn) = list.pop() {
-            if now.duration_since(conn.since) < self.idle_timeout && conn.stream.is_quiet_idle() {
+        while let Some(conn) = list.pop() {
+            if now.duration_since(conn.since) < self.idle_timeout
+                && crate::net::is_quiet(conn.stream.raw_fd())
+            {
                 return Some(conn.stream);
             }
         }
@@ -115,8 +113,9 @@ impl UpstreamPool {
         let mut closed = 0;
         self.idle.borrow_mut().retain(|_, list| {
             let before = list.len();
-            list.retain_mut(|c| {
-                now.duration_since(c.since) < self.idle_timeout && c.stream.is_quiet_idle()
+            list.retain(|c| {
+                now.duration_since(c.since) < self.idle_timeout
+                    && crate::net::is_quiet(c.stream.raw_fd())
             });
             closed += before - list.len();
             !list.is_empty()
@@ -129,15 +128,12 @@ impl UpstreamPool {
         closed
     }
 
-    /// Keeps `stream` for reuse, unless `max_sockets` idle ones are already
-    /// kept or the backend already sent something unasked. `spare`, the
-    /// emptied buffer of the response just read, becomes the armed receive's
-    /// buffer when it is not too large to keep (no allocation per request).
-    pub fn put_idle(&self, key: PoolKey, stream: UpstreamStream, spare: BytesMut) {
-        self.put_idle_at(key, stream, spare, crate::clock::now());
+    /// Keeps `stream` for reuse, unless `max_sockets` idle ones are already kept.
+    pub fn put_idle(&self, key: PoolKey, stream: UpstreamStream) {
+        self.put_idle_at(key, stream, crate::clock::now());
     }
 
-    fn put_idle_at(&self, key: PoolKey, stream: UpstreamStream, spare: BytesMut, now: Instant) {
+    fn put_idle_at(&self, key: PoolKey, stream: UpstreamStream, now: Instant) {
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(key).or_default();
         // Oldest first (pushed in clock order, reused from the end): the
@@ -147,31 +143,9 @@ impl UpstreamPool {
             .take_while(|c| now.duration_since(c.since) >= self.idle_timeout)
             .count();
         list.drain(..expired);
-        if list.len() >= self.max_sockets {
-            return;
+        if list.len() < self.max_sockets {
+            list.push(Idle { stream, since: now });
         }
-        let stream = match stream {
-            UpstreamStream::Plain(tcp) => match Armed::arm(tcp, receive_buffer(spare)) {
-                Some(armed) => UpstreamStream::Armed(armed),
-                None => return,
-            },
-            other => other,
-        };
-        list.push(Idle { stream, since: now });
-    }
-}
-
-/// A buffer for an armed receive: `spare` emptied, if it holds at least
-/// [`RESPONSE_HEAD_BUFFER`] and at most twice that (a buffer a large
-/// response grew is not kept per idle connection), else a new one.
-fn receive_buffer(mut spare: BytesMut) -> BytesMut {
-    spare.clear();
-    // With nothing in it, reserving reclaims the space before the start
-    // that reads consumed, without allocating.
-    spare.reserve(RESPONSE_HEAD_BUFFER);
-    match spare.capacity() <= 2 * RESPONSE_HEAD_BUFFER {
-        true => spare,
-        false => BytesMut::with_capacity(RESPONSE_HEAD_BUFFER),
     }
 }
 
@@ -221,21 +195,6 @@ mod tests {
     }
 
     #[test]
-    fn a_response_buffer_is_reused_for_the_armed_receive_unless_it_grew_large() {
-        use bytes::Buf;
-        let mut read = BytesMut::with_capacity(RESPONSE_HEAD_BUFFER);
-        read.extend_from_slice(&[b'x'; 300]);
-        let start = read.as_ptr();
-        read.advance(300);
-        let reused = receive_buffer(read);
-        assert_eq!(reused.as_ptr(), start, "the same memory, from its start");
-        assert!(reused.is_empty() && reused.capacity() >= RESPONSE_HEAD_BUFFER);
-
-        let grown = BytesMut::with_capacity(8 * RESPONSE_HEAD_BUFFER);
-        assert_eq!(receive_buffer(grown).capacity(), RESPONSE_HEAD_BUFFER);
-    }
-
-    #[test]
     fn expired_connections_are_dropped_as_new_ones_come_and_the_newest_is_reused() {
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .build()
@@ -251,13 +210,12 @@ mod tests {
                 let start = crate::clock::now();
                 let newest = conns[3].raw_fd();
                 for (i, conn) in conns.drain(..3).enumerate() {
-                    let at = start + Duration::from_secs(i as u64);
-                    pool.put_idle_at(key.clone(), conn, BytesMut::new(), at);
+                    pool.put_idle_at(key.clone(), conn, start + Duration::from_secs(i as u64));
                 }
                 assert_eq!(pool.idle_count(), 3);
                 // At start + 11 s the first two (put at 0 s and 1 s) expired.
                 let later = start + Duration::from_secs(11);
-                pool.put_idle_at(key.clone(), conns.pop().unwrap(), BytesMut::new(), later);
+                pool.put_idle_at(key.clone(), conns.pop().unwrap(), later);
                 assert_eq!(pool.idle_count(), 2);
                 let reused = pool.take_idle(&key).expect("a live idle connection");
                 assert_eq!(reused.raw_fd(), newest);

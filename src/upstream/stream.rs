@@ -1,30 +1,20 @@
 //! A connection to a backend: plain TCP for `http://` URLs, TLS over TCP
 //! (verified, SNI = the URL's host) for `https://` ones. One type so the pool,
-//! the forwarding code and the relays are written once. A plain connection
-//! taken from the pool comes armed (see `armed.rs`) until its response's
-//! first bytes are read with [`UpstreamStream::read_response_bytes`].
+//! the forwarding code and the relays are written once.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
 
-use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 use monoio_rustls::ClientTlsStream;
 
-use super::armed::Armed;
-use crate::io::timed::{read_some, IoFailure};
-
 pub enum UpstreamStream {
     Plain(TcpStream),
     /// The raw fd is kept for the pool's liveness peek.
     Tls(Box<ClientTlsStream<TcpStream>>, RawFd),
-    /// A pooled plain connection with a receive posted: writable, and read
-    /// first through [`UpstreamStream::read_response_bytes`].
-    Armed(Armed),
 }
 
 impl UpstreamStream {
@@ -32,76 +22,26 @@ impl UpstreamStream {
         UpstreamStream::Tls(Box::new(stream), fd)
     }
 
+    /// The socket of a plain TCP connection (`None` over TLS, where bytes
+    /// to read are not necessarily application data).
+    pub fn plain_fd(&self) -> Option<RawFd> {
+        match self {
+            UpstreamStream::Plain(s) => Some(s.as_raw_fd()),
+            UpstreamStream::Tls(..) => None,
+        }
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         match self {
             UpstreamStream::Plain(s) => s.as_raw_fd(),
             UpstreamStream::Tls(_, fd) => *fd,
-            UpstreamStream::Armed(a) => a.raw_fd(),
         }
     }
-
-    /// Whether an idle connection is still quiet: the backend sent nothing
-    /// and did not close. Armed: its receive has not completed, as far as
-    /// the shard has seen (events are taken in between task rounds, so one
-    /// that came before the request that asks is seen). Otherwise a peek.
-    pub fn is_quiet_idle(&mut self) -> bool {
-        match self {
-            UpstreamStream::Armed(a) => !a.received(),
-            _ => crate::net::is_quiet(self.raw_fd()),
-        }
-    }
-
-    /// Whether the backend answered (or closed) while a request body is
-    /// still going out to it. Over TLS nothing is looked at: bytes there
-    /// are records (session tickets, say), not necessarily an answer. An
-    /// armed connection is also peeked: on the epoll driver a relay whose
-    /// reads and writes all complete at once never lets the runtime take
-    /// the event that would complete the receive, and until the receive is
-    /// polled with that event the bytes wait in the socket.
-    pub fn answered_early(&mut self) -> bool {
-        match self {
-            UpstreamStream::Plain(s) => !crate::net::is_quiet(s.as_raw_fd()),
-            UpstreamStream::Tls(..) => false,
-            UpstreamStream::Armed(a) => a.received() || !crate::net::is_quiet(a.raw_fd()),
-        }
-    }
-
-    /// Reads once, appending to `buf`, within `limit`: the first read of a
-    /// response. An armed connection hands over its posted receive (the
-    /// buffer it filled becomes `buf` when that is empty) and is plain TCP
-    /// again afterwards.
-    pub async fn read_response_bytes(
-        &mut self,
-        buf: &mut BytesMut,
-        limit: Option<Duration>,
-    ) -> Result<usize, IoFailure> {
-        let UpstreamStream::Armed(armed) = self else {
-            return read_some(self, buf, limit).await;
-        };
-        let (stream, res, got) = armed.finish(limit).await?;
-        *self = UpstreamStream::Plain(stream);
-        let n = res?;
-        if buf.is_empty() {
-            *buf = got;
-        } else {
-            buf.extend_from_slice(&got);
-        }
-        Ok(n)
-    }
-}
-
-/// A read or write an armed connection cannot take (reads go through
-/// [`UpstreamStream::read_response_bytes`] first).
-fn not_while_armed<T>(buf: T) -> BufResult<usize, T> {
-    let e = io::Error::other("an armed upstream connection must be read as a response first");
-    (Err(e), buf)
 }
 
 // SAFETY: Split marks streams whose read and write halves may be driven
-// concurrently. Every variant is such a stream: monoio's TcpStream,
-// monoio-rustls' stream over it (which implements Split for Split IO), and
-// an armed connection, whose reads fail at once and whose writes go to
-// monoio's own write half.
+// concurrently. Both variants are such streams (monoio's TcpStream, and
+// monoio-rustls' stream over it, which implements Split for Split IO).
 unsafe impl Split for UpstreamStream {}
 
 impl AsyncReadRent for UpstreamStream {
@@ -109,7 +49,6 @@ impl AsyncReadRent for UpstreamStream {
         match self {
             UpstreamStream::Plain(s) => s.read(buf).await,
             UpstreamStream::Tls(s, _) => s.read(buf).await,
-            UpstreamStream::Armed(_) => not_while_armed(buf),
         }
     }
 
@@ -117,7 +56,6 @@ impl AsyncReadRent for UpstreamStream {
         match self {
             UpstreamStream::Plain(s) => s.readv(buf).await,
             UpstreamStream::Tls(s, _) => s.readv(buf).await,
-            UpstreamStream::Armed(_) => not_while_armed(buf),
         }
     }
 }
@@ -127,10 +65,6 @@ impl AsyncWriteRent for UpstreamStream {
         match self {
             UpstreamStream::Plain(s) => s.write(buf).await,
             UpstreamStream::Tls(s, _) => s.write(buf).await,
-            UpstreamStream::Armed(a) => match a.writer() {
-                Ok(w) => w.write(buf).await,
-                Err(e) => (Err(e), buf),
-            },
         }
     }
 
@@ -138,10 +72,6 @@ impl AsyncWriteRent for UpstreamStream {
         match self {
             UpstreamStream::Plain(s) => s.writev(buf).await,
             UpstreamStream::Tls(s, _) => s.writev(buf).await,
-            UpstreamStream::Armed(a) => match a.writer() {
-                Ok(w) => w.writev(buf).await,
-                Err(e) => (Err(e), buf),
-            },
         }
     }
 
@@ -149,7 +79,6 @@ impl AsyncWriteRent for UpstreamStream {
         match self {
             UpstreamStream::Plain(s) => s.flush().await,
             UpstreamStream::Tls(s, _) => s.flush().await,
-            UpstreamStream::Armed(a) => a.writer()?.flush().await,
         }
     }
 
@@ -157,7 +86,6 @@ impl AsyncWriteRent for UpstreamStream {
         match self {
             UpstreamStream::Plain(s) => s.shutdown().await,
             UpstreamStream::Tls(s, _) => s.shutdown().await,
-            UpstreamStream::Armed(a) => a.writer()?.shutdown().await,
         }
     }
 }
