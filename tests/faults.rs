@@ -95,6 +95,53 @@ fn post_is_not_retried_after_it_was_sent() {
 }
 
 #[test]
+fn a_post_that_went_out_in_part_on_a_pooled_connection_is_not_sent_again() {
+    // Each connection answers its first request, then reads the next one's
+    // head and resets. The POST's body (buffered whole, 8 MiB) cannot all
+    // go out before the reset, so lopache's write fails with part of the
+    // POST on the backend: it may be running there, and sending it again
+    // on a new connection (as after a write that sent nothing) would run
+    // it twice.
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (posts, connections) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (seen, opened) = (posts.clone(), connections.clone());
+    let url = harness::backend::after_head(move |mut conn| {
+        opened.fetch_add(1, Ordering::SeqCst);
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwarm");
+        if harness::backend::read_head(&conn).starts_with("POST") {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+        let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
+    });
+    let redis = Redis::start();
+    redis.frontend("", "app.example", "app", &[url]);
+    let proxy = Lopache::start(
+        &redis.url(),
+        "workers = 1\nrequest_buffer_bytes = 8388608\nretry_on_error = 2\ndebug_headers = true",
+    );
+    assert_eq!(get(proxy.addr, "app.example", "/").text(), "warm");
+    let mut c = RawConn::connect(proxy.addr);
+    c.send(
+        b"POST / HTTP/1.1\r\nHost: app.example\r\nX-Debug: 1\r\nContent-Length: 8388608\r\n\r\n",
+    );
+    c.send(&vec![b'x'; 8 << 20]);
+    let r = c.read_response(false);
+    assert_eq!(r.status, 502, "{:?}", r.header("x-debug-error"));
+    assert_eq!(
+        posts.load(Ordering::SeqCst),
+        1,
+        "the POST reached the backend"
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "and was not sent again"
+    );
+}
+
+#[test]
 fn garbage_from_backend_gives_502() {
     let redis = Redis::start();
     let junk = Backend::start(|_| Reply::RawClose(b"SSH-2.0-OpenSSH\r\n\r\n".to_vec()));

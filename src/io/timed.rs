@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::RELAY_CHUNK;
 
@@ -105,7 +105,47 @@ pub async fn write_all<S: AsyncWriteRent, B: monoio::buf::IoBuf + 'static>(
     data: B,
     limit: Option<Duration>,
 ) -> Result<B, IoFailure> {
-    let (res, data) = with_deadline(limit, stream.write_all(data)).await?;
-    res?;
-    Ok(data)
+    write_all_telling(stream, data, limit)
+        .await
+        .map_err(|failed| failed.failure)
+}
+
+/// A write that failed, and whether any of its bytes went out first.
+pub struct WriteFailed {
+    pub failure: IoFailure,
+    pub sent_some: bool,
+}
+
+/// [`write_all`], telling on failure whether part of `data` went out: a
+/// request nothing of which reached a backend may be sent elsewhere, one
+/// that went out in part may be running there.
+pub async fn write_all_telling<S: AsyncWriteRent, B: monoio::buf::IoBuf + 'static>(
+    stream: &mut S,
+    data: B,
+    limit: Option<Duration>,
+) -> Result<B, WriteFailed> {
+    let sent = std::cell::Cell::new(0);
+    let writing = async {
+        let len = data.bytes_init();
+        let mut buf = data;
+        while sent.get() < len {
+            let (res, slice) = stream.write(buf.slice(sent.get()..)).await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => sent.set(sent.get() + n),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(buf)
+    };
+    let failure = match with_deadline(limit, writing).await {
+        Ok(Ok(buf)) => return Ok(buf),
+        Ok(Err(e)) => IoFailure::Io(e),
+        Err(timeout) => timeout,
+    };
+    Err(WriteFailed {
+        failure,
+        sent_some: sent.get() > 0,
+    })
 }

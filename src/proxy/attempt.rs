@@ -25,7 +25,7 @@ use crate::http::rewrite::{client_response, ClientFraming};
 use crate::http::{BodyKind, Version};
 use crate::io::ahead::ReadAhead;
 use crate::io::pump::{BodyRelay, ChunkedMode, Deadlines, RelayError};
-use crate::io::timed::{read_some, write_all, IoFailure};
+use crate::io::timed::{read_some, write_all_telling, IoFailure};
 use crate::log_debug;
 use crate::observe::metrics;
 use crate::shard::Shard;
@@ -237,18 +237,26 @@ async fn send_request<S: AsyncReadRent + AsyncWriteRent>(
     first.extend_from_slice(up_head);
     first.extend_from_slice(&client.body_bytes()[..early]);
     let mut body_cut = false;
-    match write_all(&mut upstream.stream, first, Some(cfg.response_timeout)).await {
+    let reused = upstream.reused;
+    match write_all_telling(&mut upstream.stream, first, Some(cfg.response_timeout)).await {
         Ok(_) => {
             request_body.commit(after_early);
             client.consume_body(early);
             exchange.body_charge = None;
         }
-        // A backend may refuse a body by answering and closing at once.
-        Err(_) if !upstream.reused && !exchange.body.is_empty() => body_cut = true,
-        Err(_) => {
-            let reused = upstream.reused;
+        // A pooled connection that failed before any byte went out: the
+        // request never reached the backend (it had closed the connection).
+        Err(failed) if reused && !failed.sent_some => {
             return Err(Failure::Send { reused }.into());
         }
+        // A backend may refuse a body by answering and closing at once;
+        // with part of the request out, it may be running there, so it is
+        // never sent again (an answer, if one came, is relayed).
+        Err(_) if !exchange.body.is_empty() => body_cut = true,
+        Err(failed) if failed.sent_some => {
+            return Err(Failure::ClosedBeforeAnswer { reused }.into());
+        }
+        Err(_) => return Err(Failure::Send { reused }.into()),
     }
     if exchange.expect_continue && !exchange.continue_sent && !body_cut {
         // We answer 100 ourselves, once a backend is ready.

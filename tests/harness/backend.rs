@@ -367,14 +367,26 @@ pub fn after_head(then: impl Fn(TcpStream) + Send + Sync + 'static) -> String {
         for conn in listener.incoming().flatten() {
             let then = then.clone();
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
+                read_head(&conn);
                 then(conn);
             });
         }
     });
     url
+}
+
+/// Reads one request head from `conn` (and maybe bytes after it, into a
+/// buffer that is then dropped); returns its request line, "" if the
+/// connection closed first.
+pub fn read_head(conn: &TcpStream) -> String {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return String::new();
+    }
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+        line.clear();
+    }
+    request_line
 }
