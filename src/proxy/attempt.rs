@@ -244,19 +244,17 @@ async fn send_request<S: AsyncReadRent + AsyncWriteRent>(
             client.consume_body(early);
             exchange.body_charge = None;
         }
-        // A pooled connection that failed before any byte went out: the
-        // request never reached the backend (it had closed the connection).
-        Err(failed) if reused && !failed.sent_some => {
+        // Nothing went out: the request never reached the backend (a
+        // pooled connection's had closed it).
+        Err(failed) if !failed.sent_some && (reused || exchange.body.is_empty()) => {
             return Err(Failure::Send { reused }.into());
         }
-        // A backend may refuse a body by answering and closing at once;
-        // with part of the request out, it may be running there, so it is
-        // never sent again (an answer, if one came, is relayed).
+        // A backend may refuse a body by answering and closing at once (an
+        // answer, if one came, is relayed).
         Err(_) if !exchange.body.is_empty() => body_cut = true,
-        Err(failed) if failed.sent_some => {
-            return Err(Failure::ClosedBeforeAnswer { reused }.into());
-        }
-        Err(_) => return Err(Failure::Send { reused }.into()),
+        // Part of the request went out: it may be running on the backend,
+        // and is sent again only if it is safe to.
+        Err(_) => return Err(Failure::ClosedBeforeAnswer { reused }.into()),
     }
     if exchange.expect_continue && !exchange.continue_sent && !body_cut {
         // We answer 100 ourselves, once a backend is ready.
