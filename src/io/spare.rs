@@ -11,7 +11,7 @@ use bytes::BytesMut;
 /// A backend's response head usually fits; reads grow it for larger ones.
 pub const RESPONSE_HEAD_BUFFER: usize = 8 * 1024;
 
-/// Spare buffers kept per shard: 512 KiB at most.
+/// Spare buffers kept per shard: 64 of 8-16 KiB, 1 MiB at most.
 const KEPT: usize = 64;
 
 #[derive(Default)]
