@@ -44,18 +44,23 @@ impl UpstreamStream {
 // monoio-rustls' stream over it, which implements Split for Split IO).
 unsafe impl Split for UpstreamStream {}
 
+// The TLS operations are boxed: monoio-rustls's futures are several hundred
+// bytes, and inline they would size (and be copied with) every plain
+// connection's read and write too. Next to a TLS record's work, the
+// allocation is noise.
+
 impl AsyncReadRent for UpstreamStream {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpstreamStream::Plain(s) => s.read(buf).await,
-            UpstreamStream::Tls(s, _) => s.read(buf).await,
+            UpstreamStream::Tls(s, _) => Box::pin(s.read(buf)).await,
         }
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpstreamStream::Plain(s) => s.readv(buf).await,
-            UpstreamStream::Tls(s, _) => s.readv(buf).await,
+            UpstreamStream::Tls(s, _) => Box::pin(s.readv(buf)).await,
         }
     }
 }
@@ -64,28 +69,28 @@ impl AsyncWriteRent for UpstreamStream {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpstreamStream::Plain(s) => s.write(buf).await,
-            UpstreamStream::Tls(s, _) => s.write(buf).await,
+            UpstreamStream::Tls(s, _) => Box::pin(s.write(buf)).await,
         }
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpstreamStream::Plain(s) => s.writev(buf).await,
-            UpstreamStream::Tls(s, _) => s.writev(buf).await,
+            UpstreamStream::Tls(s, _) => Box::pin(s.writev(buf)).await,
         }
     }
 
     async fn flush(&mut self) -> io::Result<()> {
         match self {
             UpstreamStream::Plain(s) => s.flush().await,
-            UpstreamStream::Tls(s, _) => s.flush().await,
+            UpstreamStream::Tls(s, _) => Box::pin(s.flush()).await,
         }
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
         match self {
             UpstreamStream::Plain(s) => s.shutdown().await,
-            UpstreamStream::Tls(s, _) => s.shutdown().await,
+            UpstreamStream::Tls(s, _) => Box::pin(s.shutdown()).await,
         }
     }
 }
