@@ -25,7 +25,7 @@ use crate::http::rewrite::{client_response, ClientFraming};
 use crate::http::{BodyKind, Version};
 use crate::io::ahead::ReadAhead;
 use crate::io::pump::{BodyRelay, ChunkedMode, Deadlines, RelayError};
-use crate::io::timed::{read_some, write_all_telling, IoFailure};
+use crate::io::timed::{read_some_on, write_all_telling, IoFailure, Timer};
 use crate::log_debug;
 use crate::observe::metrics;
 use crate::shard::Shard;
@@ -113,9 +113,21 @@ async fn phases<S: AsyncReadRent + AsyncWriteRent>(
         .map_err(Attempt::Done)?;
     let mut upstream = open_upstream(shard, target).await?;
     exchange.backend_started = Some(Instant::now());
-    let body_cut = send_request(shard, client, exchange, up_head, &mut upstream).await?;
+    // The deadlines of the waits from here on, one after another.
+    let mut timer = Timer::new();
+    let body_cut =
+        send_request(shard, client, exchange, up_head, &mut upstream, &mut timer).await?;
     let mut ubuf = shard.head_buffers.take();
-    let answer = await_answer(shard, client, exchange, &mut upstream, &mut ubuf, body_cut).await?;
+    let answer = await_answer(
+        shard,
+        client,
+        exchange,
+        &mut upstream,
+        &mut ubuf,
+        body_cut,
+        &mut timer,
+    )
+    .await?;
     let (switch, head) = match answer {
         Answer::Final(head) => (false, head),
         Answer::Switch(head) => (true, head),
@@ -127,7 +139,7 @@ async fn phases<S: AsyncReadRent + AsyncWriteRent>(
         body_cut,
     };
     match switch {
-        false => relay_response(shard, client, exchange, target, response).await,
+        false => relay_response(shard, client, exchange, target, response, &mut timer).await,
         true => {
             let switching = switch_protocols(shard, client, exchange, target, response);
             Ok(Box::pin(switching).await)
@@ -220,6 +232,7 @@ async fn send_request<S: AsyncReadRent + AsyncWriteRent>(
     exchange: &mut Exchange,
     up_head: &[u8],
     upstream: &mut Upstream,
+    timer: &mut Timer,
 ) -> Phase<bool> {
     let cfg = &shard.config;
     // The head, and whatever body bytes already arrived with it, in one write.
@@ -238,7 +251,8 @@ async fn send_request<S: AsyncReadRent + AsyncWriteRent>(
     first.extend_from_slice(&client.body_bytes()[..early]);
     let mut body_cut = false;
     let reused = upstream.reused;
-    match write_all_telling(&mut upstream.stream, first, Some(cfg.response_timeout)).await {
+    let limit = Some(cfg.response_timeout);
+    match write_all_telling(&mut upstream.stream, first, limit, &mut *timer).await {
         Ok(_) => {
             request_body.commit(after_early);
             client.consume_body(early);
@@ -317,6 +331,7 @@ async fn await_answer<S: AsyncWriteRent>(
     upstream: &mut Upstream,
     ubuf: &mut BytesMut,
     body_cut: bool,
+    timer: &mut Timer,
 ) -> Phase<Answer> {
     let cfg = &shard.config;
     let final_deadline = match body_cut {
@@ -327,7 +342,8 @@ async fn await_answer<S: AsyncWriteRent>(
     let was_head = exchange.method == Method::Head;
     let mut interim_seen = 0;
     loop {
-        let head = read_response_head(shard, &mut upstream.stream, ubuf, was_head, final_deadline);
+        let up = &mut upstream.stream;
+        let head = read_response_head(shard, up, ubuf, was_head, final_deadline, timer);
         let resp = match head.await {
             Ok(r) => r,
             Err(failure) if body_cut => {
@@ -377,7 +393,11 @@ async fn await_answer<S: AsyncWriteRent>(
                 b"",
                 &mut interim,
             );
-            if client.write(interim, cfg.tcp_timeout).await.is_err() {
+            if client
+                .write_on(interim, cfg.tcp_timeout, timer)
+                .await
+                .is_err()
+            {
                 return Err(Attempt::Done(Next::Close));
             }
         }
@@ -395,6 +415,7 @@ async fn relay_response<S: AsyncReadRent + AsyncWriteRent>(
     exchange: &mut Exchange,
     target: &Target<'_>,
     response: Response,
+    timer: &mut Timer,
 ) -> Phase<Next> {
     let cfg = &shard.config;
     let Response {
@@ -444,7 +465,7 @@ async fn relay_response<S: AsyncReadRent + AsyncWriteRent>(
         release(stream, !ubuf.is_empty());
         shard.head_buffers.give(ubuf);
         client
-            .write(out, cfg.tcp_timeout)
+            .write_on(out, cfg.tcp_timeout, timer)
             .await
             .map(|_| response_body.written)
             .map_err(RelayError::Write)
@@ -567,6 +588,7 @@ async fn read_response_head(
     buf: &mut BytesMut,
     request_was_head: bool,
     deadline: Instant,
+    timer: &mut Timer,
 ) -> Result<ResponseHead, HeadFailure> {
     let cfg = &shard.config;
     loop {
@@ -578,7 +600,7 @@ async fn read_response_head(
             }
         }
         let left = deadline.saturating_duration_since(crate::clock::now());
-        match read_some(up, buf, Some(left)).await {
+        match read_some_on(up, buf, Some(left), &mut *timer).await {
             Ok(0) | Err(IoFailure::Io(_)) => return Err(HeadFailure::Closed),
             Ok(_) => {}
             Err(IoFailure::Timeout) => return Err(HeadFailure::Timeout),

@@ -13,7 +13,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use super::stream::ClientStream;
 use crate::http::request::{parse_request, RequestError, RequestHead};
 use crate::io::pump::{BodyRelay, Deadlines, RelayError};
-use crate::io::timed::{read_into_spare, read_some, read_spare, write_all, IoFailure};
+use crate::io::timed::{
+    read_into_spare, read_some, read_spare, write_all, write_all_on, IoFailure, Timer,
+};
 use crate::observe::metrics;
 use crate::shard::Shard;
 
@@ -115,6 +117,18 @@ impl<S: AsyncWriteRent> Client<S> {
         timeout: Option<Duration>,
     ) -> Result<(), IoFailure> {
         write_all(&mut self.stream, bytes, timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Client::write`], bounded by the request's `timer`.
+    pub async fn write_on<T: IoBuf + 'static>(
+        &mut self,
+        bytes: T,
+        timeout: Option<Duration>,
+        timer: &mut Timer,
+    ) -> Result<(), IoFailure> {
+        write_all_on(&mut self.stream, bytes, timeout, timer)
             .await
             .map(|_| ())
     }
