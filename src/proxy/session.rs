@@ -157,6 +157,11 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
         client.finish_head();
         return reply_ping(shard, client, &exchange).await;
     }
+    if shard.config.routing.routes.is_empty() {
+        // The head is rewritten meanwhile: its cached route arrives from
+        // memory while the CPU has work (see `routing::host_table`).
+        shard.route_cache.prefetch(0, &host);
+    }
     let side = ClientSide {
         peer: info.peer.ip(),
         proto: info.proto.as_str(),

@@ -18,10 +18,10 @@
 //! conditions read are kept the same way (`path_sets`), by the same rules.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::host_table::HostTable;
 use super::lease::Lease;
 use super::path_sets::{is_keepable, Fetched, Known, PathSets};
 use super::rules::PathPatterns;
@@ -77,7 +77,7 @@ pub enum PathSet {
 pub struct RouteCache {
     mode: CacheMode,
     /// One map per destination: the default one first, then one per route.
-    maps: RefCell<Vec<HashMap<Box<str>, Cached>>>,
+    maps: RefCell<Vec<HostTable<Cached>>>,
     /// Per destination, in the same order.
     sources: Vec<Source>,
     /// Per Redis server: its change reports are being received.
@@ -101,7 +101,7 @@ impl RouteCache {
             .collect();
         RouteCache {
             mode,
-            maps: RefCell::new(sources.iter().map(|_| HashMap::new()).collect()),
+            maps: RefCell::new(sources.iter().map(|_| HostTable::default()).collect()),
             sources,
             live: RefCell::new(vec![false; table.servers.len()]),
             unread: table.servers.iter().map(|_| Rc::default()).collect(),
@@ -207,6 +207,17 @@ impl RouteCache {
             .then(|| cached.found.clone())
     }
 
+    /// Starts fetching into the CPU's cache where `host`'s result for the
+    /// destination in `slot` would be, ahead of [`RouteCache::get`]: called
+    /// as soon as a request's host is known.
+    pub fn prefetch(&self, slot: usize, host: &str) {
+        if self.enabled() {
+            if let Some(map) = self.maps.borrow().get(slot) {
+                map.prefetch(host);
+            }
+        }
+    }
+
     /// Keeps a lookup's result, whose lookup was queued after `ticket` was
     /// taken (tracking ignores a result that may predate a change).
     pub fn put(&self, slot: usize, host: &str, found: &Lookup, ticket: Ticket) {
@@ -222,21 +233,20 @@ impl RouteCache {
         };
         let now = crate::clock::now();
         let mut maps = self.maps.borrow_mut();
-        let entries =
-            |maps: &[HashMap<Box<str>, Cached>]| maps.iter().map(HashMap::len).sum::<usize>();
+        let entries = |maps: &[HostTable<Cached>]| maps.iter().map(HostTable::len).sum::<usize>();
         if entries(&maps) >= MAX_ENTRIES {
             for map in maps.iter_mut() {
                 map.retain(|_, c| c.lease.survives_bound(now));
             }
             if entries(&maps) >= MAX_ENTRIES {
-                maps.iter_mut().for_each(HashMap::clear);
+                maps.iter_mut().for_each(HostTable::clear);
             }
         }
         let Some(map) = maps.get_mut(slot) else {
             return;
         };
         map.insert(
-            host.into(),
+            host,
             Cached {
                 found: found.clone(),
                 lease: Lease::until(crate::clock::after(now, keep)),
@@ -253,7 +263,7 @@ impl RouteCache {
 
     pub fn clear(&self) {
         self.bump();
-        self.maps.borrow_mut().iter_mut().for_each(HashMap::clear);
+        self.maps.borrow_mut().iter_mut().for_each(HostTable::clear);
         self.paths.borrow_mut().clear();
     }
 
@@ -353,7 +363,7 @@ impl RouteCache {
                     map.clear();
                 } else if let Some(suffix) = name.strip_prefix('*') {
                     // `*.example.com` serves hosts under it, not itself.
-                    map.retain(|host, _| !host.ends_with(suffix));
+                    map.retain(|host, _| !host.as_bytes().ends_with(suffix.as_bytes()));
                 } else {
                     map.remove(name);
                 }
@@ -372,7 +382,7 @@ impl RouteCache {
         for map in maps.iter_mut() {
             map.retain(|_, c| c.lease.is_fresh(now));
         }
-        maps.iter().map(HashMap::len).sum()
+        maps.iter().map(HostTable::len).sum()
     }
 }
 
@@ -543,7 +553,7 @@ mod tests {
         assert_eq!(c.get(0, "gone"), None);
         c.put(0, "later", &expiring(Duration::from_secs(30)), c.ticket());
         assert!(c.get(0, "later").is_some());
-        let until = |host: &str| c.maps.borrow()[0][host].lease.expires();
+        let until = |host: &str| c.maps.borrow()[0].get(host).unwrap().lease.expires();
         let now = crate::clock::now();
         assert!(until("later") <= now + Duration::from_secs(30));
         c.put(0, "far", &expiring(Duration::from_secs(3600)), c.ticket());
@@ -584,8 +594,8 @@ mod tests {
         };
         let kept = |slot: usize| -> Vec<String> {
             let mut hosts: Vec<String> = c.maps.borrow()[slot]
-                .keys()
-                .map(|k| k.to_string())
+                .iter()
+                .map(|(k, _)| String::from_utf8_lossy(k.as_bytes()).into_owned())
                 .collect();
             hosts.sort();
             hosts

@@ -6,6 +6,8 @@
 pub mod cache;
 pub mod candidates;
 pub mod dead;
+mod host_key;
+mod host_table;
 pub mod lease;
 pub mod lookup;
 pub mod path_sets;
