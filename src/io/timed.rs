@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -94,16 +94,43 @@ impl Bound for Fresh {
 /// first wait, moved to each next deadline (in place when the deadline is
 /// later, as they usually are) and dropped with its owner.
 ///
-/// Only one task may use a timer: monoio's `Sleep` keeps the first waker it
-/// is polled with until it fires.
+/// A poll with another waker than the last (see `waker`) costs a new
+/// `Sleep`; an attempt's waits are all polled by its own task.
 #[derive(Default)]
 pub struct Timer {
     sleep: Option<Pin<Box<monoio::time::Sleep>>>,
+    /// The waker `sleep` was last polled with. A `Sleep` keeps the first
+    /// waker it is polled with until it fires, so a poll with another one
+    /// (another task, or a combinator's own waker) gets a new `Sleep` for
+    /// the same deadline, which wakes the right one.
+    waker: Option<Waker>,
 }
 
 impl Timer {
     pub fn new() -> Timer {
         Timer::default()
+    }
+
+    /// Moves the timer to `deadline` (making it at the first wait).
+    fn arm(&mut self, deadline: monoio::time::Instant) {
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.sleep = Some(Box::pin(monoio::time::sleep_until(deadline))),
+        }
+    }
+
+    /// Whether the deadline it was last armed for has passed.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(sleep) = &mut self.sleep else {
+            return Poll::Pending; // never armed: nothing bounds the wait
+        };
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            if self.waker.is_some() {
+                *sleep = Box::pin(monoio::time::sleep_until(sleep.deadline()));
+            }
+            self.waker = Some(cx.waker().clone());
+        }
+        sleep.as_mut().poll(cx)
     }
 }
 
@@ -111,25 +138,18 @@ impl<'a> Bound for &'a mut Timer {
     type Wait<F: Future> = Bounded<'a, F>;
 
     fn bound<F: Future>(self, limit: Option<Duration>, fut: F) -> Bounded<'a, F> {
-        let sleep = limit.map(|d| {
-            let deadline = monoio::time::Instant::from_std(crate::clock::from_now(d));
-            match &mut self.sleep {
-                Some(sleep) => sleep.as_mut().reset(deadline),
-                None => self.sleep = Some(Box::pin(monoio::time::sleep_until(deadline))),
-            }
-            self.sleep.as_mut().map(|sleep| sleep.as_mut())
+        let timer = limit.map(|d| {
+            self.arm(monoio::time::Instant::from_std(crate::clock::from_now(d)));
+            self
         });
-        Bounded {
-            fut,
-            sleep: sleep.flatten(),
-        }
+        Bounded { fut, timer }
     }
 }
 
-/// A wait bounded by a shared [`Timer`].
+/// A wait bounded by a shared [`Timer`] (`None`: not bounded).
 pub struct Bounded<'a, F> {
     fut: F,
-    sleep: Option<Pin<&'a mut monoio::time::Sleep>>,
+    timer: Option<&'a mut Timer>,
 }
 
 impl<F: Future> Future for Bounded<'_, F> {
@@ -137,8 +157,9 @@ impl<F: Future> Future for Bounded<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: `fut` is pinned structurally (never moved out of the
-        // struct while pinned); `sleep` is not (a `Pin<&mut>` is `Unpin`),
-        // so taking it by `&mut` moves nothing pinned.
+        // struct while pinned); `timer` is not (the `Sleep` it holds is
+        // pinned in its own box), so taking it by `&mut` moves nothing
+        // pinned.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above, `fut` stays where it is.
         let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
@@ -147,8 +168,8 @@ impl<F: Future> Future for Bounded<'_, F> {
         if let Poll::Ready(out) = fut.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        match &mut this.sleep {
-            Some(sleep) => sleep.as_mut().poll(cx).map(|()| Err(IoFailure::Timeout)),
+        match &mut this.timer {
+            Some(timer) => timer.poll_expired(cx).map(|()| Err(IoFailure::Timeout)),
             None => Poll::Pending,
         }
     }
@@ -325,6 +346,41 @@ mod tests {
             assert!(timer.bound(None, untimed).await.is_ok());
             assert!(started.elapsed() >= Duration::from_millis(50));
         });
+    }
+
+    /// A wait polled once with another waker (a combinator's own) and then
+    /// by the task still times out: the stale waker is not the one woken.
+    #[test]
+    fn a_timer_polled_with_another_waker_still_wakes_its_task() {
+        block_on(async {
+            let mut timer = Timer::new();
+            let mut wait = Box::pin((&mut timer).bound(
+                Some(Duration::from_millis(20)),
+                std::future::pending::<()>(),
+            ));
+            let waker = std::sync::Arc::new(Counted::default());
+            let other = Waker::from(waker.clone());
+            assert!(wait
+                .as_mut()
+                .poll(&mut Context::from_waker(&other))
+                .is_pending());
+            let started = Instant::now();
+            let guard = monoio::time::sleep(Duration::from_secs(10));
+            monoio::select! {
+                out = wait => assert!(matches!(out, Err(IoFailure::Timeout))),
+                _ = guard => panic!("the task was never woken for its deadline"),
+            }
+            assert!(started.elapsed() < Duration::from_secs(10));
+        });
+    }
+
+    #[derive(Default)]
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counted {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// A fresh timer per wait, as before the shared one: the same bounds.
