@@ -15,8 +15,12 @@ use super::host_key::HostKey;
 /// The fewest slots a table that holds anything has.
 const MIN_SLOTS: usize = 16;
 
+/// A host and its value, on a cache line of its own when they fit in one
+/// (the route cache's do: a 32-byte key and a 32-byte result): a lookup
+/// then reads, and a prefetch fetches, one line. The hash is not kept; the
+/// rare moves (growth, removal) compute it again.
+#[repr(align(64))]
 struct Entry<V> {
-    hash: u64,
     key: HostKey,
     value: V,
 }
@@ -44,57 +48,49 @@ impl<V> HostTable<V> {
         self.len
     }
 
-    fn hash(&self, host: &[u8]) -> u64 {
-        self.hasher.hash_one(host)
-    }
-
     fn mask(&self) -> usize {
         self.slots.len().wrapping_sub(1)
     }
 
-    /// Where a hash's probe starts (the table is not empty).
-    fn home(&self, hash: u64) -> usize {
+    /// Where `host`'s probe starts (the table is not empty).
+    fn home(&self, host: &[u8]) -> usize {
         // Truncation is the point: the low bits pick the slot.
-        (hash as usize) & self.mask()
+        (self.hasher.hash_one(host) as usize) & self.mask()
     }
 
     /// The slot holding `host`, if any.
-    fn find(&self, host: &[u8], hash: u64) -> Option<usize> {
+    fn find(&self, host: &[u8]) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
-        let mut i = self.home(hash);
+        let mut i = self.home(host);
         loop {
             match &self.slots[i] {
                 None => return None,
-                Some(e) if e.hash == hash && e.key.as_bytes() == host => return Some(i),
+                Some(e) if e.key.as_bytes() == host => return Some(i),
                 Some(_) => i = (i + 1) & self.mask(),
             }
         }
     }
 
-    /// Asks the CPU to start fetching `host`'s entry (an entry may straddle
-    /// two cache lines: both are asked for). Nothing else happens.
+    /// Asks the CPU to start fetching the line of `host`'s entry (or the
+    /// entry's first line, if a value makes it longer). Nothing else happens.
     pub fn prefetch(&self, host: &str) {
         if self.slots.is_empty() {
             return;
         }
-        let slot = &self.slots[self.home(self.hash(host.as_bytes()))];
-        let start = slot as *const Option<Entry<V>> as *const i8;
-        prefetch_line(start);
-        prefetch_line(start.wrapping_add(std::mem::size_of::<Option<Entry<V>>>() - 1));
+        let slot = &self.slots[self.home(host.as_bytes())];
+        prefetch_line(slot as *const Option<Entry<V>> as *const i8);
     }
 
     pub fn get(&self, host: &str) -> Option<&V> {
-        let host = host.as_bytes();
-        let i = self.find(host, self.hash(host))?;
+        let i = self.find(host.as_bytes())?;
         self.slots[i].as_ref().map(|e| &e.value)
     }
 
     /// Inserts or replaces `host`'s value.
     pub fn insert(&mut self, host: &str, value: V) {
-        let hash = self.hash(host.as_bytes());
-        if let Some(i) = self.find(host.as_bytes(), hash) {
+        if let Some(i) = self.find(host.as_bytes()) {
             if let Some(e) = &mut self.slots[i] {
                 e.value = value;
             }
@@ -104,7 +100,6 @@ impl<V> HostTable<V> {
             self.grow();
         }
         self.place(Entry {
-            hash,
             key: HostKey::new(host),
             value,
         });
@@ -114,7 +109,7 @@ impl<V> HostTable<V> {
     /// Puts an entry whose host is not in the table in the first free slot
     /// of its probe (there is one: the table is never full).
     fn place(&mut self, entry: Entry<V>) {
-        let mut i = self.home(entry.hash);
+        let mut i = self.home(entry.key.as_bytes());
         while self.slots[i].is_some() {
             i = (i + 1) & self.mask();
         }
@@ -130,16 +125,19 @@ impl<V> HostTable<V> {
     }
 
     pub fn remove(&mut self, host: &str) {
-        let host = host.as_bytes();
-        let Some(mut hole) = self.find(host, self.hash(host)) else {
-            return;
-        };
+        if let Some(i) = self.find(host.as_bytes()) {
+            self.remove_at(i);
+        }
+    }
+
+    /// Empties slot `hole`, then closes the gap by backward shift: an entry
+    /// after it, in the same run of full slots, moves into it unless its
+    /// probe starts after the hole (a probe for it would not pass the
+    /// hole). No tombstones, so a probe ends at the first empty slot. Only
+    /// entries after the hole, up to the run's end, move.
+    fn remove_at(&mut self, mut hole: usize) {
         self.slots[hole] = None;
         self.len -= 1;
-        // Backward shift: an entry after the hole, in the same run of full
-        // slots, moves into it unless its probe starts after the hole (then
-        // a probe for it would not pass the hole). No tombstones, so a probe
-        // ends at the first empty slot.
         let mask = self.mask();
         let mut i = hole;
         loop {
@@ -147,7 +145,7 @@ impl<V> HostTable<V> {
             let Some(entry) = &self.slots[i] else {
                 return;
             };
-            let home = self.home(entry.hash);
+            let home = self.home(entry.key.as_bytes());
             // Whether `home` lies cyclically in (hole, i]: then it stays.
             let stays = if hole < i {
                 hole < home && home <= i
@@ -161,25 +159,24 @@ impl<V> HostTable<V> {
         }
     }
 
-    /// Keeps the entries for which `keep` (called once for each) is true.
+    /// Keeps the entries for which `keep` (called once for each) is true,
+    /// in place.
     pub fn retain(&mut self, mut keep: impl FnMut(&HostKey, &V) -> bool) {
-        let mut dropped = 0;
-        for slot in self.slots.iter_mut() {
-            if slot.as_ref().is_some_and(|e| !keep(&e.key, &e.value)) {
-                *slot = None;
-                dropped += 1;
+        let n = self.slots.len();
+        // The walk starts just after an empty slot, so every run of full
+        // slots lies whole within it, in order. A removal shifts back only
+        // entries later in its run, not yet walked: the slot just emptied
+        // is looked at again, and no entry is seen twice.
+        let Some(empty) = self.slots.iter().position(Option::is_none) else {
+            return; // empty table (a non-empty one always has a free slot)
+        };
+        let mut step = 1;
+        while step <= n {
+            let i = (empty + step) & self.mask();
+            match &self.slots[i] {
+                Some(e) if !keep(&e.key, &e.value) => self.remove_at(i),
+                _ => step += 1,
             }
-        }
-        if dropped == 0 {
-            return;
-        }
-        self.len -= dropped;
-        // The dropped entries left holes in probe runs, which would end a
-        // probe early: what is left is placed again.
-        let slots = self.slots.len();
-        let old = std::mem::replace(&mut self.slots, (0..slots).map(|_| None).collect());
-        for entry in old.into_vec().into_iter().flatten() {
-            self.place(entry);
         }
     }
 
@@ -244,6 +241,35 @@ mod tests {
                 assert_eq!(table.iter().count(), model.len());
             }
         }
+    }
+
+    #[test]
+    fn retain_asks_once_per_entry() {
+        let mut table = HostTable::default();
+        let mut rng = fastrand::Rng::with_seed(3);
+        for round in 0..300 {
+            for i in 0..rng.usize(..200) {
+                table.insert(&format!("r{round}h{i}"), i);
+            }
+            let before = table.len();
+            let mut asked = std::collections::HashSet::new();
+            table.retain(|key, _| {
+                assert!(asked.insert(key.as_bytes().to_vec()), "asked twice");
+                rng.bool()
+            });
+            assert_eq!(asked.len(), before);
+            assert_eq!(table.iter().count(), table.len());
+            for (key, value) in table.iter() {
+                let host = std::str::from_utf8(key.as_bytes()).unwrap();
+                assert_eq!(table.get(host), Some(value), "kept but not found");
+            }
+        }
+    }
+
+    #[test]
+    fn a_route_cache_sized_entry_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Option<Entry<[u64; 4]>>>(), 64);
+        assert_eq!(std::mem::align_of::<Option<Entry<[u64; 4]>>>(), 64);
     }
 
     #[test]
