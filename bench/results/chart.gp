@@ -1,6 +1,6 @@
 set terminal svg size 900,420 font "sans,12"
 set output "bench/results/latest.svg"
-set title "Requests per second (median of repetitions), 2026-12-07 10:00 UTC"
+set title "Requests per second (median of repetitions), 2026-12-07 11:53 UTC"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
