@@ -160,22 +160,33 @@ impl<V> HostTable<V> {
     }
 
     /// Keeps the entries for which `keep` (called once for each) is true,
-    /// in place.
+    /// in place and in one pass.
     pub fn retain(&mut self, mut keep: impl FnMut(&HostKey, &V) -> bool) {
-        let n = self.slots.len();
         // The walk starts just after an empty slot, so every run of full
-        // slots lies whole within it, in order. A removal shifts back only
-        // entries later in its run, not yet walked: the slot just emptied
-        // is looked at again, and no entry is seen twice.
+        // slots lies whole within it, in order. Once an entry of a run is
+        // dropped, each later entry of that run kept is placed again from
+        // its probe's start: it lands in the first free slot there, which
+        // is at most where it was (already walked, so no entry is asked
+        // about twice), and the run has no gap a probe would stop at.
         let Some(empty) = self.slots.iter().position(Option::is_none) else {
             return; // empty table (a non-empty one always has a free slot)
         };
-        let mut step = 1;
-        while step <= n {
-            let i = (empty + step) & self.mask();
-            match &self.slots[i] {
-                Some(e) if !keep(&e.key, &e.value) => self.remove_at(i),
-                _ => step += 1,
+        let mask = self.mask();
+        let mut dropped_in_run = false;
+        for step in 1..=self.slots.len() {
+            let i = (empty + step) & mask;
+            let Some(entry) = &self.slots[i] else {
+                dropped_in_run = false; // the run ended
+                continue;
+            };
+            if !keep(&entry.key, &entry.value) {
+                self.slots[i] = None;
+                self.len -= 1;
+                dropped_in_run = true;
+            } else if dropped_in_run {
+                if let Some(entry) = self.slots[i].take() {
+                    self.place(entry);
+                }
             }
         }
     }
@@ -253,15 +264,21 @@ mod tests {
             }
             let before = table.len();
             let mut asked = std::collections::HashSet::new();
+            let mut kept = std::collections::HashSet::new();
             table.retain(|key, _| {
                 assert!(asked.insert(key.as_bytes().to_vec()), "asked twice");
-                rng.bool()
+                let keep = rng.bool();
+                if keep {
+                    kept.insert(key.as_bytes().to_vec());
+                }
+                keep
             });
             assert_eq!(asked.len(), before);
+            assert_eq!(table.len(), kept.len());
             assert_eq!(table.iter().count(), table.len());
-            for (key, value) in table.iter() {
-                let host = std::str::from_utf8(key.as_bytes()).unwrap();
-                assert_eq!(table.get(host), Some(value), "kept but not found");
+            for key in &kept {
+                let host = std::str::from_utf8(key).unwrap();
+                assert!(table.get(host).is_some(), "kept but not found");
             }
         }
     }
