@@ -11,7 +11,7 @@ use super::reply::reply_error;
 use crate::http::response::ResponseHead;
 use crate::log_debug;
 use crate::observe::metrics;
-use crate::routing::cache::RouteCache;
+use crate::routing::cache::{HostHash, RouteCache};
 use crate::routing::dead::{self, DeadMark};
 use crate::routing::lookup::LookupError;
 use crate::routing::rules::RequestFacts;
@@ -25,6 +25,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
     exchange: &mut Exchange,
     up_head: Vec<u8>,
     host: String,
+    host_hash: HostHash,
     facts: RequestFacts,
 ) -> Next {
     let cfg = &shard.config;
@@ -58,7 +59,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         let cache = &shard.route_cache;
         // A lookup the conditions already fetched is newer than the cache's.
         let cached = match (failures, &prefetched) {
-            (0, None) => cache.get(slot, &host),
+            (0, None) => cache.get(slot, &host, host_hash),
             _ => None,
         };
         if failures == 0 && cache.enabled() {

@@ -157,10 +157,11 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
         client.finish_head();
         return reply_ping(shard, client, &exchange).await;
     }
+    let host_hash = shard.route_cache.hash(&host);
     if shard.config.routing.routes.is_empty() {
         // The head is rewritten meanwhile: its cached route arrives from
         // memory while the CPU has work (see `routing::host_table`).
-        shard.route_cache.prefetch(0, &host);
+        shard.route_cache.prefetch(0, host_hash);
     }
     let side = ClientSide {
         peer: info.peer.ip(),
@@ -183,7 +184,16 @@ async fn handle_request<S: AsyncReadRent + AsyncWriteRent>(
         request_facts(client.head_bytes(), &head)
     };
     client.finish_head();
-    let next = forward(shard, client, &mut exchange, up_head, host, facts).await;
+    let next = forward(
+        shard,
+        client,
+        &mut exchange,
+        up_head,
+        host,
+        host_hash,
+        facts,
+    )
+    .await;
     if let Some(status) = exchange.status {
         // Read the clock once for the metrics and the access log alike.
         let now = Instant::now();

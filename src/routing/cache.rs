@@ -21,6 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
+pub use super::host_table::HostHash;
 use super::host_table::HostTable;
 use super::lease::Lease;
 use super::path_sets::{is_keepable, Fetched, Known, PathSets};
@@ -29,6 +30,7 @@ use super::Lookup;
 use crate::config::routes::{Destination, RouteTable};
 pub use crate::config::CacheMode;
 use crate::redis::tracking::Unread;
+use std::collections::hash_map::RandomState;
 
 /// Hosts kept per shard. When a new one would pass this, the entries not
 /// served since the last time the bound was reached go (expired ones too),
@@ -80,6 +82,8 @@ pub struct RouteCache {
     mode: CacheMode,
     /// One map per destination: the default one first, then one per route.
     maps: RefCell<Vec<HostTable<Cached>>>,
+    /// The maps' one hasher, so that a request hashes its host once.
+    hasher: RandomState,
     /// Per destination, in the same order.
     sources: Vec<Source>,
     /// Per Redis server: its change reports are being received.
@@ -101,9 +105,12 @@ impl RouteCache {
                 prefix: d.prefix.clone(),
             })
             .collect();
+        let hasher = RandomState::new();
+        let map = || HostTable::with_hasher(hasher.clone());
         RouteCache {
             mode,
-            maps: RefCell::new(sources.iter().map(|_| HostTable::default()).collect()),
+            maps: RefCell::new(sources.iter().map(|_| map()).collect()),
+            hasher,
             sources,
             live: RefCell::new(vec![false; table.servers.len()]),
             unread: table.servers.iter().map(|_| Rc::default()).collect(),
@@ -193,8 +200,14 @@ impl RouteCache {
         }
     }
 
-    /// A cached lookup of `host` that may be served, if there is one.
-    pub fn get(&self, slot: usize, host: &str) -> Option<Lookup> {
+    /// `host`'s hash, for [`RouteCache::prefetch`] and [`RouteCache::get`].
+    pub fn hash(&self, host: &str) -> HostHash {
+        HostHash::of(&self.hasher, host)
+    }
+
+    /// A cached lookup of `host` (whose [`RouteCache::hash`] is `hash`) that
+    /// may be served, if there is one.
+    pub fn get(&self, slot: usize, host: &str, hash: HostHash) -> Option<Lookup> {
         if !self
             .server_of(slot)
             .is_some_and(|server| self.may_serve(server))
@@ -202,20 +215,20 @@ impl RouteCache {
             return None;
         }
         let maps = self.maps.borrow();
-        let cached = maps.get(slot)?.get(host)?;
+        let cached = maps.get(slot)?.get(host, hash)?;
         cached
             .lease
             .serve(crate::clock::now())
             .then(|| cached.found.clone())
     }
 
-    /// Starts fetching into the CPU's cache where `host`'s result for the
-    /// destination in `slot` would be, ahead of [`RouteCache::get`]: called
-    /// as soon as a request's host is known.
-    pub fn prefetch(&self, slot: usize, host: &str) {
+    /// Starts fetching into the CPU's cache where the result for the host
+    /// of `hash` and the destination in `slot` would be, ahead of
+    /// [`RouteCache::get`]: called as soon as a request's host is known.
+    pub fn prefetch(&self, slot: usize, hash: HostHash) {
         if self.enabled() {
             if let Some(map) = self.maps.borrow().get(slot) {
-                map.prefetch(host);
+                map.prefetch(hash);
             }
         }
     }
@@ -401,6 +414,12 @@ mod tests {
         assert!(std::mem::size_of::<Cached>() <= 32);
     }
 
+    impl RouteCache {
+        fn cached(&self, slot: usize, host: &str) -> Option<Lookup> {
+            self.get(slot, host, self.hash(host))
+        }
+    }
+
     fn frontend(name: &str) -> Lookup {
         Lookup::Frontend(Frontend::new(name, &["http://b"], vec![]))
     }
@@ -457,27 +476,27 @@ mod tests {
     fn off_keeps_nothing_and_ttl_keeps_until_forgotten() {
         let off = cache(CacheMode::Off);
         off.put(0, "a", &frontend("a"), off.ticket());
-        assert_eq!(off.get(0, "a"), None);
+        assert_eq!(off.cached(0, "a"), None);
 
         let on = cache(CacheMode::Ttl(Duration::from_secs(60)));
         on.put(0, "a", &frontend("a"), on.ticket());
         on.put(1, "a", &Lookup::NoFrontend, on.ticket());
-        assert_eq!(on.get(0, "a"), Some(frontend("a")));
-        assert_eq!(on.get(1, "a"), Some(Lookup::NoFrontend));
-        assert_eq!(on.get(0, "b"), None);
+        assert_eq!(on.cached(0, "a"), Some(frontend("a")));
+        assert_eq!(on.cached(1, "a"), Some(Lookup::NoFrontend));
+        assert_eq!(on.cached(0, "b"), None);
         on.forget("a");
-        assert_eq!(on.get(0, "a"), None);
-        assert_eq!(on.get(1, "a"), None);
+        assert_eq!(on.cached(0, "a"), None);
+        assert_eq!(on.cached(1, "a"), None);
         on.put(0, "c", &frontend("c"), on.ticket());
         on.clear();
-        assert_eq!(on.get(0, "c"), None);
+        assert_eq!(on.cached(0, "c"), None);
     }
 
     #[test]
     fn entries_expire_and_the_size_is_bounded() {
         let short = cache(CacheMode::Ttl(Duration::ZERO));
         short.put(0, "a", &frontend("a"), short.ticket());
-        assert_eq!(short.get(0, "a"), None);
+        assert_eq!(short.cached(0, "a"), None);
 
         let cache = cache(CacheMode::Ttl(Duration::from_secs(60)));
         for i in 0..MAX_ENTRIES + 5 {
@@ -496,13 +515,13 @@ mod tests {
         put("real.example");
         for round in 0..3 {
             // The real host is asked between floods, as live traffic is.
-            assert!(cache.get(0, "real.example").is_some(), "round {round}");
+            assert!(cache.cached(0, "real.example").is_some(), "round {round}");
             for i in 0..MAX_ENTRIES {
                 put(&format!("flood{round}-{i}"));
                 assert!(cache.maps.borrow()[0].len() <= MAX_ENTRIES);
             }
         }
-        assert!(cache.get(0, "real.example").is_some());
+        assert!(cache.cached(0, "real.example").is_some());
         // Asked before this flood reached the bound: kept through it.
         for i in 0..MAX_ENTRIES {
             put(&format!("again-{i}"));
@@ -511,7 +530,7 @@ mod tests {
         for i in 0..MAX_ENTRIES {
             put(&format!("more-{i}"));
         }
-        assert_eq!(cache.get(0, "real.example"), None);
+        assert_eq!(cache.cached(0, "real.example"), None);
     }
 
     #[test]
@@ -519,16 +538,16 @@ mod tests {
         let c = cache(CacheMode::Tracking);
         let _sockets = sockets(&c);
         c.put(0, "a", &frontend("a"), c.ticket());
-        assert_eq!(c.get(0, "a"), None, "not live yet");
+        assert_eq!(c.cached(0, "a"), None, "not live yet");
         c.set_live(0, true);
         c.put(0, "a", &frontend("a"), c.ticket());
         c.put(1, "a", &frontend("a"), c.ticket());
-        assert_eq!(c.get(0, "a"), Some(frontend("a")));
-        assert_eq!(c.get(1, "a"), None, "server 1 is not tracked");
+        assert_eq!(c.cached(0, "a"), Some(frontend("a")));
+        assert_eq!(c.cached(1, "a"), None, "server 1 is not tracked");
         c.set_live(0, false);
-        assert_eq!(c.get(0, "a"), None);
+        assert_eq!(c.cached(0, "a"), None);
         c.set_live(0, true);
-        assert_eq!(c.get(0, "a"), None, "dropped when tracking stopped");
+        assert_eq!(c.cached(0, "a"), None, "dropped when tracking stopped");
     }
 
     #[test]
@@ -539,10 +558,10 @@ mod tests {
         let ticket = c.ticket();
         c.changed(0, b"frontend:unrelated");
         c.put(0, "a", &frontend("a"), ticket);
-        assert_eq!(c.get(0, "a"), None);
+        assert_eq!(c.cached(0, "a"), None);
         let ticket = c.ticket();
         c.put(0, "a", &frontend("a"), ticket);
-        assert_eq!(c.get(0, "a"), Some(frontend("a")));
+        assert_eq!(c.cached(0, "a"), Some(frontend("a")));
     }
 
     #[test]
@@ -557,10 +576,16 @@ mod tests {
             Lookup::Frontend(f.expiring(after))
         };
         c.put(0, "gone", &expiring(Duration::ZERO), c.ticket());
-        assert_eq!(c.get(0, "gone"), None);
+        assert_eq!(c.cached(0, "gone"), None);
         c.put(0, "later", &expiring(Duration::from_secs(30)), c.ticket());
-        assert!(c.get(0, "later").is_some());
-        let until = |host: &str| c.maps.borrow()[0].get(host).unwrap().lease.expires();
+        assert!(c.cached(0, "later").is_some());
+        let until = |host: &str| {
+            c.maps.borrow()[0]
+                .get(host, c.hash(host))
+                .unwrap()
+                .lease
+                .expires()
+        };
         let now = crate::clock::now();
         assert!(until("later") <= now + Duration::from_secs(30));
         c.put(0, "far", &expiring(Duration::from_secs(3600)), c.ticket());
@@ -578,10 +603,10 @@ mod tests {
             let mut sockets = sockets_watched(&c, with_arrival_watch);
             c.set_live(0, true);
             c.put(0, "a", &frontend("a"), c.ticket());
-            assert_eq!(c.get(0, "a"), Some(frontend("a")));
+            assert_eq!(c.cached(0, "a"), Some(frontend("a")));
             sockets[0].1.write_all(b">").unwrap();
             assert_eq!(
-                c.get(0, "a"),
+                c.cached(0, "a"),
                 None,
                 "a report is waiting to be read (watched: {with_arrival_watch})"
             );

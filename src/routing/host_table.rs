@@ -25,6 +25,18 @@ struct Entry<V> {
     value: V,
 }
 
+/// A host's hash under a table's hasher, computed once per request for both
+/// the prefetch and the lookup. One from another hasher finds nothing (keys
+/// are compared byte for byte), never another host's entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostHash(u64);
+
+impl HostHash {
+    pub fn of(hasher: &RandomState, host: &str) -> HostHash {
+        HostHash(hasher.hash_one(host.as_bytes()))
+    }
+}
+
 pub struct HostTable<V> {
     /// A power of two in length (or empty), never more than 7/8 full, so
     /// every probe meets an empty slot.
@@ -35,15 +47,25 @@ pub struct HostTable<V> {
 
 impl<V> Default for HostTable<V> {
     fn default() -> Self {
-        HostTable {
-            slots: Box::default(),
-            len: 0,
-            hasher: RandomState::new(),
-        }
+        HostTable::with_hasher(RandomState::new())
     }
 }
 
 impl<V> HostTable<V> {
+    /// A table hashing with `hasher` (tables that share one take the same
+    /// [`HostHash`]).
+    pub fn with_hasher(hasher: RandomState) -> Self {
+        HostTable {
+            slots: Box::default(),
+            len: 0,
+            hasher,
+        }
+    }
+
+    pub fn hash(&self, host: &str) -> HostHash {
+        HostHash::of(&self.hasher, host)
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -52,18 +74,24 @@ impl<V> HostTable<V> {
         self.slots.len().wrapping_sub(1)
     }
 
-    /// Where `host`'s probe starts (the table is not empty).
-    fn home(&self, host: &[u8]) -> usize {
+    /// Where a probe for the host of `hash` starts (the table is not empty).
+    fn home(&self, hash: HostHash) -> usize {
         // Truncation is the point: the low bits pick the slot.
-        (self.hasher.hash_one(host) as usize) & self.mask()
+        (hash.0 as usize) & self.mask()
     }
 
-    /// The slot holding `host`, if any.
-    fn find(&self, host: &[u8]) -> Option<usize> {
+    /// Where the probe for `key`'s host starts (the table is not empty).
+    fn home_of(&self, key: &HostKey) -> usize {
+        self.home(HostHash(self.hasher.hash_one(key.as_bytes())))
+    }
+
+    /// The slot holding `host`, whose hash is `hash`, if any.
+    fn find(&self, host: &str, hash: HostHash) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
-        let mut i = self.home(host);
+        let host = host.as_bytes();
+        let mut i = self.home(hash);
         loop {
             match &self.slots[i] {
                 None => return None,
@@ -73,24 +101,26 @@ impl<V> HostTable<V> {
         }
     }
 
-    /// Asks the CPU to start fetching the line of `host`'s entry (or the
-    /// entry's first line, if a value makes it longer). Nothing else happens.
-    pub fn prefetch(&self, host: &str) {
+    /// Asks the CPU to start fetching the line of the entry of the host of
+    /// `hash` (or the entry's first line, if a value makes it longer).
+    /// Nothing else happens.
+    pub fn prefetch(&self, hash: HostHash) {
         if self.slots.is_empty() {
             return;
         }
-        let slot = &self.slots[self.home(host.as_bytes())];
+        let slot = &self.slots[self.home(hash)];
         prefetch_line(slot as *const Option<Entry<V>> as *const i8);
     }
 
-    pub fn get(&self, host: &str) -> Option<&V> {
-        let i = self.find(host.as_bytes())?;
+    /// `host`'s value; `hash` is its [`HostTable::hash`].
+    pub fn get(&self, host: &str, hash: HostHash) -> Option<&V> {
+        let i = self.find(host, hash)?;
         self.slots[i].as_ref().map(|e| &e.value)
     }
 
     /// Inserts or replaces `host`'s value.
     pub fn insert(&mut self, host: &str, value: V) {
-        if let Some(i) = self.find(host.as_bytes()) {
+        if let Some(i) = self.find(host, self.hash(host)) {
             if let Some(e) = &mut self.slots[i] {
                 e.value = value;
             }
@@ -109,7 +139,7 @@ impl<V> HostTable<V> {
     /// Puts an entry whose host is not in the table in the first free slot
     /// of its probe (there is one: the table is never full).
     fn place(&mut self, entry: Entry<V>) {
-        let mut i = self.home(entry.key.as_bytes());
+        let mut i = self.home_of(&entry.key);
         while self.slots[i].is_some() {
             i = (i + 1) & self.mask();
         }
@@ -125,7 +155,7 @@ impl<V> HostTable<V> {
     }
 
     pub fn remove(&mut self, host: &str) {
-        if let Some(i) = self.find(host.as_bytes()) {
+        if let Some(i) = self.find(host, self.hash(host)) {
             self.remove_at(i);
         }
     }
@@ -145,7 +175,7 @@ impl<V> HostTable<V> {
             let Some(entry) = &self.slots[i] else {
                 return;
             };
-            let home = self.home(entry.key.as_bytes());
+            let home = self.home_of(&entry.key);
             // Whether `home` lies cyclically in (hole, i]: then it stays.
             let stays = if hole < i {
                 hole < home && home <= i
@@ -218,6 +248,10 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    fn get<'a, V>(table: &'a HostTable<V>, host: &str) -> Option<&'a V> {
+        table.get(host, table.hash(host))
+    }
+
     /// The table against std's map under a long random mix of inserts,
     /// replacements, removals and retains over a small key space (long
     /// probe runs, wrap-around, shifts across the array's end).
@@ -237,7 +271,7 @@ mod tests {
                     table.remove(&host);
                     model.remove(&host);
                 }
-                90..=98 => assert_eq!(table.get(&host), model.get(&host)),
+                90..=98 => assert_eq!(get(&table, &host), model.get(&host)),
                 _ => {
                     let cut = rng.u32(..4);
                     table.retain(|_, v| v % 4 != cut);
@@ -247,7 +281,7 @@ mod tests {
             assert_eq!(table.len(), model.len());
             if step % 1000 == 0 {
                 for (k, v) in &model {
-                    assert_eq!(table.get(k), Some(v), "step {step}: {k}");
+                    assert_eq!(get(&table, k), Some(v), "step {step}: {k}");
                 }
                 assert_eq!(table.iter().count(), model.len());
             }
@@ -278,7 +312,7 @@ mod tests {
             assert_eq!(table.iter().count(), table.len());
             for key in &kept {
                 let host = std::str::from_utf8(key).unwrap();
-                assert!(table.get(host).is_some(), "kept but not found");
+                assert!(get(&table, host).is_some(), "kept but not found");
             }
         }
     }
@@ -296,16 +330,16 @@ mod tests {
             table.insert(&format!("host{i}"), i);
             assert!(table.len() * 8 <= table.slots.len() * 7);
         }
-        table.prefetch("host1");
-        table.prefetch("nowhere");
-        assert_eq!(table.get("host999"), Some(&999));
+        table.prefetch(table.hash("host1"));
+        table.prefetch(table.hash("nowhere"));
+        assert_eq!(get(&table, "host999"), Some(&999));
         table.retain(|key, _| key.as_bytes().ends_with(b"7"));
         assert_eq!(table.len(), 100);
-        assert_eq!(table.get("host998"), None);
-        assert_eq!(table.get("host997"), Some(&997));
+        assert_eq!(get(&table, "host998"), None);
+        assert_eq!(get(&table, "host997"), Some(&997));
         table.clear();
         assert_eq!(table.len(), 0);
-        assert_eq!(table.get("host997"), None);
-        table.prefetch("host997");
+        assert_eq!(get(&table, "host997"), None);
+        table.prefetch(table.hash("host997"));
     }
 }
